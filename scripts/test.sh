@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The project's whole check, as CI runs it: toolchain, contract format and tests, Rust format, lints, tests.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
+
+step() { echo "==> $*" >&2; }
+
+step "forge fmt --check"
+(cd contracts && forge fmt --check)
+step "forge test"
+(cd contracts && forge test)
+step "cargo fmt --check"
+cargo fmt --all --check
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+step "cargo test"
+cargo test --workspace --locked
