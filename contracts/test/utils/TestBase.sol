@@ -8,8 +8,10 @@ import {KeyRegistry} from "../../src/KeyRegistry.sol";
 /// Assertions, bound() and node-key helpers shared by the test suites. A failed assertion reverts, which
 /// forge reports as a failed test.
 abstract contract TestBase {
-    uint256 internal constant SECP256K1_N = 0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141;
-    uint256 internal constant SECP256K1_P = 0xfffffffffffffffffffffffffffffffffffffffffffffffffffffffefffffc2f;
+    uint256 internal constant SECP256K1_N =
+        0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141;
+    uint256 internal constant SECP256K1_P =
+        0xfffffffffffffffffffffffffffffffffffffffffffffffffffffffefffffc2f;
 
     // ------------------------------------------------------------------ assertions
 
@@ -96,6 +98,18 @@ abstract contract TestBase {
         (bytes memory publicKey, bytes memory signature) = proof(registry, privateKey, nodeId, owner, 1);
         vm.prank(owner);
         registry.registerNode(nodeId, publicKey, signature);
+    }
+
+    function _recover(bytes32 digest, bytes memory signature) internal pure returns (address) {
+        bytes32 r;
+        bytes32 s;
+        uint8 v;
+        assembly ("memory-safe") {
+            r := mload(add(signature, 0x20))
+            s := mload(add(signature, 0x40))
+            v := byte(0, mload(add(signature, 0x60)))
+        }
+        return ecrecover(digest, v, r, s);
     }
 
     function sorted(bytes32[] memory ids) internal pure returns (bytes32[] memory) {

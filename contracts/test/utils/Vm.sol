@@ -35,6 +35,8 @@ interface Vm {
     function load(address target, bytes32 slot) external view returns (bytes32);
     function assume(bool condition) external pure;
     function label(address account, string calldata newLabel) external;
+    function snapshotState() external returns (uint256 snapshotId);
+    function revertToState(uint256 snapshotId) external returns (bool success);
 
     // keys
     function sign(uint256 privateKey, bytes32 digest) external pure returns (uint8 v, bytes32 r, bytes32 s);
@@ -84,3 +86,10 @@ interface Vm {
 }
 
 Vm constant vm = Vm(address(uint160(uint256(keccak256("hevm cheat code")))));
+
+/// Foundry's console: prints with `forge test -vv`.
+interface Console {
+    function log(string calldata label, uint256 value) external view;
+}
+
+Console constant console = Console(0x000000000000000000636F6e736F6c652e6c6f67);
