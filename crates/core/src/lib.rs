@@ -1,0 +1,51 @@
+//! anchormq-core: the wire formats and cryptography of anchormq.
+//!
+//! anchormq gives an MQTT fleet end-to-end encryption. Node keys and group
+//! memberships live on an Ethereum contract (the KeyRegistry); a bridge mirrors
+//! them into MQTT as signed, retained *key notes*. This crate is everything
+//! that turns those bytes into decisions and back:
+//!
+//! - [`ids`]: `NodeId` / `GroupId` (Solidity `bytes32("1111")` style labels);
+//! - [`keys`]: node secret keys (key file format), public keys, low-S ECDSA;
+//! - [`notes`]: node and group notes signed by the bridge, and [`KeyBook`],
+//!   the reader that refuses forged, foreign or rolled-back notes;
+//! - [`chunk`]: splitting any signed note into MQTT-sized chunks and back;
+//! - [`sender_key`]: per-(group, sender, epoch) keys wrapped with ECIES for
+//!   every member, signed by the sender;
+//! - [`envelope`]: the encrypted, signed message format;
+//! - [`session`]: [`Sealer`] and [`Opener`], the state machines an agent drives;
+//! - [`topics`]: the MQTT topic layout and topic-filter matching.
+//!
+//! It is *not* an MQTT client: nothing here does I/O, spawns tasks or reads a
+//! clock. Randomness is always passed in by the caller, which is how the
+//! checked-in test vectors stay byte-for-byte reproducible.
+//! `docs/spec.md` in the repository describes every byte.
+
+pub mod chunk;
+pub mod envelope;
+pub mod error;
+pub mod fuzz_entry;
+pub mod ids;
+pub mod keys;
+pub mod notes;
+pub mod replay;
+pub mod sender_key;
+pub mod session;
+pub mod topics;
+mod wire;
+
+pub use chunk::{ChunkAssembler, NoteKind, SignedNote};
+pub use envelope::{Envelope, SUITE_V1, VERSION_V1};
+pub use error::{
+    ChunkError, DecodeError, GroupNoteError, IdError, IngestError, KeyError, KeyFileError,
+    MembershipError, NoteError, OpenError, SealError, SenderIssue, SenderKeyError, TopicError,
+};
+pub use ids::{GroupId, NodeId};
+pub use keys::{NodePublicKey, NodeSecretKey, Signature};
+pub use notes::{
+    Address, ChainPosition, GroupNote, KeyBook, Member, NodeNote, NodeStatus, NoteUpdate, Registry,
+};
+pub use replay::{ReplayVerdict, ReplayWindow};
+pub use sender_key::{SenderKey, SenderKeyNote, StreamId, WrappedKey};
+pub use session::{Ingested, Message, Opened, Opener, OpenerLimits, Sealer, SenderKeyNoteBuild};
+pub use topics::{Topics, topic_matches};

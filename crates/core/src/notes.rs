@@ -1,0 +1,624 @@
+//! Key notes: the bridge's signed MQTT mirror of the KeyRegistry, and
+//! [`KeyBook`], the reader that holds the last good note per node and group.
+//!
+//! Every note is `version (1) || kind (1) || body || signature (64)`; the
+//! signature is ECDSA-secp256k1 (low S) over
+//! SHA-256(`"anchormq/v1 note\0"` || version || kind || body). Node and group
+//! notes are signed by the bridge key; sender-key notes by the sending node
+//! (see [`crate::sender_key`]).
+
+use std::collections::HashMap;
+
+use sha2::{Digest, Sha256};
+
+use crate::chunk::{NoteKind, SignedNote};
+use crate::error::{DecodeError, GroupNoteError, MembershipError, NoteError};
+use crate::ids::{GroupId, NodeId};
+use crate::keys::{NodePublicKey, NodeSecretKey, Signature};
+use crate::topics::{topic_matches, validate_topic_filter};
+use crate::wire::{Reader, put_u16, put_u32, put_u64};
+
+/// Version byte of every signed note.
+pub const NOTE_VERSION: u8 = 1;
+/// Domain separation prefix of note signatures.
+pub(crate) const NOTE_DOMAIN: &[u8] = b"anchormq/v1 note\0";
+
+/// A 20-byte Ethereum address.
+pub type Address = [u8; 20];
+
+/// Which KeyRegistry a note speaks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Registry {
+    /// EIP-155 chain ID.
+    pub chain_id: u64,
+    /// Address of the KeyRegistry contract.
+    pub address: Address,
+}
+
+/// Where the event behind a note sits on chain. Notes are ordered by
+/// `(block_number, log_index)`; that order is what rollback protection uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChainPosition {
+    /// EIP-155 chain ID.
+    pub chain_id: u64,
+    /// KeyRegistry address.
+    pub registry: Address,
+    /// Block number of the event.
+    pub block_number: u64,
+    /// Block hash of the event's block.
+    pub block_hash: [u8; 32],
+    /// Hash of the transaction that emitted the event.
+    pub tx_hash: [u8; 32],
+    /// Log index of the event in its block.
+    pub log_index: u64,
+}
+
+impl ChainPosition {
+    /// Bytes on the wire.
+    pub const LEN: usize = 8 + 20 + 8 + 32 + 32 + 8;
+
+    /// The registry this position belongs to.
+    pub const fn registry(&self) -> Registry {
+        Registry {
+            chain_id: self.chain_id,
+            address: self.registry,
+        }
+    }
+
+    /// The ordering key `(block_number, log_index)`.
+    pub const fn order(&self) -> (u64, u64) {
+        (self.block_number, self.log_index)
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_u64(out, self.chain_id);
+        out.extend_from_slice(&self.registry);
+        put_u64(out, self.block_number);
+        out.extend_from_slice(&self.block_hash);
+        out.extend_from_slice(&self.tx_hash);
+        put_u64(out, self.log_index);
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            chain_id: r.u64("position.chain_id")?,
+            registry: r.array("position.registry")?,
+            block_number: r.u64("position.block_number")?,
+            block_hash: r.array("position.block_hash")?,
+            tx_hash: r.array("position.tx_hash")?,
+            log_index: r.u64("position.log_index")?,
+        })
+    }
+}
+
+/// A node's registration status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NodeStatus {
+    /// The key may be used.
+    Active,
+    /// The node was revoked; its key must not be trusted or wrapped to.
+    Revoked,
+}
+
+impl NodeStatus {
+    const fn to_byte(self) -> u8 {
+        match self {
+            Self::Active => 1,
+            Self::Revoked => 2,
+        }
+    }
+
+    fn from_byte(b: u8) -> Result<Self, DecodeError> {
+        match b {
+            1 => Ok(Self::Active),
+            2 => Ok(Self::Revoked),
+            _ => Err(DecodeError::malformed("node.status")),
+        }
+    }
+}
+
+/// The chain's word on one node: its current public key and status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeNote {
+    /// The event this note mirrors.
+    pub position: ChainPosition,
+    /// The node.
+    pub node: NodeId,
+    /// Key version on chain (bumped at each key rotation).
+    pub key_version: u64,
+    /// Active or revoked.
+    pub status: NodeStatus,
+    /// The node's public key at `key_version`.
+    pub public_key: NodePublicKey,
+}
+
+impl NodeNote {
+    /// Body length on the wire.
+    pub const BODY_LEN: usize = ChainPosition::LEN + 32 + 8 + 1 + 33;
+
+    fn encode_body(&self, out: &mut Vec<u8>) {
+        self.position.encode(out);
+        out.extend_from_slice(self.node.as_bytes());
+        put_u64(out, self.key_version);
+        out.push(self.status.to_byte());
+        out.extend_from_slice(&self.public_key.to_bytes());
+    }
+
+    fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let position = ChainPosition::decode(r)?;
+        let node = NodeId::from_bytes(r.array("node.id")?);
+        let key_version = r.u64("node.key_version")?;
+        let status = NodeStatus::from_byte(r.u8("node.status")?)?;
+        let public_key = NodePublicKey::from_compressed(r.bytes(33, "node.public_key")?)
+            .map_err(|_| DecodeError::malformed("node.public_key"))?;
+        Ok(Self {
+            position,
+            node,
+            key_version,
+            status,
+            public_key,
+        })
+    }
+
+    /// Signs the note with the bridge key.
+    pub fn sign(&self, bridge_key: &NodeSecretKey) -> SignedNote {
+        let mut body = Vec::with_capacity(Self::BODY_LEN);
+        self.encode_body(&mut body);
+        SignedNote::seal(
+            NoteKind::Node,
+            *self.node.as_bytes(),
+            self.position.block_number,
+            &body,
+            bridge_key,
+        )
+    }
+
+    /// Decodes a signed node note without checking the signature; returns the
+    /// note and the raw signature bytes.
+    pub fn decode_signed(bytes: &[u8]) -> Result<(Self, [u8; 64]), DecodeError> {
+        let parts = split_signed(bytes)?;
+        if parts.kind != NoteKind::Node {
+            return Err(DecodeError::malformed("note.kind"));
+        }
+        let mut r = Reader::new(parts.body);
+        let note = Self::decode_body(&mut r)?;
+        r.finish()?;
+        Ok((note, parts.signature))
+    }
+}
+
+/// A group member as listed in the group note.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Member {
+    /// The member node.
+    pub node: NodeId,
+    /// The key version recorded for it in the registry's member list.
+    pub key_version: u64,
+}
+
+/// The chain's word on one group: topic filter, epoch and members.
+///
+/// Members are kept sorted by node ID (the wire order), so lookups are
+/// `O(log n)` even for 10,000 members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupNote {
+    position: ChainPosition,
+    group: GroupId,
+    epoch: u64,
+    topic_filter: String,
+    admin: Option<Address>,
+    members: Vec<Member>,
+}
+
+impl GroupNote {
+    /// Builds a group note; sorts `members` and refuses duplicates and bad filters.
+    pub fn new(
+        position: ChainPosition,
+        group: GroupId,
+        epoch: u64,
+        topic_filter: impl Into<String>,
+        admin: Option<Address>,
+        mut members: Vec<Member>,
+    ) -> Result<Self, GroupNoteError> {
+        let topic_filter = topic_filter.into();
+        validate_topic_filter(&topic_filter)?;
+        if u32::try_from(members.len()).is_err() {
+            return Err(GroupNoteError::TooManyMembers);
+        }
+        members.sort();
+        if let Some(w) = members.windows(2).find(|w| w[0].node == w[1].node) {
+            return Err(GroupNoteError::DuplicateMember { node: w[0].node });
+        }
+        Ok(Self {
+            position,
+            group,
+            epoch,
+            topic_filter,
+            admin,
+            members,
+        })
+    }
+
+    /// The event this note mirrors.
+    pub const fn position(&self) -> &ChainPosition {
+        &self.position
+    }
+    /// The group.
+    pub const fn group(&self) -> GroupId {
+        self.group
+    }
+    /// The current epoch (bumped on every membership change).
+    pub const fn epoch(&self) -> u64 {
+        self.epoch
+    }
+    /// MQTT topic filter the group's messages are published under.
+    pub fn topic_filter(&self) -> &str {
+        &self.topic_filter
+    }
+    /// The group admin's address, if the registry names one.
+    pub const fn admin(&self) -> Option<Address> {
+        self.admin
+    }
+    /// Members, sorted by node ID.
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+    /// The member entry of `node`, if it is a member.
+    pub fn member(&self, node: &NodeId) -> Option<&Member> {
+        self.members
+            .binary_search_by(|m| m.node.cmp(node))
+            .ok()
+            .map(|i| &self.members[i])
+    }
+
+    /// Whether `node` may read and send in this group at `epoch`, judged from this note alone.
+    pub fn check_member(&self, node: &NodeId, epoch: u64) -> Result<&Member, MembershipError> {
+        if epoch < self.epoch {
+            return Err(MembershipError::StaleEpoch {
+                group: self.group,
+                epoch,
+                current: self.epoch,
+            });
+        }
+        if epoch > self.epoch {
+            return Err(MembershipError::EpochAhead {
+                group: self.group,
+                epoch,
+                current: self.epoch,
+            });
+        }
+        self.member(node).ok_or(MembershipError::NotMember {
+            node: *node,
+            group: self.group,
+            epoch,
+        })
+    }
+
+    fn encode_body(&self, out: &mut Vec<u8>) {
+        self.position.encode(out);
+        out.extend_from_slice(self.group.as_bytes());
+        put_u64(out, self.epoch);
+        // validated at construction: at most 65535 bytes
+        put_u16(out, self.topic_filter.len() as u16);
+        out.extend_from_slice(self.topic_filter.as_bytes());
+        match self.admin {
+            Some(a) => {
+                out.push(1);
+                out.extend_from_slice(&a);
+            }
+            None => out.push(0),
+        }
+        put_u32(out, self.members.len() as u32);
+        for m in &self.members {
+            out.extend_from_slice(m.node.as_bytes());
+            put_u64(out, m.key_version);
+        }
+    }
+
+    fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let position = ChainPosition::decode(r)?;
+        let group = GroupId::from_bytes(r.array("group.id")?);
+        let epoch = r.u64("group.epoch")?;
+        let filter_len = r.u16("group.topic_filter")? as usize;
+        let filter_bytes = r.bytes(filter_len, "group.topic_filter")?;
+        let topic_filter = std::str::from_utf8(filter_bytes)
+            .ok()
+            .filter(|f| validate_topic_filter(f).is_ok())
+            .ok_or(DecodeError::malformed("group.topic_filter"))?
+            .to_owned();
+        let admin = match r.u8("group.admin")? {
+            0 => None,
+            1 => Some(r.array("group.admin")?),
+            _ => return Err(DecodeError::malformed("group.admin")),
+        };
+        let count = r.u32("group.member_count")? as usize;
+        if count.checked_mul(40).is_none_or(|n| n > r.remaining()) {
+            return Err(DecodeError::malformed("group.members"));
+        }
+        let mut members = Vec::with_capacity(count);
+        for _ in 0..count {
+            let node = NodeId::from_bytes(r.array("group.members")?);
+            let key_version = r.u64("group.members")?;
+            if members
+                .last()
+                .is_some_and(|prev: &Member| prev.node >= node)
+            {
+                return Err(DecodeError::malformed("group.members order"));
+            }
+            members.push(Member { node, key_version });
+        }
+        Ok(Self {
+            position,
+            group,
+            epoch,
+            topic_filter,
+            admin,
+            members,
+        })
+    }
+
+    /// Signs the note with the bridge key.
+    pub fn sign(&self, bridge_key: &NodeSecretKey) -> SignedNote {
+        let mut body = Vec::with_capacity(
+            ChainPosition::LEN + 64 + self.topic_filter.len() + 40 * self.members.len(),
+        );
+        self.encode_body(&mut body);
+        SignedNote::seal(
+            NoteKind::Group,
+            *self.group.as_bytes(),
+            self.position.block_number,
+            &body,
+            bridge_key,
+        )
+    }
+
+    /// Decodes a signed group note without checking the signature.
+    pub fn decode_signed(bytes: &[u8]) -> Result<(Self, [u8; 64]), DecodeError> {
+        let parts = split_signed(bytes)?;
+        if parts.kind != NoteKind::Group {
+            return Err(DecodeError::malformed("note.kind"));
+        }
+        let mut r = Reader::new(parts.body);
+        let note = Self::decode_body(&mut r)?;
+        r.finish()?;
+        Ok((note, parts.signature))
+    }
+}
+
+/// A signed note split into its parts (signature not yet checked).
+pub(crate) struct SignedParts<'a> {
+    pub(crate) kind: NoteKind,
+    pub(crate) body: &'a [u8],
+    /// version || kind || body: what the signature covers after the domain.
+    pub(crate) signed: &'a [u8],
+    pub(crate) signature: [u8; 64],
+}
+
+pub(crate) fn split_signed(bytes: &[u8]) -> Result<SignedParts<'_>, DecodeError> {
+    if bytes.len() < 2 + Signature::LEN {
+        return Err(DecodeError::malformed("note"));
+    }
+    if bytes[0] != NOTE_VERSION {
+        return Err(DecodeError::UnsupportedVersion { version: bytes[0] });
+    }
+    let kind = NoteKind::from_byte(bytes[1]).ok_or(DecodeError::malformed("note.kind"))?;
+    let split = bytes.len() - Signature::LEN;
+    let mut signature = [0u8; 64];
+    signature.copy_from_slice(&bytes[split..]);
+    Ok(SignedParts {
+        kind,
+        body: &bytes[2..split],
+        signed: &bytes[..split],
+        signature,
+    })
+}
+
+pub(crate) fn verify_note(parts: &SignedParts<'_>, key: &NodePublicKey) -> bool {
+    key.verify_parts(NOTE_DOMAIN, &[parts.signed], &Signature(parts.signature))
+        .is_ok()
+}
+
+/// What [`KeyBook::ingest_note`] did with a note.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoteUpdate {
+    /// A node note was stored (`changed == false`: the same note was already held).
+    Node {
+        /// The node.
+        node: NodeId,
+        /// Whether the held note changed.
+        changed: bool,
+    },
+    /// A group note was stored (`changed == false`: the same note was already held).
+    Group {
+        /// The group.
+        group: GroupId,
+        /// Whether the held note changed.
+        changed: bool,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Held<T> {
+    note: T,
+    digest: [u8; 32],
+}
+
+/// The reader's view of the registry, built only from bridge-signed notes.
+///
+/// Refuses notes that are unsigned or signed by another key, that name another
+/// chain or registry, or that are older than the note already held (by
+/// `(block_number, log_index)`), and keeps the last good one. Pure: feed it
+/// payloads, ask it questions.
+#[derive(Debug, Clone)]
+pub struct KeyBook {
+    registry: Registry,
+    bridge: NodePublicKey,
+    nodes: HashMap<NodeId, Held<NodeNote>>,
+    groups: HashMap<GroupId, Held<GroupNote>>,
+}
+
+impl KeyBook {
+    /// An empty book trusting `bridge` for notes about `registry`.
+    pub fn new(registry: Registry, bridge: NodePublicKey) -> Self {
+        Self {
+            registry,
+            bridge,
+            nodes: HashMap::new(),
+            groups: HashMap::new(),
+        }
+    }
+
+    /// The registry this book follows.
+    pub const fn registry(&self) -> Registry {
+        self.registry
+    }
+
+    /// The trusted bridge key.
+    pub const fn bridge_key(&self) -> &NodePublicKey {
+        &self.bridge
+    }
+
+    /// Verifies and stores one complete signed node or group note.
+    pub fn ingest_note(&mut self, bytes: &[u8]) -> Result<NoteUpdate, NoteError> {
+        let parts = split_signed(bytes)?;
+        if parts.kind == NoteKind::SenderKey {
+            return Err(NoteError::NotAChainNote {
+                kind: NoteKind::SenderKey as u8,
+            });
+        }
+        let mut r = Reader::new(parts.body);
+        let decoded = match parts.kind {
+            NoteKind::Node => Decoded::Node(NodeNote::decode_body(&mut r)?),
+            _ => Decoded::Group(GroupNote::decode_body(&mut r)?),
+        };
+        r.finish()?;
+        if !verify_note(&parts, &self.bridge) {
+            return Err(NoteError::BadSignature);
+        }
+        let digest: [u8; 32] = Sha256::digest(bytes).into();
+        match decoded {
+            Decoded::Node(note) => {
+                self.check_registry(&note.position)?;
+                let node = note.node;
+                let changed = store(&mut self.nodes, node, Held { note, digest }, |h| {
+                    h.note.position
+                })?;
+                Ok(NoteUpdate::Node { node, changed })
+            }
+            Decoded::Group(note) => {
+                self.check_registry(&note.position)?;
+                let group = note.group;
+                let changed = store(&mut self.groups, group, Held { note, digest }, |h| {
+                    h.note.position
+                })?;
+                Ok(NoteUpdate::Group { group, changed })
+            }
+        }
+    }
+
+    fn check_registry(&self, position: &ChainPosition) -> Result<(), NoteError> {
+        if position.registry() != self.registry {
+            return Err(NoteError::WrongRegistry {
+                expected_chain: self.registry.chain_id,
+                expected_registry: hex::encode(self.registry.address),
+                found_chain: position.chain_id,
+                found_registry: hex::encode(position.registry),
+            });
+        }
+        Ok(())
+    }
+
+    /// The held note of `node`.
+    pub fn node(&self, node: &NodeId) -> Option<&NodeNote> {
+        self.nodes.get(node).map(|h| &h.note)
+    }
+
+    /// The held note of `group`.
+    pub fn group(&self, group: &GroupId) -> Option<&GroupNote> {
+        self.groups.get(group).map(|h| &h.note)
+    }
+
+    /// All held group notes (no particular order).
+    pub fn groups(&self) -> impl Iterator<Item = &GroupNote> {
+        self.groups.values().map(|h| &h.note)
+    }
+
+    /// All held node notes (no particular order).
+    pub fn nodes(&self) -> impl Iterator<Item = &NodeNote> {
+        self.nodes.values().map(|h| &h.note)
+    }
+
+    /// Groups whose topic filter matches `topic`, sorted by group ID.
+    pub fn groups_for_topic(&self, topic: &str) -> Vec<&GroupNote> {
+        let mut out: Vec<&GroupNote> = self
+            .groups()
+            .filter(|g| topic_matches(g.topic_filter(), topic))
+            .collect();
+        out.sort_by_key(|g| g.group);
+        out
+    }
+
+    /// The node's note if it is active.
+    pub fn active_node(&self, node: &NodeId) -> Result<&NodeNote, MembershipError> {
+        let note = self
+            .node(node)
+            .ok_or(MembershipError::UnknownNode { node: *node })?;
+        if note.status != NodeStatus::Active {
+            return Err(MembershipError::Revoked { node: *node });
+        }
+        Ok(note)
+    }
+
+    /// Whether `node` is a member of `group` at `epoch` (which must be the
+    /// group's current epoch), according to the held group note.
+    pub fn check_member(
+        &self,
+        group: &GroupId,
+        node: &NodeId,
+        epoch: u64,
+    ) -> Result<&Member, MembershipError> {
+        self.group(group)
+            .ok_or(MembershipError::UnknownGroup { group: *group })?
+            .check_member(node, epoch)
+    }
+}
+
+/// Body bytes of a group note (used by the fuzz oracle).
+pub(crate) fn encode_group_body(note: &GroupNote) -> Vec<u8> {
+    let mut out = Vec::new();
+    note.encode_body(&mut out);
+    out
+}
+
+enum Decoded {
+    Node(NodeNote),
+    Group(GroupNote),
+}
+
+fn store<K: std::hash::Hash + Eq, T>(
+    map: &mut HashMap<K, Held<T>>,
+    key: K,
+    new: Held<T>,
+    position: impl Fn(&Held<T>) -> ChainPosition,
+) -> Result<bool, NoteError> {
+    if let Some(held) = map.get(&key) {
+        let (h, o) = (position(held).order(), position(&new).order());
+        if o < h {
+            return Err(NoteError::Rollback {
+                held_block: h.0,
+                held_log: h.1,
+                offered_block: o.0,
+                offered_log: o.1,
+            });
+        }
+        if o == h {
+            return if held.digest == new.digest {
+                Ok(false)
+            } else {
+                Err(NoteError::Conflict)
+            };
+        }
+    }
+    map.insert(key, new);
+    Ok(true)
+}

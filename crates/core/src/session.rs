@@ -1,0 +1,554 @@
+//! The state machines an agent drives: [`Sealer`] (send side) and [`Opener`]
+//! (receive side). The agent only moves bytes between MQTT and these types.
+//!
+//! Sequence numbers are u64 and start at 0 for every sender key. A `Sealer`
+//! draws a fresh sender key when created, so a new epoch *and* a process
+//! restart both start a new key: a (key, sequence) pair never repeats, and the
+//! envelope's key ID tells receivers which stream (and replay window) it is.
+
+use rand_core::CryptoRngCore;
+use zeroize::Zeroizing;
+
+use crate::chunk::{Assembly, ChunkAssembler, NoteKind, SignedNote};
+use crate::envelope::{self, Envelope, MAX_PLAINTEXT_LEN, SealParams};
+use crate::error::{
+    IngestError, MembershipError, OpenError, SealError, SenderIssue, SenderKeyError,
+};
+use crate::ids::{GroupId, NodeId};
+use crate::keys::NodeSecretKey;
+use crate::notes::{KeyBook, NoteUpdate};
+use crate::replay::{BoundedMap, ReplayVerdict, ReplayWindow};
+use crate::sender_key::{Recipient, SenderKey, SenderKeyNote, StreamId};
+use crate::topics::{topic_matches, validate_topic_name};
+
+/// Send side for one (group, epoch): holds the node key, a fresh sender key
+/// and the sequence counter.
+pub struct Sealer {
+    node_key: NodeSecretKey,
+    key_version: u64,
+    stream: StreamId,
+    topic_filter: String,
+    sender_key: SenderKey,
+    key_id: [u8; 32],
+    message_key: Zeroizing<[u8; 32]>,
+    next_seq: u64,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealer")
+            .field("stream", &self.stream)
+            .field("key_id", &hex::encode(self.key_id))
+            .field("next_seq", &self.next_seq)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A signed sender-key note ready to publish, and who could not be included.
+#[derive(Debug, Clone)]
+pub struct SenderKeyNoteBuild {
+    /// The signed note; publish `note.chunks()`.
+    pub note: SignedNote,
+    /// Number of members the key was wrapped for.
+    pub recipients: usize,
+    /// Members left out (no node note yet, or revoked), with the reason.
+    pub skipped: Vec<(NodeId, MembershipError)>,
+}
+
+impl Sealer {
+    /// A sealer for `me` in `group` at the group's current epoch, with a new
+    /// sender key drawn from `rng`. Fails unless `me` is an active member whose
+    /// on-chain key matches `node_key`.
+    pub fn new(
+        book: &KeyBook,
+        me: NodeId,
+        node_key: NodeSecretKey,
+        group: GroupId,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Self, SealError> {
+        let node = book.active_node(&me)?;
+        if node.public_key != node_key.public_key() {
+            return Err(SealError::WrongNodeKey {
+                node: me,
+                key_version: node.key_version,
+            });
+        }
+        let key_version = node.key_version;
+        let note = book
+            .group(&group)
+            .ok_or(MembershipError::UnknownGroup { group })?;
+        let epoch = note.epoch();
+        note.check_member(&me, epoch)?;
+        let stream = StreamId {
+            group,
+            sender: me,
+            epoch,
+        };
+        let sender_key = SenderKey::generate(rng);
+        Ok(Self {
+            key_id: sender_key.key_id(&stream),
+            message_key: sender_key.message_key(&stream),
+            topic_filter: note.topic_filter().to_owned(),
+            node_key,
+            key_version,
+            stream,
+            sender_key,
+            next_seq: 0,
+        })
+    }
+
+    /// The (group, sender, epoch) this sealer sends on.
+    pub const fn stream(&self) -> &StreamId {
+        &self.stream
+    }
+
+    /// The sender key's public ID (also in every envelope).
+    pub const fn key_id(&self) -> &[u8; 32] {
+        &self.key_id
+    }
+
+    /// The sequence number the next envelope will carry.
+    pub const fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Whether this sealer is still usable with the book's current notes:
+    /// same epoch, still a member, same node key. Call after group note updates.
+    pub fn check_current(&self, book: &KeyBook) -> Result<(), SealError> {
+        let group = self.stream.group;
+        let note = book
+            .group(&group)
+            .ok_or(MembershipError::UnknownGroup { group })?;
+        if note.epoch() != self.stream.epoch {
+            return Err(SealError::EpochChanged {
+                group,
+                sealer: self.stream.epoch,
+                current: note.epoch(),
+            });
+        }
+        note.check_member(&self.stream.sender, self.stream.epoch)?;
+        let node = book.active_node(&self.stream.sender)?;
+        if node.key_version != self.key_version {
+            return Err(SealError::WrongNodeKey {
+                node: self.stream.sender,
+                key_version: node.key_version,
+            });
+        }
+        Ok(())
+    }
+
+    /// Wraps the sender key for every active member of the group (this node
+    /// included, so it can read its own messages) and signs the note.
+    pub fn sender_key_note(
+        &self,
+        book: &KeyBook,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<SenderKeyNoteBuild, SealError> {
+        self.check_current(book)?;
+        let group = self.stream.group;
+        let note = book
+            .group(&group)
+            .ok_or(MembershipError::UnknownGroup { group })?;
+        let mut recipients = Vec::with_capacity(note.members().len());
+        let mut skipped = Vec::new();
+        for m in note.members() {
+            match book.active_node(&m.node) {
+                Ok(n) => recipients.push(Recipient {
+                    node: n.node,
+                    key_version: n.key_version,
+                    public_key: n.public_key,
+                }),
+                Err(e) => skipped.push((m.node, e)),
+            }
+        }
+        let wrapped = SenderKeyNote::wrap(
+            self.stream,
+            self.key_version,
+            &self.sender_key,
+            &recipients,
+            rng,
+        )
+        .map_err(SealError::Wrap)?;
+        Ok(SenderKeyNoteBuild {
+            note: wrapped.sign(&self.node_key),
+            recipients: recipients.len(),
+            skipped,
+        })
+    }
+
+    /// Encrypts and signs `plaintext` for publication on `topic` (which must
+    /// match the group's topic filter). The nonce is drawn from `rng`.
+    pub fn seal(
+        &mut self,
+        topic: &str,
+        plaintext: &[u8],
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Vec<u8>, SealError> {
+        validate_topic_name(topic)?;
+        if !topic_matches(&self.topic_filter, topic) {
+            return Err(SealError::TopicOutsideGroup {
+                topic: topic.to_owned(),
+                group: self.stream.group,
+                filter: self.topic_filter.clone(),
+            });
+        }
+        if plaintext.len() > MAX_PLAINTEXT_LEN {
+            return Err(SealError::TooLarge {
+                len: plaintext.len(),
+            });
+        }
+        if self.next_seq == u64::MAX {
+            return Err(SealError::SequenceExhausted);
+        }
+        let mut nonce = [0u8; 24];
+        rng.fill_bytes(&mut nonce);
+        let params = SealParams {
+            stream: self.stream,
+            key_id: self.key_id,
+            seq: self.next_seq,
+            nonce,
+            message_key: &self.message_key,
+            signer: &self.node_key,
+        };
+        let out = envelope::seal(&params, topic, plaintext).ok_or(SealError::TooLarge {
+            len: plaintext.len(),
+        })?;
+        self.next_seq += 1;
+        Ok(out)
+    }
+}
+
+/// Bounds on an [`Opener`]'s memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenerLimits {
+    /// Replay windows kept (one per sender key in use); least recently used dropped.
+    pub max_streams: usize,
+    /// Unwrapped sender keys kept; least recently used dropped (re-ingest the note to restore).
+    pub max_sender_keys: usize,
+    /// Incomplete chunked notes kept during reassembly.
+    pub max_pending_notes: usize,
+    /// Sender-key notes parked until the chain notes they depend on arrive.
+    pub max_parked: usize,
+}
+
+impl Default for OpenerLimits {
+    fn default() -> Self {
+        Self {
+            max_streams: 4096,
+            max_sender_keys: 4096,
+            max_pending_notes: 8,
+            max_parked: 64,
+        }
+    }
+}
+
+/// What [`Opener::ingest`] did with a payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ingested {
+    /// A chunk of a larger note; more are needed.
+    Partial {
+        /// Chunks received.
+        received: usize,
+        /// Chunks in the note.
+        count: usize,
+    },
+    /// A chain note was stored (or was already held).
+    Note(NoteUpdate),
+    /// A sender key was unwrapped and cached.
+    SenderKey {
+        /// Its stream.
+        stream: StreamId,
+        /// Its key ID.
+        key_id: [u8; 32],
+    },
+    /// A valid sender-key note that has no entry for this node (expected when
+    /// this node is not a member).
+    SenderKeyNotForUs {
+        /// Its stream.
+        stream: StreamId,
+    },
+    /// A sender-key note that depends on a node or group note not held yet (or
+    /// a newer epoch); kept and retried when chain notes arrive.
+    SenderKeyParked {
+        /// Its stream.
+        stream: StreamId,
+        /// What is missing.
+        reason: MembershipError,
+    },
+}
+
+/// A successfully opened message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// (group, sender, epoch).
+    pub stream: StreamId,
+    /// Sequence number.
+    pub seq: u64,
+    /// The decrypted payload.
+    pub plaintext: Vec<u8>,
+}
+
+/// Result of [`Opener::open`]. A duplicate is not an error: drop it quietly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opened {
+    /// A new, authentic message.
+    Message(Message),
+    /// An authentic message already delivered (e.g. QoS 1 redelivery). Drop it.
+    Duplicate {
+        /// (group, sender, epoch).
+        stream: StreamId,
+        /// Sequence number.
+        seq: u64,
+    },
+}
+
+type StreamKey = (StreamId, [u8; 32]);
+
+/// Receive side: holds the node key, the [`KeyBook`], cached sender keys and
+/// replay windows.
+pub struct Opener {
+    me: NodeId,
+    node_key: NodeSecretKey,
+    book: KeyBook,
+    assembler: ChunkAssembler,
+    keys: BoundedMap<StreamKey, Zeroizing<[u8; 32]>>,
+    windows: BoundedMap<StreamKey, ReplayWindow>,
+    parked: Vec<Vec<u8>>,
+    limits: OpenerLimits,
+}
+
+impl std::fmt::Debug for Opener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opener")
+            .field("me", &self.me)
+            .field("sender_keys", &self.keys.len())
+            .field("streams", &self.windows.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Opener {
+    /// An opener for node `me` with default limits.
+    pub fn new(me: NodeId, node_key: NodeSecretKey, book: KeyBook) -> Self {
+        Self::with_limits(me, node_key, book, OpenerLimits::default())
+    }
+
+    /// An opener with explicit memory limits.
+    pub fn with_limits(
+        me: NodeId,
+        node_key: NodeSecretKey,
+        book: KeyBook,
+        limits: OpenerLimits,
+    ) -> Self {
+        Self {
+            me,
+            node_key,
+            book,
+            assembler: ChunkAssembler::new(limits.max_pending_notes),
+            keys: BoundedMap::new(limits.max_sender_keys),
+            windows: BoundedMap::new(limits.max_streams),
+            parked: Vec::new(),
+            limits,
+        }
+    }
+
+    /// The local node.
+    pub const fn node(&self) -> NodeId {
+        self.me
+    }
+
+    /// The key book (read-only; feed it through [`Opener::ingest`]).
+    pub const fn book(&self) -> &KeyBook {
+        &self.book
+    }
+
+    /// Whether this node is a member of `group` at the group's current epoch.
+    pub fn membership(&self, group: &GroupId) -> Result<u64, MembershipError> {
+        let note = self
+            .book
+            .group(group)
+            .ok_or(MembershipError::UnknownGroup { group: *group })?;
+        note.check_member(&self.me, note.epoch())?;
+        Ok(note.epoch())
+    }
+
+    /// Feeds one payload from any note topic (node, group or sender-key chunk).
+    pub fn ingest(&mut self, payload: &[u8]) -> Result<Ingested, IngestError> {
+        match self.assembler.push(payload)? {
+            Assembly::Partial { received, count } => Ok(Ingested::Partial { received, count }),
+            Assembly::Complete(note) => self.ingest_signed_note(note.as_bytes()),
+        }
+    }
+
+    /// Feeds one complete signed note (no chunk layer).
+    pub fn ingest_signed_note(&mut self, bytes: &[u8]) -> Result<Ingested, IngestError> {
+        let kind = bytes.get(1).copied().and_then(NoteKind::from_byte);
+        if kind == Some(NoteKind::SenderKey) {
+            return self.ingest_sender_key(bytes, true);
+        }
+        let update = self.book.ingest_note(bytes)?;
+        if matches!(
+            update,
+            NoteUpdate::Node { changed: true, .. } | NoteUpdate::Group { changed: true, .. }
+        ) {
+            self.retry_parked();
+        }
+        Ok(Ingested::Note(update))
+    }
+
+    fn retry_parked(&mut self) {
+        for note in std::mem::take(&mut self.parked) {
+            // a note that still cannot be placed is parked again by ingest_sender_key
+            let _ = self.ingest_sender_key(&note, true);
+        }
+    }
+
+    fn ingest_sender_key(&mut self, bytes: &[u8], may_park: bool) -> Result<Ingested, IngestError> {
+        let note = match SenderKeyNote::verify(bytes, &self.book) {
+            Ok(n) => n,
+            Err(SenderKeyError::Sender { sender, source })
+                if may_park && waits_for_chain(&source) =>
+            {
+                let (stream, _) =
+                    SenderKeyNote::decode_signed(bytes).map_err(SenderKeyError::from)?;
+                if self.parked.len() >= self.limits.max_parked {
+                    self.parked.remove(0);
+                }
+                self.parked.push(bytes.to_vec());
+                let _ = sender;
+                return Ok(Ingested::SenderKeyParked {
+                    stream: *stream.stream(),
+                    reason: source,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let stream = *note.stream();
+        let my_version = match self.book.active_node(&self.me) {
+            Ok(n) => n.key_version,
+            Err(_) => return Ok(Ingested::SenderKeyNotForUs { stream }),
+        };
+        match note.unwrap_for(&self.me, &self.node_key, my_version) {
+            Ok(key) => {
+                let key_id = *note.key_id();
+                self.keys.insert((stream, key_id), key.message_key(&stream));
+                Ok(Ingested::SenderKey { stream, key_id })
+            }
+            Err(SenderKeyError::NotAddressed { .. }) => Ok(Ingested::SenderKeyNotForUs { stream }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Opens an envelope that arrived on `topic`.
+    ///
+    /// Order: decode; group known and topic inside its filter; epoch current;
+    /// this node a member; sender an active member; sender's signature;
+    /// sender key cached; replay window; decryption; window updated.
+    pub fn open(&mut self, topic: &str, bytes: &[u8]) -> Result<Opened, OpenError> {
+        let env = Envelope::decode(bytes)?;
+        let group = env.group;
+        let stream = env.stream();
+        let note = self
+            .book
+            .group(&group)
+            .ok_or(OpenError::UnknownGroup { group })?;
+        if !topic_matches(note.topic_filter(), topic) {
+            return Err(OpenError::TopicOutsideGroup {
+                topic: topic.to_owned(),
+                group,
+            });
+        }
+        let current = note.epoch();
+        if env.epoch < current {
+            return Err(OpenError::StaleEpoch {
+                group,
+                epoch: env.epoch,
+                current,
+            });
+        }
+        if env.epoch > current {
+            return Err(OpenError::EpochAhead {
+                group,
+                epoch: env.epoch,
+                current,
+            });
+        }
+        if note.member(&self.me).is_none() {
+            return Err(OpenError::NotMember {
+                node: self.me,
+                group,
+                epoch: env.epoch,
+            });
+        }
+        let unknown = |e: MembershipError| OpenError::UnknownSender {
+            sender: env.sender,
+            group,
+            epoch: env.epoch,
+            reason: SenderIssue::from_membership(&e),
+        };
+        let sender = self.book.active_node(&env.sender).map_err(unknown)?;
+        note.check_member(&env.sender, env.epoch).map_err(unknown)?;
+        env.verify(topic, &sender.public_key)
+            .map_err(|_| OpenError::BadSignature {
+                sender: env.sender,
+                group,
+            })?;
+        let stream_key = (stream, env.key_id);
+        let missing = OpenError::MissingSenderKey {
+            sender: env.sender,
+            group,
+            epoch: env.epoch,
+        };
+        let message_key = self.keys.get_mut(&stream_key).ok_or(missing)?.clone();
+        let verdict = self
+            .windows
+            .get_mut(&stream_key)
+            .map_or(ReplayVerdict::Fresh, |w| w.check(env.seq));
+        match verdict {
+            ReplayVerdict::Duplicate => {
+                return Ok(Opened::Duplicate {
+                    stream,
+                    seq: env.seq,
+                });
+            }
+            ReplayVerdict::TooOld => {
+                return Err(OpenError::Replay {
+                    sender: env.sender,
+                    group,
+                    epoch: env.epoch,
+                    seq: env.seq,
+                });
+            }
+            ReplayVerdict::Fresh => {}
+        }
+        let plaintext = env
+            .decrypt(topic, &message_key)
+            .ok_or(OpenError::DecryptFailed {
+                sender: env.sender,
+                group,
+            })?;
+        match self.windows.get_mut(&stream_key) {
+            Some(w) => w.record(env.seq),
+            None => {
+                let mut w = ReplayWindow::new();
+                w.record(env.seq);
+                self.windows.insert(stream_key, w);
+            }
+        }
+        Ok(Opened::Message(Message {
+            stream,
+            seq: env.seq,
+            plaintext,
+        }))
+    }
+}
+
+/// Errors that resolve once more chain notes arrive.
+fn waits_for_chain(e: &MembershipError) -> bool {
+    matches!(
+        e,
+        MembershipError::UnknownGroup { .. }
+            | MembershipError::UnknownNode { .. }
+            | MembershipError::EpochAhead { .. }
+    )
+}

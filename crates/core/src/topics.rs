@@ -1,0 +1,210 @@
+//! The MQTT topic layout and MQTT topic-filter matching (pure string functions).
+//!
+//! ```text
+//! anchormq/v1/<chainId>/<registry>/node/<nodeId>/<chunk>                    retained node note chunks
+//! anchormq/v1/<chainId>/<registry>/group/<groupId>/<chunk>                  retained group note chunks
+//! anchormq/v1/<chainId>/<registry>/senderkey/<groupId>/<senderId>/<chunk>   retained sender-key note chunks
+//! anchormq/v1/<chainId>/<registry>/events                                  live feed, not retained
+//! ```
+//!
+//! `<chainId>` is decimal, `<registry>` is `0x` + 40 lowercase hex digits, IDs
+//! use [`NodeId::topic_segment`] (label if `[A-Za-z0-9_-]` only, else 0x-hex),
+//! `<chunk>` is the decimal chunk index. Application messages are published
+//! on the application's own topics, which each group claims with its topic filter.
+
+use crate::error::TopicError;
+use crate::ids::{GroupId, NodeId};
+use crate::notes::Registry;
+
+/// Builds the anchormq topics of one registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    prefix: String,
+}
+
+impl Topics {
+    /// Topics for `registry`.
+    pub fn new(registry: &Registry) -> Self {
+        Self {
+            prefix: format!(
+                "anchormq/v1/{}/0x{}",
+                registry.chain_id,
+                hex::encode(registry.address)
+            ),
+        }
+    }
+
+    /// `anchormq/v1/<chainId>/<registry>`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Topic of chunk `chunk` of `node`'s note.
+    pub fn node_note(&self, node: &NodeId, chunk: u16) -> String {
+        format!("{}/node/{}/{chunk}", self.prefix, node.topic_segment())
+    }
+
+    /// Filter for every node note.
+    pub fn node_notes_filter(&self) -> String {
+        format!("{}/node/#", self.prefix)
+    }
+
+    /// Topic of chunk `chunk` of `group`'s note.
+    pub fn group_note(&self, group: &GroupId, chunk: u16) -> String {
+        format!("{}/group/{}/{chunk}", self.prefix, group.topic_segment())
+    }
+
+    /// Filter for every group note.
+    pub fn group_notes_filter(&self) -> String {
+        format!("{}/group/#", self.prefix)
+    }
+
+    /// Topic of chunk `chunk` of `sender`'s latest sender-key note for `group`.
+    pub fn sender_key(&self, group: &GroupId, sender: &NodeId, chunk: u16) -> String {
+        format!(
+            "{}/senderkey/{}/{}/{chunk}",
+            self.prefix,
+            group.topic_segment(),
+            sender.topic_segment()
+        )
+    }
+
+    /// Filter for every sender-key note of `group`.
+    pub fn sender_keys_filter(&self, group: &GroupId) -> String {
+        format!("{}/senderkey/{}/#", self.prefix, group.topic_segment())
+    }
+
+    /// The live, non-retained event feed.
+    pub fn events(&self) -> String {
+        format!("{}/events", self.prefix)
+    }
+}
+
+fn check_common(s: &str) -> Result<(), TopicError> {
+    if s.is_empty() || s.len() > 65535 {
+        return Err(TopicError::Length);
+    }
+    if s.contains('\0') {
+        return Err(TopicError::Nul);
+    }
+    Ok(())
+}
+
+/// Checks an MQTT topic name (what a message is published on): no wildcards.
+pub fn validate_topic_name(topic: &str) -> Result<(), TopicError> {
+    check_common(topic)?;
+    if topic.contains(['+', '#']) {
+        return Err(TopicError::WildcardInName);
+    }
+    Ok(())
+}
+
+/// Checks an MQTT topic filter: `+` fills a whole level, `#` a whole last level.
+pub fn validate_topic_filter(filter: &str) -> Result<(), TopicError> {
+    check_common(filter)?;
+    let levels: Vec<&str> = filter.split('/').collect();
+    for (i, level) in levels.iter().enumerate() {
+        let ok = match *level {
+            "#" => i + 1 == levels.len(),
+            "+" => true,
+            l => !l.contains(['+', '#']),
+        };
+        if !ok {
+            return Err(TopicError::BadWildcard);
+        }
+    }
+    Ok(())
+}
+
+/// MQTT 3.1.1/5 matching of a topic name against a topic filter. Invalid
+/// filters or names never match. As in MQTT, a filter starting with a wildcard
+/// does not match topics starting with `$`.
+pub fn topic_matches(filter: &str, topic: &str) -> bool {
+    if validate_topic_filter(filter).is_err() || validate_topic_name(topic).is_err() {
+        return false;
+    }
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false;
+    }
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(fl), Some(tl)) if fl == tl => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout() {
+        let t = Topics::new(&Registry {
+            chain_id: 31337,
+            address: [0xab; 20],
+        });
+        let g = GroupId::from_label("hsu0001").expect("ok");
+        let n = NodeId::from_label("1111").expect("ok");
+        let reg = format!("0x{}", "ab".repeat(20));
+        assert_eq!(
+            t.node_note(&n, 0),
+            format!("anchormq/v1/31337/{reg}/node/1111/0")
+        );
+        assert_eq!(
+            t.group_note(&g, 3),
+            format!("anchormq/v1/31337/{reg}/group/hsu0001/3")
+        );
+        assert_eq!(
+            t.sender_key(&g, &n, 1),
+            format!("anchormq/v1/31337/{reg}/senderkey/hsu0001/1111/1")
+        );
+        assert_eq!(t.events(), format!("anchormq/v1/31337/{reg}/events"));
+        assert!(topic_matches(&t.node_notes_filter(), &t.node_note(&n, 0)));
+        assert!(topic_matches(
+            &t.sender_keys_filter(&g),
+            &t.sender_key(&g, &n, 7)
+        ));
+        assert!(!topic_matches(&t.group_notes_filter(), &t.node_note(&n, 0)));
+    }
+
+    #[test]
+    fn mqtt_matching_rules() {
+        let cases = [
+            ("a/b", "a/b", true),
+            ("a/+", "a/b", true),
+            ("a/+", "a/b/c", false),
+            ("a/#", "a", true),
+            ("a/#", "a/b/c", true),
+            ("#", "a/b", true),
+            ("+/+", "/x", true),
+            ("+", "", false),
+            ("#", "$SYS/x", false),
+            ("+/x", "$SYS/x", false),
+            ("$SYS/#", "$SYS/x", true),
+            ("a/b#", "a/b#", false),
+            ("a/#/b", "a/x/b", false),
+            ("hsu0001/#", "hsu0001/sensor/temp", true),
+            ("hsu0001/#", "hsu0002/sensor/temp", false),
+            ("a/+/c", "a//c", true),
+            ("a", "a/", false),
+        ];
+        for (f, t, want) in cases {
+            assert_eq!(topic_matches(f, t), want, "filter {f:?} topic {t:?}");
+        }
+    }
+
+    #[test]
+    fn validation() {
+        assert_eq!(validate_topic_filter("a/b+"), Err(TopicError::BadWildcard));
+        assert_eq!(validate_topic_filter(""), Err(TopicError::Length));
+        assert_eq!(validate_topic_name("a/+"), Err(TopicError::WildcardInName));
+        assert_eq!(validate_topic_name("a\0"), Err(TopicError::Nul));
+        assert!(validate_topic_filter("+/#").is_ok());
+    }
+}
