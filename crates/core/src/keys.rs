@@ -158,9 +158,21 @@ impl NodePublicKey {
         Self::from_sec1_bytes(bytes)
     }
 
+    fn sec1_shape_ok(bytes: &[u8]) -> bool {
+        // k256 also accepts the 0x05 "compact" tag and the identity; SEC1 keys here are
+        // only 0x02/0x03 + x, or 0x04 + x + y
+        matches!(
+            (bytes.len(), bytes.first()),
+            (33, Some(2 | 3)) | (65, Some(4))
+        )
+    }
+
     /// From any SEC1 encoding (33-byte compressed or 65-byte uncompressed).
     /// Rejects points off the curve, the identity and bad prefixes.
     pub fn from_sec1_bytes(bytes: &[u8]) -> Result<Self, KeyError> {
+        if !Self::sec1_shape_ok(bytes) {
+            return Err(KeyError::InvalidPublicKey);
+        }
         VerifyingKey::from_sec1_bytes(bytes)
             .map(Self::from_verifying)
             .map_err(|_| KeyError::InvalidPublicKey)

@@ -552,3 +552,94 @@ fn waits_for_chain(e: &MembershipError) -> bool {
             | MembershipError::EpochAhead { .. }
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notes::{ChainPosition, GroupNote, Member, NodeNote, NodeStatus, Registry};
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    /// A sender that signs a ciphertext made under some other key: the
+    /// signature is fine, decryption is not, and the error says so.
+    #[test]
+    fn signed_but_undecryptable_is_decrypt_failed_and_does_not_burn_the_sequence() {
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        let registry = Registry {
+            chain_id: 1,
+            address: [1; 20],
+        };
+        let pos = |block| ChainPosition {
+            chain_id: 1,
+            registry: [1; 20],
+            block_number: block,
+            block_hash: [0; 32],
+            tx_hash: [0; 32],
+            log_index: 0,
+        };
+        let bridge = NodeSecretKey::generate(&mut rng);
+        let (a, b) = (
+            NodeId::from_label("a").expect("id"),
+            NodeId::from_label("b").expect("id"),
+        );
+        let (ka, kb) = (
+            NodeSecretKey::generate(&mut rng),
+            NodeSecretKey::generate(&mut rng),
+        );
+        let mut book = KeyBook::new(registry, bridge.public_key());
+        for (i, (n, k)) in [(a, &ka), (b, &kb)].into_iter().enumerate() {
+            let note = NodeNote {
+                position: pos(i as u64),
+                node: n,
+                key_version: 1,
+                status: NodeStatus::Active,
+                public_key: k.public_key(),
+            };
+            book.ingest_note(note.sign(&bridge).as_bytes())
+                .expect("node note");
+        }
+        let g = GroupId::from_label("g").expect("id");
+        let members = vec![
+            Member {
+                node: a,
+                key_version: 1,
+            },
+            Member {
+                node: b,
+                key_version: 1,
+            },
+        ];
+        let gn = GroupNote::new(pos(5), g, 1, "g/#", None, members).expect("group");
+        book.ingest_note(gn.sign(&bridge).as_bytes())
+            .expect("group note");
+
+        let mut sealer = Sealer::new(&book, a, ka.clone(), g, &mut rng).expect("sealer");
+        let skn = sealer.sender_key_note(&book, &mut rng).expect("note");
+        let mut opener = Opener::new(b, kb, book);
+        opener
+            .ingest_signed_note(skn.note.as_bytes())
+            .expect("sender key");
+
+        let wrong_key = Zeroizing::new([7u8; 32]);
+        let params = SealParams {
+            stream: *sealer.stream(),
+            key_id: *sealer.key_id(),
+            seq: 0,
+            nonce: [1; 24],
+            message_key: &wrong_key,
+            signer: &ka,
+        };
+        let bad = envelope::seal(&params, "g/x", b"junk").expect("seal");
+        assert_eq!(
+            opener.open("g/x", &bad),
+            Err(OpenError::DecryptFailed {
+                sender: a,
+                group: g
+            })
+        );
+        let good = sealer.seal("g/x", b"fine", &mut rng).expect("seal");
+        assert!(
+            matches!(opener.open("g/x", &good), Ok(Opened::Message(m)) if m.seq == 0 && m.plaintext == b"fine")
+        );
+    }
+}

@@ -1,0 +1,418 @@
+//! End-to-end behaviour of the pure state machines: who can read, who can
+//! forge, what moves are caught.
+
+mod common;
+
+use anchormq_core::error::SenderIssue;
+use anchormq_core::{
+    Envelope, IngestError, Ingested, MembershipError, NodeNote, NodeStatus, OpenError, Opened,
+    Opener, SealError, SenderKeyError,
+};
+use common::{EPOCH, World, group, node, position, rng};
+
+fn opened_plaintext(r: Result<Opened, OpenError>) -> Vec<u8> {
+    match r {
+        Ok(Opened::Message(m)) => m.plaintext,
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+/// 1111 sends to hsu0001; openers of all four nodes have the notes and the sender key.
+fn setup() -> (World, anchormq_core::Sealer, Vec<Opener>) {
+    let w = World::new();
+    let sealer = w.sealer("1111", "hsu0001", 1);
+    let note = sealer
+        .sender_key_note(&w.book(), &mut rng(2))
+        .expect("sender-key note")
+        .note;
+    let openers = ["1111", "1112", "1113", "1114"]
+        .iter()
+        .map(|n| {
+            let mut o = w.opener(n);
+            World::feed(&mut o, &note);
+            o
+        })
+        .collect();
+    (w, sealer, openers)
+}
+
+#[test]
+fn member_reads_non_member_gets_a_clear_error() {
+    let (_w, mut sealer, mut openers) = setup();
+    let env = sealer
+        .seal("hsu0001/sensor/temp", b"21.5", &mut rng(3))
+        .expect("seal");
+    assert_eq!(
+        opened_plaintext(openers[1].open("hsu0001/sensor/temp", &env)),
+        b"21.5"
+    );
+    // the sender reads its own message (MQTT echoes it back)
+    assert_eq!(
+        opened_plaintext(openers[0].open("hsu0001/sensor/temp", &env)),
+        b"21.5"
+    );
+    let err = openers[2]
+        .open("hsu0001/sensor/temp", &env)
+        .expect_err("1113 is not a member");
+    assert_eq!(
+        err,
+        OpenError::NotMember {
+            node: node("1113"),
+            group: group("hsu0001"),
+            epoch: EPOCH
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "node 1113 is not a member of hsu0001 (epoch 3)"
+    );
+}
+
+#[test]
+fn redelivery_is_a_duplicate_and_old_sequences_are_replays() {
+    let (_w, mut sealer, mut openers) = setup();
+    let topic = "hsu0001/a";
+    let first = sealer.seal(topic, b"0", &mut rng(4)).expect("seal");
+    assert_eq!(opened_plaintext(openers[1].open(topic, &first)), b"0");
+    assert!(matches!(
+        openers[1].open(topic, &first),
+        Ok(Opened::Duplicate { seq: 0, .. })
+    ));
+    // out of order inside the window is fine
+    let mut later = Vec::new();
+    for i in 1..=200u32 {
+        later.push(
+            sealer
+                .seal(topic, &i.to_be_bytes(), &mut rng(5 + u64::from(i)))
+                .expect("seal"),
+        );
+    }
+    assert_eq!(
+        opened_plaintext(openers[1].open(topic, &later[199])),
+        200u32.to_be_bytes()
+    );
+    assert_eq!(
+        opened_plaintext(openers[1].open(topic, &later[150])),
+        151u32.to_be_bytes()
+    );
+    assert!(matches!(
+        openers[1].open(topic, &later[150]),
+        Ok(Opened::Duplicate { seq: 151, .. })
+    ));
+    let err = openers[1]
+        .open(topic, &later[9])
+        .expect_err("below the window");
+    assert!(matches!(err, OpenError::Replay { seq: 10, .. }), "{err:?}");
+}
+
+#[test]
+fn moving_a_message_to_another_topic_or_group_is_caught() {
+    let (_w, mut sealer, mut openers) = setup();
+    let env = sealer.seal("hsu0001/a", b"x", &mut rng(6)).expect("seal");
+    // same group filter, other topic: the signature binds the topic
+    assert!(matches!(
+        openers[1].open("hsu0001/b", &env),
+        Err(OpenError::BadSignature { .. })
+    ));
+    // outside the group's filter entirely
+    assert!(matches!(
+        openers[1].open("hsu0002/a", &env),
+        Err(OpenError::TopicOutsideGroup { .. })
+    ));
+    // splice into hsu0002 by rewriting the group field: 1111 is not a sender there
+    let mut spliced = Envelope::decode(&env).expect("decode");
+    spliced.group = group("hsu0002");
+    let err = openers[3]
+        .open("hsu0002/a", &spliced.encode())
+        .expect_err("spliced");
+    assert!(
+        matches!(
+            err,
+            OpenError::UnknownSender {
+                reason: SenderIssue::NotMember,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // the original still opens: nothing above consumed its sequence number
+    assert_eq!(opened_plaintext(openers[1].open("hsu0001/a", &env)), b"x");
+}
+
+#[test]
+fn a_member_cannot_send_as_another_member() {
+    let (w, _sealer, mut openers) = setup();
+    // 1112 holds the group's sender keys but only its own signing key
+    let mut forger = w.sealer("1112", "hsu0001", 7);
+    let note = forger
+        .sender_key_note(&w.book(), &mut rng(8))
+        .expect("note")
+        .note;
+    World::feed(&mut openers[0], &note);
+    let env = forger
+        .seal("hsu0001/a", b"from 1112", &mut rng(9))
+        .expect("seal");
+    let mut claimed = Envelope::decode(&env).expect("decode");
+    claimed.sender = node("1111");
+    let err = openers[0]
+        .open("hsu0001/a", &claimed.encode())
+        .expect_err("forged sender");
+    assert!(matches!(err, OpenError::BadSignature { .. }), "{err:?}");
+    assert_eq!(
+        opened_plaintext(openers[0].open("hsu0001/a", &env)),
+        b"from 1112"
+    );
+}
+
+#[test]
+fn epoch_changes_remove_members_and_stale_messages() {
+    let (w, mut sealer, mut openers) = setup();
+    let old = sealer
+        .seal("hsu0001/a", b"old", &mut rng(10))
+        .expect("seal");
+    // 1112 removed: epoch 4 with 1111 only
+    let epoch4 = w
+        .group_note("hsu0001", &["1111"], EPOCH + 1, 30)
+        .sign(&w.bridge);
+    for o in openers.iter_mut() {
+        World::feed(o, &epoch4);
+    }
+    let err = openers[1].open("hsu0001/a", &old).expect_err("stale");
+    assert_eq!(
+        err,
+        OpenError::StaleEpoch {
+            group: group("hsu0001"),
+            epoch: EPOCH,
+            current: EPOCH + 1
+        }
+    );
+    assert!(matches!(
+        sealer
+            .seal("hsu0001/a", b"x", &mut rng(11))
+            .map(|_| ())
+            .and(sealer.check_current(openers[0].book())),
+        Err(SealError::EpochChanged {
+            sealer: 3,
+            current: 4,
+            ..
+        })
+    ));
+    let mut sealer4 = anchormq_core::Sealer::new(
+        openers[0].book(),
+        node("1111"),
+        w.key("1111"),
+        group("hsu0001"),
+        &mut rng(12),
+    )
+    .expect("still a member");
+    let note4 = sealer4
+        .sender_key_note(openers[0].book(), &mut rng(13))
+        .expect("note");
+    assert_eq!(note4.recipients, 1);
+    for o in openers.iter_mut() {
+        for c in note4.note.chunks() {
+            let got = o.ingest(&c).expect("valid note");
+            if o.node() == node("1112") {
+                assert!(matches!(got, Ingested::SenderKeyNotForUs { .. }), "{got:?}");
+            }
+        }
+    }
+    let new = sealer4
+        .seal("hsu0001/a", b"new", &mut rng(14))
+        .expect("seal");
+    assert_eq!(opened_plaintext(openers[0].open("hsu0001/a", &new)), b"new");
+    let err = openers[1]
+        .open("hsu0001/a", &new)
+        .expect_err("removed member");
+    assert_eq!(
+        err.to_string(),
+        "node 1112 is not a member of hsu0001 (epoch 4)"
+    );
+    // a reader that has not seen epoch 4 yet says so
+    let mut behind = w.opener("1111");
+    assert!(matches!(
+        behind.open("hsu0001/a", &new),
+        Err(OpenError::EpochAhead {
+            epoch: 4,
+            current: 3,
+            ..
+        })
+    ));
+    assert_eq!(
+        openers[1].membership(&group("hsu0001")),
+        Err(MembershipError::NotMember {
+            node: node("1112"),
+            group: group("hsu0001"),
+            epoch: 4
+        })
+    );
+}
+
+#[test]
+fn missing_sender_key_and_restart() {
+    let w = World::new();
+    let mut reader = w.opener("1112");
+    let mut sealer = w.sealer("1111", "hsu0001", 15);
+    let env = sealer.seal("hsu0001/a", b"a", &mut rng(16)).expect("seal");
+    assert!(matches!(
+        reader.open("hsu0001/a", &env),
+        Err(OpenError::MissingSenderKey { .. })
+    ));
+    World::feed(
+        &mut reader,
+        &sealer
+            .sender_key_note(&w.book(), &mut rng(17))
+            .expect("note")
+            .note,
+    );
+    assert_eq!(opened_plaintext(reader.open("hsu0001/a", &env)), b"a");
+    // restart: a new sealer in the same epoch starts at seq 0 with a new key; no false duplicate
+    let mut restarted = w.sealer("1111", "hsu0001", 18);
+    assert_ne!(restarted.key_id(), sealer.key_id());
+    World::feed(
+        &mut reader,
+        &restarted
+            .sender_key_note(&w.book(), &mut rng(19))
+            .expect("note")
+            .note,
+    );
+    let env2 = restarted
+        .seal("hsu0001/a", b"b", &mut rng(20))
+        .expect("seal");
+    assert_eq!(Envelope::decode(&env2).expect("decode").seq, 0);
+    assert_eq!(opened_plaintext(reader.open("hsu0001/a", &env2)), b"b");
+}
+
+#[test]
+fn revoked_or_unknown_senders_are_refused() {
+    let (w, mut sealer, mut openers) = setup();
+    let env = sealer.seal("hsu0001/a", b"a", &mut rng(21)).expect("seal");
+    let revoked = NodeNote {
+        position: position(&w.registry, 40, 0),
+        node: node("1111"),
+        key_version: 1,
+        status: NodeStatus::Revoked,
+        public_key: w.key("1111").public_key(),
+    };
+    World::feed(&mut openers[1], &revoked.sign(&w.bridge));
+    let err = openers[1].open("hsu0001/a", &env).expect_err("revoked");
+    assert!(
+        matches!(
+            err,
+            OpenError::UnknownSender {
+                reason: SenderIssue::Revoked,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn sealer_refuses_what_it_must_not_do() {
+    let w = World::new();
+    let book = w.book();
+    let not_member = anchormq_core::Sealer::new(
+        &book,
+        node("1113"),
+        w.key("1113"),
+        group("hsu0001"),
+        &mut rng(22),
+    );
+    assert!(matches!(
+        not_member,
+        Err(SealError::Membership(MembershipError::NotMember { .. }))
+    ));
+    let wrong_key = anchormq_core::Sealer::new(
+        &book,
+        node("1111"),
+        w.key("1112"),
+        group("hsu0001"),
+        &mut rng(23),
+    );
+    assert!(matches!(wrong_key, Err(SealError::WrongNodeKey { .. })));
+    let mut sealer = w.sealer("1111", "hsu0001", 24);
+    assert!(matches!(
+        sealer.seal("hsu0002/a", b"", &mut rng(25)),
+        Err(SealError::TopicOutsideGroup { .. })
+    ));
+    assert!(matches!(
+        sealer.seal("hsu0001/+", b"", &mut rng(25)),
+        Err(SealError::Topic(_))
+    ));
+    assert_eq!(sealer.next_seq(), 0);
+    sealer
+        .seal("hsu0001/a", b"", &mut rng(26))
+        .expect("empty payload is fine");
+    assert_eq!(sealer.next_seq(), 1);
+}
+
+#[test]
+fn sender_key_notes_are_checked_and_parked_until_chain_notes_arrive() {
+    let w = World::new();
+    let sealer = w.sealer("1111", "hsu0001", 27);
+    let note = sealer
+        .sender_key_note(&w.book(), &mut rng(28))
+        .expect("note")
+        .note;
+    // a fresh reader has no chain notes yet: the sender-key note is parked, then used
+    let mut reader = Opener::new(
+        node("1112"),
+        w.key("1112"),
+        anchormq_core::KeyBook::new(w.registry, w.bridge.public_key()),
+    );
+    let first = reader.ingest(&note.chunks()[0]).expect("parked");
+    assert!(
+        matches!(first, Ingested::SenderKeyParked { .. }),
+        "{first:?}"
+    );
+    for n in w.node_notes.iter().chain(&w.group_notes) {
+        World::feed(&mut reader, n);
+    }
+    let mut sealer = sealer;
+    let env = sealer
+        .seal("hsu0001/a", b"late", &mut rng(29))
+        .expect("seal");
+    assert_eq!(opened_plaintext(reader.open("hsu0001/a", &env)), b"late");
+
+    // a tampered sender-key note is refused with the sender named
+    let mut bytes = note.as_bytes().to_vec();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    let err = reader.ingest_signed_note(&bytes).expect_err("tampered");
+    assert!(
+        matches!(
+            err,
+            IngestError::SenderKey(SenderKeyError::BadSignature { .. })
+        ),
+        "{err:?}"
+    );
+
+    // 1113 cannot announce keys for hsu0001
+    let outsider = anchormq_core::SenderKeyNote::wrap(
+        anchormq_core::StreamId {
+            group: group("hsu0001"),
+            sender: node("1113"),
+            epoch: EPOCH,
+        },
+        1,
+        &anchormq_core::SenderKey::generate(&mut rng(30)),
+        &[],
+        &mut rng(31),
+    )
+    .expect("wrap")
+    .sign(&w.key("1113"));
+    let err = reader
+        .ingest_signed_note(outsider.as_bytes())
+        .expect_err("not a member");
+    assert!(
+        matches!(
+            err,
+            IngestError::SenderKey(SenderKeyError::Sender {
+                source: MembershipError::NotMember { .. },
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+}
