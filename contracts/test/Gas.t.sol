@@ -1,0 +1,185 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+pragma solidity 0.8.30;
+
+import {TestBase} from "./utils/TestBase.sol";
+import {console, vm} from "./utils/Vm.sol";
+import {KeyRegistry} from "../src/KeyRegistry.sol";
+
+/// Execution gas of each state-changing function on cold storage (the state is built in setUp, which forge
+/// runs as a separate transaction, so the measured call starts with cold slots like a real transaction).
+/// Numbers exclude the 21,000 intrinsic gas and calldata cost; `forge test --mc GasTest -vv` prints them.
+contract GasTest is TestBase {
+    KeyRegistry internal registry;
+
+    address internal constant OWNER = address(0xA11CE);
+    address internal constant ADMIN = address(0xAD);
+    bytes32 internal constant MEMBER = "1111";
+    bytes32 internal constant OUTSIDER = "1112";
+    bytes32 internal constant GROUP = "hsu0001";
+
+    uint256 internal constant REGISTER_NODE_TARGET = 100_000;
+    uint256 internal constant ADD_MEMBER_TARGET = 60_000;
+
+    function setUp() public {
+        registry = new KeyRegistry();
+        registerAs(registry, OWNER, MEMBER, testNodeKey("1111"));
+        registerAs(registry, OWNER, OUTSIDER, testNodeKey("1112"));
+        vm.prank(ADMIN);
+        registry.createGroup(GROUP, "hsu/0001/#");
+        vm.prank(ADMIN);
+        registry.addMember(GROUP, MEMBER);
+    }
+
+    function _measured(string memory name) internal view returns (uint256 gas) {
+        gas = vm.lastCallGas().gasTotalUsed;
+        console.log(name, gas);
+    }
+
+    function test_Gas_registerNode() public {
+        (bytes memory publicKey, bytes memory signature) =
+            proof(registry, testNodeKey("1113"), "1113", OWNER, 1);
+        vm.prank(OWNER);
+        registry.registerNode("1113", publicKey, signature);
+        assertLe(_measured("registerNode"), REGISTER_NODE_TARGET, "registerNode over target");
+    }
+
+    function test_Gas_addMember() public {
+        vm.prank(ADMIN);
+        registry.addMember(GROUP, OUTSIDER);
+        assertLe(_measured("addMember"), ADD_MEMBER_TARGET, "addMember over target");
+    }
+
+    function test_Gas_removeMember() public {
+        vm.prank(ADMIN);
+        registry.removeMember(GROUP, MEMBER);
+        _measured("removeMember (gross, before refunds)");
+    }
+
+    function test_Gas_leaveGroup() public {
+        vm.prank(OWNER);
+        registry.leaveGroup(GROUP, MEMBER);
+        _measured("leaveGroup (gross, before refunds)");
+    }
+
+    function test_Gas_rotateKey_OneGroup() public {
+        (bytes memory publicKey, bytes memory signature) =
+            proof(registry, testNodeKey("1111 v2"), MEMBER, OWNER, 2);
+        vm.prank(OWNER);
+        registry.rotateKey(MEMBER, publicKey, signature, one(GROUP));
+        _measured("rotateKey, node in 1 group");
+    }
+
+    function test_Gas_rotateKey_NoGroup() public {
+        (bytes memory publicKey, bytes memory signature) =
+            proof(registry, testNodeKey("1112 v2"), OUTSIDER, OWNER, 2);
+        vm.prank(OWNER);
+        registry.rotateKey(OUTSIDER, publicKey, signature, none());
+        _measured("rotateKey, node in 0 groups");
+    }
+
+    function test_Gas_revokeNode_OneGroup() public {
+        vm.prank(OWNER);
+        registry.revokeNode(MEMBER, one(GROUP));
+        _measured("revokeNode, node in 1 group (gross)");
+    }
+
+    function test_Gas_revokeNode_NoGroup() public {
+        vm.prank(OWNER);
+        registry.revokeNode(OUTSIDER, none());
+        _measured("revokeNode, node in 0 groups");
+    }
+
+    function test_Gas_transferNodeOwnership() public {
+        vm.prank(OWNER);
+        registry.transferNodeOwnership(MEMBER, ADMIN);
+        _measured("transferNodeOwnership");
+    }
+
+    function test_Gas_createGroup() public {
+        vm.prank(ADMIN);
+        registry.createGroup("hsu0002", "hsu/0002/#");
+        _measured("createGroup, 10-byte filter");
+    }
+
+    function test_Gas_transferGroupAdmin() public {
+        vm.prank(ADMIN);
+        registry.transferGroupAdmin(GROUP, OWNER);
+        _measured("transferGroupAdmin");
+    }
+}
+
+/// The hard cost rule: adding or removing a member costs the same in a group of 1 as in one of 10,000.
+/// setUp registers 10,002 real nodes (real signatures) and fills the big group through addMember, with gas
+/// metering paused; it takes a few seconds.
+contract GroupSizeGasTest is TestBase {
+    KeyRegistry internal registry;
+
+    address internal constant OWNER = address(0xA11CE);
+    address internal constant ADMIN = address(0xAD);
+    bytes32 internal constant SMALL = "small";
+    bytes32 internal constant BIG = "big";
+    uint256 internal constant BIG_SIZE = 10_000;
+
+    // Node IDs: 1..BIG_SIZE fill BIG; the others are used by the measured calls.
+    bytes32 internal constant SMALL_MEMBER = bytes32(uint256(BIG_SIZE + 1));
+    bytes32 internal constant SMALL_SECOND_MEMBER = bytes32(uint256(BIG_SIZE + 2));
+    bytes32 internal constant JOINS_SMALL = bytes32(uint256(BIG_SIZE + 3));
+    bytes32 internal constant JOINS_BIG = bytes32(uint256(BIG_SIZE + 4));
+
+    function setUp() public {
+        vm.pauseGasMetering();
+        registry = new KeyRegistry();
+        for (uint256 i = 1; i <= BIG_SIZE + 4; ++i) {
+            registerAs(registry, OWNER, bytes32(i), i);
+        }
+        vm.startPrank(ADMIN);
+        registry.createGroup(SMALL, "");
+        registry.createGroup(BIG, "");
+        registry.addMember(SMALL, SMALL_MEMBER);
+        for (uint256 i = 1; i <= BIG_SIZE; ++i) {
+            registry.addMember(BIG, bytes32(i));
+        }
+        vm.stopPrank();
+        vm.resumeGasMetering();
+    }
+
+    function _withinOnePercent(uint256 small, uint256 big, string memory what) internal pure {
+        uint256 difference = small > big ? small - big : big - small;
+        assertLe(difference * 100, small, what);
+    }
+
+    function test_Gas_AddMemberIsIndependentOfGroupSize() public {
+        vm.prank(ADMIN);
+        registry.addMember(SMALL, JOINS_SMALL);
+        uint256 second = vm.lastCallGas().gasTotalUsed;
+        vm.prank(ADMIN);
+        registry.addMember(BIG, JOINS_BIG);
+        uint256 tenThousandFirst = vm.lastCallGas().gasTotalUsed;
+
+        console.log("addMember, 2nd member", second);
+        console.log("addMember, 10,001st member", tenThousandFirst);
+        assertEq(registry.getGroup(BIG).memberCount, BIG_SIZE + 1, "big group size");
+        _withinOnePercent(second, tenThousandFirst, "addMember cost depends on group size");
+    }
+
+    function test_Gas_RemoveMemberIsIndependentOfGroupSize() public {
+        // Both removals take the first member, so both move the last member into the hole.
+        vm.prank(ADMIN);
+        registry.addMember(SMALL, SMALL_SECOND_MEMBER);
+        // Touch BIG's slots the same way, so both removals below see the same warm/cold pattern.
+        vm.prank(ADMIN);
+        registry.addMember(BIG, JOINS_BIG);
+
+        vm.prank(ADMIN);
+        registry.removeMember(SMALL, SMALL_MEMBER);
+        uint256 fromSmall = vm.lastCallGas().gasTotalUsed;
+        vm.prank(ADMIN);
+        registry.removeMember(BIG, bytes32(uint256(1)));
+        uint256 fromBig = vm.lastCallGas().gasTotalUsed;
+
+        console.log("removeMember, group of 2", fromSmall);
+        console.log("removeMember, group of 10,001", fromBig);
+        assertEq(registry.groupMembers(BIG, 0, 1)[0], JOINS_BIG, "last member moved to the front");
+        _withinOnePercent(fromSmall, fromBig, "removeMember cost depends on group size");
+    }
+}
