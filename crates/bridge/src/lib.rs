@@ -1,0 +1,108 @@
+//! The anchormq bridge: mirrors the KeyRegistry's events as signed, retained MQTT key notes.
+//!
+//! One node note per node and one group note per group, each signed with the bridge key and
+//! carrying its chain position, retained at QoS 1 under `anchormq/v1/<chain>/<registry>/…`, plus a
+//! non-retained live feed of the events. The checkpoint moves only after the broker acknowledged
+//! every note of a batch, so a crash at any point repeats work (notes are idempotent) and loses
+//! none. On every broker connection the bridge publishes all notes again, so a broker that lost
+//! its retained messages is repaired; a note on the broker that is older than the bridge's is put
+//! back, one that is newer (another bridge ahead) is left alone.
+//!
+//! It is not a source of truth: readers trust notes because the bridge key signed them, and
+//! `anchormq verify` checks them against the chain.
+
+mod checkpoint;
+mod config;
+mod error;
+mod metrics;
+mod mirror;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use anchormq_chain::{EventStream, StreamPosition};
+use anchormq_core::{NodeSecretKey, Registry, Topics};
+use anchormq_mqtt::Link;
+use tokio_util::sync::CancellationToken;
+
+pub use checkpoint::{Checkpoint, CheckpointError};
+pub use config::{BridgeConfig, BridgeSettings, ConfigError};
+pub use error::BridgeError;
+pub use metrics::{Metrics, serve as serve_metrics};
+
+/// Reads the bridge key file; the error never contains key material.
+pub fn load_key(path: &std::path::Path) -> Result<NodeSecretKey, ConfigError> {
+    let content = std::fs::read(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    NodeSecretKey::from_key_file(&content).map_err(|e| ConfigError::Invalid {
+        field: "key_file",
+        reason: format!("{}: {e}", path.display()),
+    })
+}
+
+/// Runs the bridge until `shutdown`: loads the checkpoint, connects to the chain (failing fast when
+/// it is unreachable, on another chain, or holds no registry), connects to the broker, and mirrors.
+pub async fn run(
+    config: BridgeConfig,
+    key: NodeSecretKey,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> Result<(), BridgeError> {
+    let deployment = config.deployment;
+    let registry_hex = format!("{:#x}", deployment.address);
+    let checkpoint = Checkpoint::load(&config.checkpoint, deployment.chain_id, &registry_hex)?
+        .unwrap_or_else(|| {
+            Checkpoint::new(
+                deployment.chain_id,
+                registry_hex.clone(),
+                StreamPosition {
+                    next_block: deployment.deploy_block,
+                    recent: Vec::new(),
+                },
+            )
+        });
+    let state = checkpoint.state()?;
+    let stream = EventStream::connect(
+        &config.rpc_url,
+        deployment,
+        config.stream.clone(),
+        Some(checkpoint.stream.clone()),
+    )
+    .await?;
+    tracing::info!(
+        target: "anchormq::bridge",
+        chain_id = deployment.chain_id,
+        registry = %registry_hex,
+        from_block = checkpoint.stream.next_block,
+        nodes = state.nodes.len(),
+        groups = state.groups.len(),
+        broker = %config.broker.display_url(),
+        "bridge starting"
+    );
+    let (link, link_events) = Link::start(&config.broker, shutdown.child_token())?;
+    let registry = Registry {
+        chain_id: deployment.chain_id,
+        address: deployment.address.0.0,
+    };
+    let mirror = mirror::Mirror {
+        key,
+        registry,
+        topics: Topics::new(&registry),
+        link,
+        link_events,
+        metrics,
+        checkpoint,
+        checkpoint_path: config.checkpoint.clone(),
+        state,
+        publish_events: config.publish_events,
+        progress: config.progress,
+        expected: HashMap::new(),
+        chunk_counts: HashMap::new(),
+        repairs: BTreeSet::new(),
+        republish_all: false,
+        connected_once: false,
+    };
+    mirror.run(stream, shutdown).await
+}

@@ -1,0 +1,436 @@
+//! The mirror loop: chain events in, signed retained notes out, checkpoint after the broker's ack.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anchormq_chain::{
+    B256, Changed, EventStream, GroupRecord, LogPosition, NodeRecord, PositionedEvent,
+    RegistryState, StreamError, StreamItem, StreamPosition, StreamStats,
+};
+use anchormq_core::chunk::Chunk;
+use anchormq_core::{
+    ChainPosition, GroupId, GroupNote, Member, NodeId, NodeNote, NodePublicKey, NodeSecretKey,
+    NodeStatus, Registry, Topics,
+};
+use anchormq_mqtt::{Link, LinkEvent, QoS};
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint::Checkpoint;
+use crate::error::BridgeError;
+use crate::metrics::Metrics;
+
+/// A note's subject: which retained topics it owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Subject {
+    Node([u8; 32]),
+    Group([u8; 32]),
+}
+
+type StreamMessage = Result<(StreamItem, StreamPosition, StreamStats), StreamError>;
+
+pub(crate) struct Mirror {
+    pub(crate) key: NodeSecretKey,
+    pub(crate) registry: Registry,
+    pub(crate) topics: Topics,
+    pub(crate) link: Link,
+    pub(crate) link_events: mpsc::Receiver<LinkEvent>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) checkpoint: Checkpoint,
+    pub(crate) checkpoint_path: PathBuf,
+    pub(crate) state: RegistryState,
+    pub(crate) publish_events: bool,
+    pub(crate) progress: bool,
+    /// The chunk payload each retained topic should hold.
+    pub(crate) expected: HashMap<String, Bytes>,
+    /// How many chunk topics each subject holds now.
+    pub(crate) chunk_counts: HashMap<Subject, u16>,
+    /// Topics seen on the broker with content that is older than ours or not ours: to republish.
+    pub(crate) repairs: BTreeSet<String>,
+    /// Set on every (re)connection: the broker may have lost the retained notes.
+    pub(crate) republish_all: bool,
+    pub(crate) connected_once: bool,
+}
+
+impl Mirror {
+    pub(crate) async fn run(
+        mut self,
+        stream: EventStream,
+        shutdown: CancellationToken,
+    ) -> Result<(), BridgeError> {
+        let (items_tx, mut items) = mpsc::channel::<StreamMessage>(4);
+        let stream_task = tokio::spawn(drive_stream(stream, items_tx, shutdown.clone()));
+        self.link
+            .subscribe(format!("{}/node/#", self.topics.prefix()), QoS::AtLeastOnce)
+            .await?;
+        self.link
+            .subscribe(
+                format!("{}/group/#", self.topics.prefix()),
+                QoS::AtLeastOnce,
+            )
+            .await?;
+        let mut progress = None;
+        let result = loop {
+            if let Err(error) = self.repair().await {
+                break Err(error);
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break Ok(()),
+                event = self.link_events.recv() => match event {
+                    Some(event) => self.on_link_event(event),
+                    None => break Err(BridgeError::MqttClosed),
+                },
+                item = items.recv() => match item {
+                    Some(Ok((item, position, stats))) => {
+                        self.update_progress(&mut progress, &item, &stats);
+                        if let Err(error) = self.on_item(item, position, &stats).await {
+                            break Err(error);
+                        }
+                    }
+                    Some(Err(error)) => break Err(error.into()),
+                    None => break Ok(()),
+                },
+            }
+        };
+        if let Some(bar) = progress {
+            bar.finish_and_clear();
+        }
+        stream_task.abort();
+        result
+    }
+
+    fn update_progress(
+        &self,
+        bar: &mut Option<indicatif::ProgressBar>,
+        item: &StreamItem,
+        stats: &StreamStats,
+    ) {
+        let StreamItem::Batch { cursor, head, .. } = item else {
+            return;
+        };
+        if !self.progress {
+            return;
+        }
+        let behind = head.saturating_sub(cursor.block_number);
+        match bar {
+            Some(bar) if behind == 0 => bar.finish_with_message("caught up"),
+            Some(bar) => bar.set_position(cursor.block_number),
+            None if behind > 1_000 => {
+                let new_bar =
+                    indicatif::ProgressBar::new(*head).with_message("backfilling registry events");
+                new_bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{msg} {bar:40} block {pos}/{len} ({per_sec}, eta {eta})",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                new_bar.set_position(cursor.block_number);
+                *bar = Some(new_bar);
+            }
+            None => {}
+        }
+        let _ = stats;
+    }
+
+    async fn on_item(
+        &mut self,
+        item: StreamItem,
+        position: StreamPosition,
+        stats: &StreamStats,
+    ) -> Result<(), BridgeError> {
+        self.metrics.chain_head.store(stats.head, Ordering::Relaxed);
+        self.metrics
+            .rpc_reconnects
+            .store(stats.reconnects, Ordering::Relaxed);
+        self.metrics
+            .range_refusals
+            .store(stats.range_refusals, Ordering::Relaxed);
+        self.metrics.reorgs.store(stats.reorgs, Ordering::Relaxed);
+        match item {
+            StreamItem::Batch { events, cursor, .. } => {
+                let mut changed = Changed::default();
+                for event in &events {
+                    changed.extend(self.state.apply(event)?);
+                }
+                self.checkpoint.record_batch(&events, position)?;
+                let mut last = None;
+                for subject in subjects(&changed) {
+                    last = self.publish_subject(subject).await?.or(last);
+                }
+                if self.publish_events {
+                    for event in &events {
+                        last = self.publish_event(event).await?.or(last);
+                    }
+                }
+                self.wait_acked(last).await?;
+                self.checkpoint.store(&self.checkpoint_path)?;
+                self.metrics
+                    .events_processed
+                    .fetch_add(events.len() as u64, Ordering::Relaxed);
+                self.metrics
+                    .mirrored_block
+                    .store(cursor.block_number, Ordering::Relaxed);
+                if !events.is_empty() {
+                    tracing::info!(target: "anchormq::bridge", events = events.len(), block = cursor.block_number, nodes = changed.nodes.len(), groups = changed.groups.len(), "mirrored");
+                }
+            }
+            StreamItem::Rewind { to } => {
+                self.checkpoint.rewind(to, position);
+                let rewound = self.checkpoint.state()?;
+                let changed = diff(&self.state, &rewound);
+                self.state = rewound;
+                tracing::warn!(target: "anchormq::bridge", fork_block = to.block_number, nodes = changed.nodes.len(), groups = changed.groups.len(), "reorg: restoring notes of the canonical chain");
+                let mut last = None;
+                for subject in subjects(&changed) {
+                    last = self.publish_subject(subject).await?.or(last);
+                }
+                self.wait_acked(last).await?;
+                self.checkpoint.store(&self.checkpoint_path)?;
+                self.metrics
+                    .mirrored_block
+                    .store(to.block_number, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_link_event(&mut self, event: LinkEvent) {
+        match event {
+            LinkEvent::Connected { .. } => {
+                if self.connected_once {
+                    self.metrics
+                        .broker_reconnects
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                self.connected_once = true;
+                self.republish_all = true;
+            }
+            LinkEvent::Disconnected { reason } => {
+                tracing::warn!(target: "anchormq::bridge", %reason, "broker connection lost");
+            }
+            LinkEvent::Subscribed => {}
+            LinkEvent::Message(message) => {
+                if self.expected.get(&message.topic) == Some(&message.payload) {
+                    return;
+                }
+                if message.payload.is_empty() && !self.expected.contains_key(&message.topic) {
+                    return;
+                }
+                // A note that differs from ours: another bridge ahead of us (leave it), or an older,
+                // foreign or leftover one (put ours back, or clear the topic).
+                let mirrored = self.state.position.map_or(0, |p| p.block_number);
+                if let Ok(chunk) = Chunk::decode(&message.payload) {
+                    if chunk.order > mirrored {
+                        return;
+                    }
+                }
+                self.repairs.insert(message.topic);
+            }
+        }
+    }
+
+    /// Republishes everything after a (re)connection, and repairs topics found wrong on the broker.
+    async fn repair(&mut self) -> Result<(), BridgeError> {
+        let mut last = None;
+        if std::mem::take(&mut self.republish_all) {
+            let subjects: Vec<Subject> = self
+                .state
+                .nodes
+                .keys()
+                .map(|id| Subject::Node(id.0))
+                .chain(self.state.groups.keys().map(|id| Subject::Group(id.0)))
+                .collect();
+            tracing::info!(target: "anchormq::bridge", notes = subjects.len(), "connected to broker: publishing all notes");
+            for subject in subjects {
+                last = self.publish_subject(subject).await?.or(last);
+            }
+        }
+        for topic in std::mem::take(&mut self.repairs) {
+            let payload = self.expected.get(&topic).cloned().unwrap_or_default();
+            tracing::info!(target: "anchormq::bridge", %topic, clear = payload.is_empty(), "repairing retained note");
+            last = self
+                .link
+                .publish(topic, payload, QoS::AtLeastOnce, true)
+                .await?
+                .or(last);
+        }
+        self.wait_acked(last).await
+    }
+
+    /// Waits for the broker to acknowledge everything up to `seq`, still taking link events so the
+    /// link never blocks on a full event queue.
+    async fn wait_acked(&mut self, seq: Option<u64>) -> Result<(), BridgeError> {
+        let Some(seq) = seq else { return Ok(()) };
+        let link = self.link.clone();
+        let acked = link.acked(seq);
+        tokio::pin!(acked);
+        loop {
+            tokio::select! {
+                result = &mut acked => return result.map_err(BridgeError::from),
+                event = self.link_events.recv() => match event {
+                    Some(event) => self.on_link_event(event),
+                    None => return Err(BridgeError::MqttClosed),
+                },
+            }
+        }
+    }
+
+    /// Publishes a subject's note as retained chunks and clears chunk topics it no longer uses.
+    async fn publish_subject(&mut self, subject: Subject) -> Result<Option<u64>, BridgeError> {
+        let chunks = match subject {
+            Subject::Node(id) => match self.state.nodes.get(&B256::from(id)) {
+                Some(record) => self.node_note(id, record)?.sign(&self.key).chunks(),
+                None => Vec::new(),
+            },
+            Subject::Group(id) => match self.state.groups.get(&B256::from(id)) {
+                Some(record) => self.group_note(id, record)?.sign(&self.key).chunks(),
+                None => Vec::new(),
+            },
+        };
+        let topic = |index: u16| match subject {
+            Subject::Node(id) => self.topics.node_note(&NodeId::from_bytes(id), index),
+            Subject::Group(id) => self.topics.group_note(&GroupId::from_bytes(id), index),
+        };
+        let count = u16::try_from(chunks.len()).map_err(|_| BridgeError::NoteTooLarge)?;
+        let previous = self.chunk_counts.insert(subject, count).unwrap_or(0);
+        // A subject that no longer exists (reorged away) clears at least its first chunk, even when
+        // this process never published it.
+        let previous = if count == 0 {
+            previous.max(1)
+        } else {
+            previous
+        };
+        let mut last = None;
+        for (index, chunk) in (0..).zip(chunks) {
+            let chunk = Bytes::from(chunk);
+            let name = topic(index);
+            self.expected.insert(name.clone(), chunk.clone());
+            last = self
+                .link
+                .publish(name, chunk, QoS::AtLeastOnce, true)
+                .await?
+                .or(last);
+            self.metrics.notes_published.fetch_add(1, Ordering::Relaxed);
+        }
+        for index in count..previous {
+            let name = topic(index);
+            self.expected.remove(&name);
+            last = self
+                .link
+                .publish(name, Bytes::new(), QoS::AtLeastOnce, true)
+                .await?
+                .or(last);
+        }
+        Ok(last)
+    }
+
+    async fn publish_event(&self, event: &PositionedEvent) -> Result<Option<u64>, BridgeError> {
+        let json = serde_json::to_vec(event).map_err(|e| BridgeError::Encode(e.to_string()))?;
+        Ok(self
+            .link
+            .publish(self.topics.events(), json, QoS::AtLeastOnce, false)
+            .await?)
+    }
+
+    fn position(&self, at: &LogPosition) -> ChainPosition {
+        ChainPosition {
+            chain_id: self.registry.chain_id,
+            registry: self.registry.address,
+            block_number: at.block_number,
+            block_hash: at.block_hash.0,
+            tx_hash: at.tx_hash.0,
+            log_index: at.log_index,
+        }
+    }
+
+    fn node_note(&self, id: [u8; 32], record: &NodeRecord) -> Result<NodeNote, BridgeError> {
+        let node = NodeId::from_bytes(id);
+        let public_key = NodePublicKey::from_compressed(&record.public_key).map_err(|_| {
+            BridgeError::BadChainData(format!("node {node} has an invalid public key on chain"))
+        })?;
+        Ok(NodeNote {
+            position: self.position(&record.updated_at),
+            node,
+            key_version: u64::from(record.key_version),
+            status: match record.status {
+                anchormq_chain::NodeStatus::Active => NodeStatus::Active,
+                anchormq_chain::NodeStatus::Revoked => NodeStatus::Revoked,
+            },
+            public_key,
+        })
+    }
+
+    fn group_note(&self, id: [u8; 32], record: &GroupRecord) -> Result<GroupNote, BridgeError> {
+        let group = GroupId::from_bytes(id);
+        let members = record
+            .members
+            .iter()
+            .map(|member| {
+                let key_version = self
+                    .state
+                    .nodes
+                    .get(member)
+                    .map_or(0, |n| u64::from(n.key_version));
+                Member {
+                    node: NodeId::from_bytes(member.0),
+                    key_version,
+                }
+            })
+            .collect();
+        GroupNote::new(
+            self.position(&record.updated_at),
+            group,
+            record.epoch,
+            record.topic_filter.clone(),
+            Some(record.admin.0.0),
+            members,
+        )
+        .map_err(|e| BridgeError::BadChainData(format!("group {group}: {e}")))
+    }
+}
+
+async fn drive_stream(
+    mut stream: EventStream,
+    items: mpsc::Sender<StreamMessage>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            () = shutdown.cancelled() => return,
+            next = stream.next() => next,
+        };
+        let message = next.map(|item| (item, stream.position().clone(), stream.stats()));
+        let failed = message.is_err();
+        if items.send(message).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+fn subjects(changed: &Changed) -> Vec<Subject> {
+    changed
+        .nodes
+        .iter()
+        .map(|id| Subject::Node(id.0))
+        .chain(changed.groups.iter().map(|id| Subject::Group(id.0)))
+        .collect()
+}
+
+/// Records that differ between two states: the notes a reorg changed.
+fn diff(before: &RegistryState, after: &RegistryState) -> Changed {
+    let mut changed = Changed::default();
+    for id in before.nodes.keys().chain(after.nodes.keys()) {
+        if before.nodes.get(id) != after.nodes.get(id) {
+            changed.nodes.insert(*id);
+        }
+    }
+    for id in before.groups.keys().chain(after.groups.keys()) {
+        if before.groups.get(id) != after.groups.get(id) {
+            changed.groups.insert(*id);
+        }
+    }
+    changed
+}

@@ -1,0 +1,457 @@
+//! A typed client for every registry function: views, and transactions that wait for their receipt.
+
+use alloy::network::EthereumWallet;
+use alloy::primitives::{Address, B256, Bytes};
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::rpc::types::Filter;
+use alloy::signers::SignerSync;
+use alloy::signers::k256::ecdsa::SigningKey;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::{SolCall, SolEvent, SolStruct, eip712_domain};
+
+use crate::bindings::IKeyRegistry::{self, IKeyRegistryInstance};
+use crate::bindings::NodeKey;
+use crate::deployment::Deployment;
+use crate::error::ChainError;
+use crate::events::PositionedEvent;
+use crate::logs::{LogReader, RangeConfig};
+
+/// Connects to `url` (http(s) or ws(s)), with `signer` paying for transactions when given.
+pub(crate) async fn connect_provider(
+    url: &str,
+    signer: Option<PrivateKeySigner>,
+) -> Result<DynProvider, ChainError> {
+    let unreachable = |source| ChainError::Unreachable {
+        url: redact_url(url),
+        source,
+    };
+    let provider = match signer {
+        Some(signer) => ProviderBuilder::new()
+            .wallet(EthereumWallet::from(signer))
+            .connect(url)
+            .await
+            .map_err(unreachable)?
+            .erased(),
+        None => ProviderBuilder::new()
+            .connect(url)
+            .await
+            .map_err(unreachable)?
+            .erased(),
+    };
+    Ok(provider)
+}
+
+/// Fails fast when the RPC is unreachable, serves another chain, or the address holds no registry.
+pub(crate) async fn validate_registry(
+    provider: &DynProvider,
+    url: &str,
+    deployment: &Deployment,
+) -> Result<(), ChainError> {
+    let actual = provider
+        .get_chain_id()
+        .await
+        .map_err(|source| ChainError::Unreachable {
+            url: redact_url(url),
+            source,
+        })?;
+    if actual != deployment.chain_id {
+        return Err(ChainError::WrongChain {
+            expected: deployment.chain_id,
+            actual,
+        });
+    }
+    let code = provider
+        .get_code_at(deployment.address)
+        .await
+        .map_err(|source| ChainError::Rpc {
+            call: "eth_getCode",
+            source,
+        })?;
+    if code.is_empty() {
+        return Err(ChainError::NoRegistry {
+            address: deployment.address,
+            chain_id: actual,
+        });
+    }
+    let registry = IKeyRegistry::new(deployment.address, provider.clone());
+    let expected = NodeKey::eip712_type_hash_of();
+    match registry.NODE_KEY_TYPEHASH().call().await {
+        Ok(hash) if hash == expected => Ok(()),
+        Ok(hash) => Err(ChainError::NotARegistry {
+            address: deployment.address,
+            reason: format!("NODE_KEY_TYPEHASH is {hash}, expected {expected}"),
+        }),
+        Err(error) => Err(ChainError::NotARegistry {
+            address: deployment.address,
+            reason: error.to_string(),
+        }),
+    }
+}
+
+/// Drops credentials from a URL before it goes into an error or a log.
+pub fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((_, host)) if !host.contains('/') || rest.find('@') < rest.find('/') => {
+                format!("{scheme}://***@{host}")
+            }
+            _ => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+trait TypeHash {
+    fn eip712_type_hash_of() -> B256;
+}
+
+impl TypeHash for NodeKey {
+    fn eip712_type_hash_of() -> B256 {
+        alloy::primitives::keccak256(NodeKey::eip712_encode_type().as_bytes())
+    }
+}
+
+/// What a mined registry transaction did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxOutcome {
+    /// Transaction hash.
+    pub tx_hash: B256,
+    /// Block it was mined in.
+    pub block_number: u64,
+    /// Gas it used.
+    pub gas_used: u64,
+    /// The registry events it emitted, in order.
+    pub events: Vec<PositionedEvent>,
+}
+
+/// A registry as seen by one account.
+#[derive(Debug, Clone)]
+pub struct RegistryClient {
+    provider: DynProvider,
+    registry: IKeyRegistryInstance<DynProvider>,
+    deployment: Deployment,
+    sender: Option<Address>,
+}
+
+impl RegistryClient {
+    /// Connects and validates the deployment. Without `signer` the client can only read.
+    pub async fn connect(
+        url: &str,
+        deployment: Deployment,
+        signer: Option<PrivateKeySigner>,
+    ) -> Result<Self, ChainError> {
+        let sender = signer.as_ref().map(|s| s.address());
+        let provider = connect_provider(url, signer).await?;
+        validate_registry(&provider, url, &deployment).await?;
+        let registry = IKeyRegistry::new(deployment.address, provider.clone());
+        Ok(Self {
+            provider,
+            registry,
+            deployment,
+            sender,
+        })
+    }
+
+    /// The deployment this client talks to.
+    pub fn deployment(&self) -> &Deployment {
+        &self.deployment
+    }
+
+    /// The underlying provider, for raw calls.
+    pub fn provider(&self) -> &DynProvider {
+        &self.provider
+    }
+
+    /// The account that sends transactions, if any.
+    pub fn sender(&self) -> Option<Address> {
+        self.sender
+    }
+
+    fn require_sender(&self) -> Result<Address, ChainError> {
+        self.sender.ok_or(ChainError::Signing(
+            "no operator key was given: transactions need one".into(),
+        ))
+    }
+
+    /// The EIP-712 digest a node key signs to prove possession (computed locally).
+    pub fn node_key_digest(
+        &self,
+        node: B256,
+        owner: Address,
+        public_key: &[u8],
+        key_version: u32,
+    ) -> B256 {
+        let domain = eip712_domain! {
+            name: "anchormq KeyRegistry",
+            version: "1",
+            chain_id: self.deployment.chain_id,
+            verifying_contract: self.deployment.address,
+        };
+        NodeKey {
+            nodeId: node,
+            owner,
+            publicKey: Bytes::copy_from_slice(public_key),
+            keyVersion: key_version,
+        }
+        .eip712_signing_hash(&domain)
+    }
+
+    /// The 65-byte proof of possession (r || s || v, low s) by `node_key` for `key_version`.
+    pub fn prove_possession(
+        &self,
+        node: B256,
+        node_key: &SigningKey,
+        key_version: u32,
+    ) -> Result<Bytes, ChainError> {
+        let owner = self.require_sender()?;
+        let public_key = node_key.verifying_key().to_encoded_point(true);
+        let digest = self.node_key_digest(node, owner, public_key.as_bytes(), key_version);
+        let signer = PrivateKeySigner::from_signing_key(node_key.clone());
+        let signature = signer
+            .sign_hash_sync(&digest)
+            .map_err(|e| ChainError::Signing(e.to_string()))?;
+        Ok(Bytes::from(signature.as_bytes().to_vec()))
+    }
+
+    /// Registers `node` with `node_key`'s public key, owned by the sending account.
+    pub async fn register_node(
+        &self,
+        node: B256,
+        node_key: &SigningKey,
+    ) -> Result<TxOutcome, ChainError> {
+        let public_key = compressed(node_key);
+        let proof = self.prove_possession(node, node_key, 1)?;
+        self.send(
+            "registerNode",
+            self.registry.registerNode(node, public_key, proof),
+        )
+        .await
+    }
+
+    /// Rotates `node` to `new_key`; finds the node's groups from the chain's logs.
+    pub async fn rotate_key(
+        &self,
+        node: B256,
+        new_key: &SigningKey,
+    ) -> Result<TxOutcome, ChainError> {
+        let current = self.node(node).await?;
+        let proof = self.prove_possession(node, new_key, current.keyVersion + 1)?;
+        let groups = self.node_groups(node).await?;
+        self.send(
+            "rotateKey",
+            self.registry
+                .rotateKey(node, compressed(new_key), proof, groups),
+        )
+        .await
+    }
+
+    /// Revokes `node` for good, removing it from all its groups.
+    pub async fn revoke_node(&self, node: B256) -> Result<TxOutcome, ChainError> {
+        let groups = self.node_groups(node).await?;
+        self.send("revokeNode", self.registry.revokeNode(node, groups))
+            .await
+    }
+
+    /// Gives `node` to `new_owner`.
+    pub async fn transfer_node(
+        &self,
+        node: B256,
+        new_owner: Address,
+    ) -> Result<TxOutcome, ChainError> {
+        self.send(
+            "transferNodeOwnership",
+            self.registry.transferNodeOwnership(node, new_owner),
+        )
+        .await
+    }
+
+    /// Creates `group` administered by the sending account.
+    pub async fn create_group(
+        &self,
+        group: B256,
+        topic_filter: &str,
+    ) -> Result<TxOutcome, ChainError> {
+        self.send(
+            "createGroup",
+            self.registry.createGroup(group, topic_filter.to_owned()),
+        )
+        .await
+    }
+
+    /// Gives the admin role of `group` to `new_admin`.
+    pub async fn transfer_group_admin(
+        &self,
+        group: B256,
+        new_admin: Address,
+    ) -> Result<TxOutcome, ChainError> {
+        self.send(
+            "transferGroupAdmin",
+            self.registry.transferGroupAdmin(group, new_admin),
+        )
+        .await
+    }
+
+    /// Adds `node` to `group`.
+    pub async fn add_member(&self, group: B256, node: B256) -> Result<TxOutcome, ChainError> {
+        self.send("addMember", self.registry.addMember(group, node))
+            .await
+    }
+
+    /// Removes `node` from `group`.
+    pub async fn remove_member(&self, group: B256, node: B256) -> Result<TxOutcome, ChainError> {
+        self.send("removeMember", self.registry.removeMember(group, node))
+            .await
+    }
+
+    /// The node's owner takes it out of `group`.
+    pub async fn leave_group(&self, group: B256, node: B256) -> Result<TxOutcome, ChainError> {
+        self.send("leaveGroup", self.registry.leaveGroup(group, node))
+            .await
+    }
+
+    /// The node as stored on chain.
+    pub async fn node(&self, node: B256) -> Result<IKeyRegistry::Node, ChainError> {
+        self.registry
+            .getNode(node)
+            .call()
+            .await
+            .map_err(|e| ChainError::from_contract("getNode", e))
+    }
+
+    /// The group as stored on chain.
+    pub async fn group(&self, group: B256) -> Result<IKeyRegistry::Group, ChainError> {
+        self.registry
+            .getGroup(group)
+            .call()
+            .await
+            .map_err(|e| ChainError::from_contract("getGroup", e))
+    }
+
+    /// Whether `node` is a member of `group`.
+    pub async fn is_member(&self, group: B256, node: B256) -> Result<bool, ChainError> {
+        self.registry
+            .isMember(group, node)
+            .call()
+            .await
+            .map_err(|e| ChainError::from_contract("isMember", e))
+    }
+
+    /// All members of `group`, read page by page.
+    pub async fn members(&self, group: B256) -> Result<Vec<B256>, ChainError> {
+        const PAGE: u64 = 500;
+        let mut members = Vec::new();
+        loop {
+            let page = self
+                .registry
+                .groupMembers(
+                    group,
+                    alloy::primitives::U256::from(members.len()),
+                    alloy::primitives::U256::from(PAGE),
+                )
+                .call()
+                .await
+                .map_err(|e| ChainError::from_contract("groupMembers", e))?;
+            let done = (page.len() as u64) < PAGE;
+            members.extend(page);
+            if done {
+                return Ok(members);
+            }
+        }
+    }
+
+    /// The contract's own digest for a proof of possession (to check local signing against).
+    pub async fn contract_node_key_digest(
+        &self,
+        node: B256,
+        owner: Address,
+        public_key: &[u8],
+        key_version: u32,
+    ) -> Result<B256, ChainError> {
+        self.registry
+            .nodeKeyDigest(node, owner, Bytes::copy_from_slice(public_key), key_version)
+            .call()
+            .await
+            .map_err(|e| ChainError::from_contract("nodeKeyDigest", e))
+    }
+
+    /// The groups `node` is in now, strictly ascending, rebuilt from its MemberAdded/MemberRemoved logs.
+    pub async fn node_groups(&self, node: B256) -> Result<Vec<B256>, ChainError> {
+        let head = self
+            .provider
+            .get_block_number()
+            .await
+            .map_err(|source| ChainError::Rpc {
+                call: "eth_blockNumber",
+                source,
+            })?;
+        let filter = Filter::new()
+            .event_signature(vec![
+                IKeyRegistry::MemberAdded::SIGNATURE_HASH,
+                IKeyRegistry::MemberRemoved::SIGNATURE_HASH,
+            ])
+            .topic2(node);
+        let logs = LogReader::new(RangeConfig::default())
+            .read(
+                &self.provider,
+                &filter,
+                self.deployment.address,
+                self.deployment.deploy_block,
+                head,
+            )
+            .await
+            .map_err(|source| ChainError::Rpc {
+                call: "eth_getLogs",
+                source,
+            })?;
+        let mut groups = std::collections::BTreeSet::new();
+        for log in &logs {
+            match PositionedEvent::from_log(log)?.event {
+                crate::RegistryEvent::MemberAdded { group, .. } => {
+                    groups.insert(group);
+                }
+                crate::RegistryEvent::MemberRemoved { group, .. } => {
+                    groups.remove(&group);
+                }
+                _ => {}
+            }
+        }
+        Ok(groups.into_iter().collect())
+    }
+
+    async fn send<C: SolCall>(
+        &self,
+        call: &'static str,
+        builder: alloy::contract::SolCallBuilder<&DynProvider, C>,
+    ) -> Result<TxOutcome, ChainError> {
+        self.require_sender()?;
+        let pending = builder
+            .send()
+            .await
+            .map_err(|e| ChainError::from_contract(call, e))?;
+        let receipt = pending
+            .get_receipt()
+            .await
+            .map_err(|source| ChainError::Receipt { call, source })?;
+        if !receipt.status() {
+            return Err(ChainError::Failed {
+                tx_hash: receipt.transaction_hash,
+            });
+        }
+        let events = receipt
+            .logs()
+            .iter()
+            .filter(|log| log.address() == self.deployment.address)
+            .map(PositionedEvent::from_log)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(TxOutcome {
+            tx_hash: receipt.transaction_hash,
+            block_number: receipt.block_number.unwrap_or_default(),
+            gas_used: receipt.gas_used,
+            events,
+        })
+    }
+}
+
+fn compressed(key: &SigningKey) -> Bytes {
+    Bytes::copy_from_slice(key.verifying_key().to_encoded_point(true).as_bytes())
+}

@@ -1,0 +1,337 @@
+//! A complete, ordered stream of registry events that survives reconnects and follows reorgs.
+//!
+//! `eth_getLogs` over block ranges is the only source of events: it is complete by construction.
+//! A WebSocket `newHeads` subscription (or a poll timer over HTTP) only says when to ask again, so a
+//! subscription that drops or misses heads delays events but never loses them. Each batch remembers
+//! the hash of its last block; when that hash changes, the chain reorganised, and the stream walks back
+//! through the hashes it remembers to the fork point and tells its consumer to undo what came after.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use alloy::eips::BlockNumberOrTag;
+use alloy::primitives::B256;
+use alloy::providers::{DynProvider, Provider};
+use alloy::pubsub::Subscription;
+use alloy::rpc::types::{Filter, Header};
+use alloy::transports::TransportError;
+use serde::{Deserialize, Serialize};
+
+use crate::client::{connect_provider, validate_registry};
+use crate::deployment::Deployment;
+use crate::error::ChainError;
+use crate::events::PositionedEvent;
+use crate::logs::{LogReader, RangeConfig};
+
+/// How the stream reads the chain.
+#[derive(Debug, Clone)]
+pub struct StreamConfig {
+    /// Blocks a log must be buried under before it is delivered (0: deliver at once).
+    pub confirmations: u64,
+    /// How often to look for new blocks over HTTP, and the longest wait for a WebSocket head.
+    pub poll_interval: Duration,
+    /// Adaptive `eth_getLogs` ranges.
+    pub ranges: RangeConfig,
+    /// How many recent batch ends to remember for finding a fork point; a deeper reorg is an error.
+    pub reorg_window: usize,
+    /// Longest wait between reconnection attempts.
+    pub max_backoff: Duration,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            confirmations: 0,
+            poll_interval: Duration::from_millis(500),
+            ranges: RangeConfig::default(),
+            reorg_window: 256,
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The last block of a delivered batch, by number and hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// Block number.
+    pub block_number: u64,
+    /// Its hash when it was read.
+    pub block_hash: B256,
+}
+
+/// Where the stream stands: persist it after consuming an item, pass it back to resume.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamPosition {
+    /// The next block to read.
+    pub next_block: u64,
+    /// Ends of recent batches, oldest first, for finding fork points.
+    pub recent: Vec<Cursor>,
+}
+
+/// What the stream delivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamItem {
+    /// Every registry event of the blocks up to and including `cursor`, in chain order (maybe none).
+    Batch {
+        /// The events.
+        events: Vec<PositionedEvent>,
+        /// The last block covered.
+        cursor: Cursor,
+        /// The chain head when the batch was read.
+        head: u64,
+    },
+    /// The chain reorganised: undo every event after block `to.block_number`; the stream goes on
+    /// from the block after it.
+    Rewind {
+        /// The last block both chains share.
+        to: Cursor,
+    },
+}
+
+/// Counters for monitoring.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamStats {
+    /// Latest head seen.
+    pub head: u64,
+    /// Reconnections after a failed RPC call.
+    pub reconnects: u64,
+    /// Log ranges the RPC refused (and that were retried smaller).
+    pub range_refusals: u64,
+    /// Reorgs followed.
+    pub reorgs: u64,
+}
+
+/// A reorg deeper than the remembered window, or other unrecoverable stream failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamError {
+    /// The chain changed below every remembered block: the mirrored state cannot be repaired in place.
+    #[error(
+        "the chain reorganised deeper than the {window} remembered batches (below block {oldest}); resync from the deployment block"
+    )]
+    ReorgTooDeep {
+        /// Remembered batch ends.
+        window: usize,
+        /// Oldest remembered block.
+        oldest: u64,
+    },
+    /// Connecting or validating failed.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+}
+
+/// The registry's event stream. Drive it with [`EventStream::next`].
+#[derive(Debug)]
+pub struct EventStream {
+    url: String,
+    deployment: Deployment,
+    config: StreamConfig,
+    provider: DynProvider,
+    heads: Option<Subscription<Header>>,
+    reader: LogReader,
+    position: StreamPosition,
+    stats: StreamStats,
+}
+
+impl EventStream {
+    /// Connects, checks that the RPC serves the deployment's chain and that the registry is there, and
+    /// resumes from `resume` (or starts at the deployment block).
+    pub async fn connect(
+        url: &str,
+        deployment: Deployment,
+        config: StreamConfig,
+        resume: Option<StreamPosition>,
+    ) -> Result<Self, ChainError> {
+        let provider = connect_provider(url, None).await?;
+        validate_registry(&provider, url, &deployment).await?;
+        let heads = subscribe_heads(&provider, url).await;
+        let position = resume.unwrap_or(StreamPosition {
+            next_block: deployment.deploy_block,
+            recent: Vec::new(),
+        });
+        Ok(Self {
+            url: url.to_owned(),
+            deployment,
+            reader: LogReader::new(config.ranges),
+            config,
+            provider,
+            heads,
+            position,
+            stats: StreamStats::default(),
+        })
+    }
+
+    /// Where the stream stands after the last item it returned.
+    pub fn position(&self) -> &StreamPosition {
+        &self.position
+    }
+
+    /// Counters for monitoring.
+    pub fn stats(&self) -> StreamStats {
+        StreamStats {
+            range_refusals: self.reader.refusals(),
+            ..self.stats
+        }
+    }
+
+    /// The next batch or rewind. Waits for new blocks when caught up; retries RPC failures with
+    /// backoff (reconnecting) until it succeeds, so it only returns errors nothing can repair.
+    pub async fn next(&mut self) -> Result<StreamItem, StreamError> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.step().await {
+                Ok(Some(item)) => return Ok(item),
+                Ok(None) => self.wait_for_head().await,
+                Err(StepError::Fatal(error)) => return Err(error),
+                Err(StepError::Transport(error)) => {
+                    self.stats.reconnects += 1;
+                    tracing::warn!(target: "anchormq::chain", %error, retry_in_ms = backoff.as_millis() as u64, "RPC failed, reconnecting");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.config.max_backoff);
+                    self.reconnect().await;
+                }
+            }
+        }
+    }
+
+    async fn reconnect(&mut self) {
+        match connect_provider(&self.url, None).await {
+            Ok(provider) => {
+                self.heads = subscribe_heads(&provider, &self.url).await;
+                self.provider = provider;
+            }
+            Err(error) => tracing::warn!(target: "anchormq::chain", %error, "reconnect failed"),
+        }
+    }
+
+    async fn wait_for_head(&mut self) {
+        match self.heads.as_mut() {
+            Some(heads) => {
+                match tokio::time::timeout(self.config.poll_interval, heads.recv()).await {
+                    Ok(Ok(_)) | Err(_) => {}
+                    // The subscription ended: fall back to polling until the next reconnect subscribes again.
+                    Ok(Err(_)) => self.heads = None,
+                }
+            }
+            None => tokio::time::sleep(self.config.poll_interval).await,
+        }
+    }
+
+    /// One attempt: a rewind, a batch, or `None` when there is nothing new yet.
+    async fn step(&mut self) -> Result<Option<StreamItem>, StepError> {
+        let head = self.provider.get_block_number().await?;
+        self.stats.head = head;
+        if let Some(to) = self.find_fork().await? {
+            self.stats.reorgs += 1;
+            tracing::info!(target: "anchormq::chain", fork_block = to.block_number, "chain reorganised, rewinding");
+            return Ok(Some(StreamItem::Rewind { to }));
+        }
+        let safe = head.saturating_sub(self.config.confirmations);
+        let from = self.position.next_block;
+        if from > safe {
+            return Ok(None);
+        }
+        let to = safe.min(from.saturating_add(self.reader.current_range() - 1));
+        let before = self.block_hash(to).await?;
+        let filter = Filter::new();
+        let logs = self
+            .reader
+            .read(&self.provider, &filter, self.deployment.address, from, to)
+            .await?;
+        let after = self.block_hash(to).await?;
+        let Some(after) = after.filter(|hash| before == Some(*hash)) else {
+            // The chain moved under the read (or the node does not have the block yet): read the
+            // range again on the next step.
+            return Ok(None);
+        };
+        let mut events = Vec::with_capacity(logs.len());
+        for log in &logs {
+            if log.removed {
+                continue;
+            }
+            let event = PositionedEvent::from_log(log)
+                .map_err(|e| StepError::Fatal(ChainError::from(e).into()))?;
+            if event.position.block_number == to && event.position.block_hash != after {
+                return Ok(None);
+            }
+            events.push(event);
+        }
+        let cursor = Cursor {
+            block_number: to,
+            block_hash: after,
+        };
+        self.remember(cursor);
+        Ok(Some(StreamItem::Batch {
+            events,
+            cursor,
+            head,
+        }))
+    }
+
+    fn remember(&mut self, cursor: Cursor) {
+        self.position.next_block = cursor.block_number + 1;
+        self.position.recent.push(cursor);
+        let excess = self
+            .position
+            .recent
+            .len()
+            .saturating_sub(self.config.reorg_window.max(1));
+        self.position.recent.drain(..excess);
+    }
+
+    /// When the last remembered block's hash changed, the newest remembered block that is still
+    /// canonical; the position is moved back to it.
+    async fn find_fork(&mut self) -> Result<Option<Cursor>, StepError> {
+        let Some(last) = self.position.recent.last().copied() else {
+            return Ok(None);
+        };
+        if self.block_hash(last.block_number).await? == Some(last.block_hash) {
+            return Ok(None);
+        }
+        let mut recent: VecDeque<Cursor> = self.position.recent.iter().copied().collect();
+        while let Some(candidate) = recent.pop_back() {
+            if self.block_hash(candidate.block_number).await? == Some(candidate.block_hash) {
+                recent.push_back(candidate);
+                self.position.recent = recent.into_iter().collect();
+                self.position.next_block = candidate.block_number + 1;
+                return Ok(Some(candidate));
+            }
+        }
+        Err(StepError::Fatal(StreamError::ReorgTooDeep {
+            window: self.config.reorg_window,
+            oldest: self.position.recent.first().map_or(0, |c| c.block_number),
+        }))
+    }
+
+    async fn block_hash(&self, number: u64) -> Result<Option<B256>, TransportError> {
+        let block = self
+            .provider
+            .get_block_by_number(BlockNumberOrTag::Number(number))
+            .await?;
+        Ok(block.map(|b| b.header.hash))
+    }
+}
+
+enum StepError {
+    Transport(TransportError),
+    Fatal(StreamError),
+}
+
+impl From<TransportError> for StepError {
+    fn from(error: TransportError) -> Self {
+        Self::Transport(error)
+    }
+}
+
+async fn subscribe_heads(provider: &DynProvider, url: &str) -> Option<Subscription<Header>> {
+    if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+        return None;
+    }
+    match provider.subscribe_blocks().await {
+        Ok(subscription) => Some(subscription),
+        Err(error) => {
+            tracing::warn!(target: "anchormq::chain", %error, "newHeads subscription failed, polling instead");
+            None
+        }
+    }
+}

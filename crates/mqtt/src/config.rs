@@ -1,0 +1,228 @@
+//! Where and how to connect: `mqtt://host:port` or `mqtts://host:port`, credentials, TLS.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rumqttc::{MqttOptions, TlsConfiguration, Transport};
+
+/// Username and password for the broker. The password never appears in `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// Username.
+    pub username: String,
+    /// Password.
+    pub password: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// How to reach a broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerConfig {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Use TLS (`mqtts://`).
+    pub tls: bool,
+    /// PEM file of the CA that signs the broker's certificate; the system roots when `None`.
+    pub ca_file: Option<PathBuf>,
+    /// Username and password, if the broker asks for them.
+    pub credentials: Option<Credentials>,
+    /// MQTT client identifier; must be unique per broker.
+    pub client_id: String,
+    /// Keep-alive interval.
+    pub keep_alive: Duration,
+    /// Start a new session on every connection (the link resends and resubscribes itself), or ask
+    /// the broker to keep the session so it queues QoS 1 messages while this client is away.
+    pub clean_session: bool,
+    /// Largest packet sent or accepted, in bytes.
+    pub max_packet_size: usize,
+    /// QoS 1 messages in flight at once.
+    pub inflight: u16,
+}
+
+/// A broker URL that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid broker URL {url:?}: {reason}")]
+pub struct BrokerUrlError {
+    /// The URL, with any password removed.
+    pub url: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+impl BrokerConfig {
+    /// Parses `mqtt://[user[:password]@]host[:port]` (port 1883) or `mqtts://…` (port 8883).
+    pub fn from_url(url: &str, client_id: impl Into<String>) -> Result<Self, BrokerUrlError> {
+        let fail = |reason| BrokerUrlError {
+            url: redact(url),
+            reason,
+        };
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtt://") {
+            (false, rest)
+        } else if let Some(rest) = url.strip_prefix("mqtts://") {
+            (true, rest)
+        } else {
+            return Err(fail("expected mqtt:// or mqtts://"));
+        };
+        let rest = rest.trim_end_matches('/');
+        let (credentials, host_port) = match rest.rsplit_once('@') {
+            Some((userinfo, host_port)) => {
+                let (username, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+                if username.is_empty() {
+                    return Err(fail("empty username before '@'"));
+                }
+                (
+                    Some(Credentials {
+                        username: username.to_owned(),
+                        password: password.to_owned(),
+                    }),
+                    host_port,
+                )
+            }
+            None => (None, rest),
+        };
+        if host_port.contains('/') {
+            return Err(fail("a broker URL has no path"));
+        }
+        let (host, port) = match host_port.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => (
+                host,
+                port.parse::<u16>()
+                    .map_err(|_| fail("port is not a number from 1 to 65535"))?,
+            ),
+            _ => (host_port, if tls { 8883 } else { 1883 }),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(fail("missing host"));
+        }
+        if port == 0 {
+            return Err(fail("port is not a number from 1 to 65535"));
+        }
+        Ok(Self {
+            host: host.to_owned(),
+            port,
+            tls,
+            ca_file: None,
+            credentials,
+            client_id: client_id.into(),
+            keep_alive: Duration::from_secs(30),
+            clean_session: true,
+            max_packet_size: 1024 * 1024,
+            inflight: 100,
+        })
+    }
+
+    /// The URL without credentials, for logs.
+    pub fn display_url(&self) -> String {
+        format!(
+            "{}://{}:{}",
+            if self.tls { "mqtts" } else { "mqtt" },
+            self.host,
+            self.port
+        )
+    }
+
+    pub(crate) fn options(&self) -> Result<MqttOptions, std::io::Error> {
+        let mut options = MqttOptions::new(self.client_id.clone(), self.host.clone(), self.port);
+        options
+            .set_keep_alive(self.keep_alive)
+            .set_clean_session(self.clean_session)
+            .set_max_packet_size(self.max_packet_size, self.max_packet_size)
+            .set_inflight(self.inflight.max(1));
+        if let Some(credentials) = &self.credentials {
+            options.set_credentials(credentials.username.clone(), credentials.password.clone());
+        }
+        if self.tls {
+            let transport = match &self.ca_file {
+                Some(path) => {
+                    let ca = std::fs::read(path).map_err(|e| {
+                        std::io::Error::new(
+                            e.kind(),
+                            format!("cannot read CA file {}: {e}", path.display()),
+                        )
+                    })?;
+                    Transport::Tls(TlsConfiguration::Simple {
+                        ca,
+                        alpn: None,
+                        client_auth: None,
+                    })
+                }
+                None => Transport::tls_with_default_config(),
+            };
+            options.set_transport(transport);
+        }
+        Ok(options)
+    }
+}
+
+fn redact(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://***@{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_plain_and_tls_urls_with_default_ports() {
+        let plain = BrokerConfig::from_url("mqtt://127.0.0.1:1884", "c").unwrap();
+        assert_eq!(
+            (plain.host.as_str(), plain.port, plain.tls),
+            ("127.0.0.1", 1884, false)
+        );
+        let tls = BrokerConfig::from_url("mqtts://broker.example", "c").unwrap();
+        assert_eq!(
+            (tls.host.as_str(), tls.port, tls.tls),
+            ("broker.example", 8883, true)
+        );
+        let v6 = BrokerConfig::from_url("mqtt://[::1]:1999", "c").unwrap();
+        assert_eq!((v6.host.as_str(), v6.port), ("::1", 1999));
+    }
+
+    #[test]
+    fn credentials_are_parsed_and_never_printed() {
+        let config = BrokerConfig::from_url("mqtt://alice:s3cret@localhost:1883", "c").unwrap();
+        let credentials = config.credentials.clone().unwrap();
+        assert_eq!(
+            (credentials.username.as_str(), credentials.password.as_str()),
+            ("alice", "s3cret")
+        );
+        assert!(!format!("{config:?}").contains("s3cret"));
+        assert_eq!(config.display_url(), "mqtt://localhost:1883");
+    }
+
+    #[test]
+    fn bad_urls_say_what_is_wrong_without_the_password() {
+        let cases = [
+            ("http://host:1883", "expected mqtt:// or mqtts://"),
+            ("mqtt://host:99999", "port is not a number from 1 to 65535"),
+            ("mqtt://host:0", "port is not a number from 1 to 65535"),
+            ("mqtt://:1883", "missing host"),
+            ("mqtt://host:1883/topic", "a broker URL has no path"),
+            ("mqtt://:pw@host", "empty username before '@'"),
+        ];
+        for (url, reason) in cases {
+            let error = BrokerConfig::from_url(url, "c").unwrap_err();
+            assert_eq!(error.reason, reason, "{url}");
+        }
+        let error = BrokerConfig::from_url("mqtt://bob:hunter2@host:x", "c").unwrap_err();
+        assert!(!error.to_string().contains("hunter2"), "{error}");
+    }
+}

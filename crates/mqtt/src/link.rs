@@ -1,0 +1,395 @@
+//! The link task: one owner for the rumqttc event loop, the outbox of unacknowledged QoS 1 messages,
+//! and the subscriptions to restore.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::{AsyncClient, ClientError, ConnectionError, Event, EventLoop, Outgoing, Packet, QoS};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::BrokerConfig;
+
+/// A message received from the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Topic it was published to.
+    pub topic: String,
+    /// Payload bytes.
+    pub payload: Bytes,
+    /// Whether the broker delivered it as a retained message (on subscribe).
+    pub retain: bool,
+    /// Delivery QoS.
+    pub qos: QoS,
+}
+
+/// What the link reports to its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkEvent {
+    /// Connected (again); subscriptions are being restored.
+    Connected {
+        /// Whether the broker resumed the previous session.
+        session_present: bool,
+    },
+    /// The broker acknowledged a subscription.
+    Subscribed,
+    /// The connection was lost; the link reconnects with backoff.
+    Disconnected {
+        /// Why, for logs.
+        reason: String,
+    },
+    /// A message arrived.
+    Message(Message),
+}
+
+/// Errors of [`Link`] calls.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkError {
+    /// The link task has stopped (shut down, or its owner dropped the events receiver).
+    #[error("the MQTT link to {0} is closed")]
+    Closed(String),
+    /// The broker options could not be built (for example, an unreadable CA file).
+    #[error("cannot configure the MQTT connection: {0}")]
+    Config(String),
+}
+
+enum Command {
+    Publish {
+        message: Outbound,
+        reply: oneshot::Sender<Option<u64>>,
+    },
+    Subscribe {
+        filter: String,
+        qos: QoS,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Outbound {
+    topic: String,
+    payload: Bytes,
+    qos: QoS,
+    retain: bool,
+}
+
+/// A handle to the link task. Cheap to clone; the task stops on shutdown or when every handle and
+/// the events receiver are gone.
+#[derive(Debug, Clone)]
+pub struct Link {
+    commands: mpsc::Sender<Command>,
+    acked_through: watch::Receiver<u64>,
+    broker: String,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Publish { message, .. } => write!(f, "Publish({})", message.topic),
+            Self::Subscribe { filter, .. } => write!(f, "Subscribe({filter})"),
+        }
+    }
+}
+
+impl Link {
+    /// Starts the link task. Connection failures are retried with backoff and reported as
+    /// [`LinkEvent::Disconnected`]; the task ends when `shutdown` is cancelled.
+    pub fn start(
+        config: &BrokerConfig,
+        shutdown: CancellationToken,
+    ) -> Result<(Self, mpsc::Receiver<LinkEvent>), LinkError> {
+        let options = config
+            .options()
+            .map_err(|e| LinkError::Config(e.to_string()))?;
+        let (client, eventloop) = AsyncClient::new(options, 256);
+        let (commands, commands_rx) = mpsc::channel(1024);
+        let (events_tx, events) = mpsc::channel(4096);
+        let (acked_tx, acked_through) = watch::channel(0);
+        let task = LinkTask {
+            client,
+            eventloop,
+            commands: commands_rx,
+            events: events_tx,
+            acked: acked_tx,
+            subscriptions: BTreeMap::new(),
+            outbox: BTreeMap::new(),
+            unassigned: VecDeque::new(),
+            inflight: HashMap::new(),
+            held: VecDeque::new(),
+            next_seq: 1,
+            connected: false,
+            commands_open: true,
+            broker: config.display_url(),
+        };
+        tokio::spawn(task.run(shutdown));
+        Ok((
+            Self {
+                commands,
+                acked_through,
+                broker: config.display_url(),
+            },
+            events,
+        ))
+    }
+
+    fn closed(&self) -> LinkError {
+        LinkError::Closed(self.broker.clone())
+    }
+
+    /// Queues a message. For QoS 1 returns its sequence number, to wait on with [`Link::acked`];
+    /// the link keeps it until the broker acknowledges it, across reconnects.
+    pub async fn publish(
+        &self,
+        topic: impl Into<String>,
+        payload: impl Into<Bytes>,
+        qos: QoS,
+        retain: bool,
+    ) -> Result<Option<u64>, LinkError> {
+        let (reply, seq) = oneshot::channel();
+        let message = Outbound {
+            topic: topic.into(),
+            payload: payload.into(),
+            qos,
+            retain,
+        };
+        self.commands
+            .send(Command::Publish { message, reply })
+            .await
+            .map_err(|_| self.closed())?;
+        seq.await.map_err(|_| self.closed())
+    }
+
+    /// Waits until the broker has acknowledged every QoS 1 message up to and including `seq`.
+    pub async fn acked(&self, seq: u64) -> Result<(), LinkError> {
+        let mut acked = self.acked_through.clone();
+        acked
+            .wait_for(|through| *through >= seq)
+            .await
+            .map_err(|_| self.closed())?;
+        Ok(())
+    }
+
+    /// Publishes at QoS 1 and waits for the broker's acknowledgement.
+    pub async fn publish_confirmed(
+        &self,
+        topic: impl Into<String>,
+        payload: impl Into<Bytes>,
+        retain: bool,
+    ) -> Result<(), LinkError> {
+        if let Some(seq) = self
+            .publish(topic, payload, QoS::AtLeastOnce, retain)
+            .await?
+        {
+            self.acked(seq).await?;
+        }
+        Ok(())
+    }
+
+    /// Subscribes now and after every reconnect.
+    pub async fn subscribe(&self, filter: impl Into<String>, qos: QoS) -> Result<(), LinkError> {
+        self.commands
+            .send(Command::Subscribe {
+                filter: filter.into(),
+                qos,
+            })
+            .await
+            .map_err(|_| self.closed())
+    }
+}
+
+struct LinkTask {
+    client: AsyncClient,
+    eventloop: EventLoop,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<LinkEvent>,
+    acked: watch::Sender<u64>,
+    subscriptions: BTreeMap<String, QoS>,
+    /// QoS 1 messages not yet acknowledged, by sequence number.
+    outbox: BTreeMap<u64, Outbound>,
+    /// Sequence numbers handed to rumqttc that have no packet id yet, in hand-over order
+    /// (rumqttc assigns ids in the order it takes requests).
+    unassigned: VecDeque<u64>,
+    /// Packet id to sequence number, for messages on the wire.
+    inflight: HashMap<u16, u64>,
+    /// Messages accepted while rumqttc's request queue was full or the link was down.
+    held: VecDeque<(u64, Outbound)>,
+    next_seq: u64,
+    connected: bool,
+    commands_open: bool,
+    broker: String,
+}
+
+impl LinkTask {
+    async fn run(mut self, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            if !self.commands_open && self.outbox.is_empty() {
+                // Every handle is gone and everything was delivered.
+                let _ = self.client.try_disconnect();
+                return;
+            }
+            let take_commands = self.commands_open && self.connected && self.held.is_empty();
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => {
+                    let _ = self.client.try_disconnect();
+                    return;
+                }
+                polled = self.eventloop.poll() => match polled {
+                    Ok(event) => {
+                        backoff = Duration::from_millis(50);
+                        if !self.on_event(event).await {
+                            return;
+                        }
+                    }
+                    Err(error) => {
+                        if !self.on_disconnect(&error).await {
+                            return;
+                        }
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            () = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                },
+                command = self.commands.recv(), if take_commands => match command {
+                    Some(command) => self.on_command(command),
+                    None => self.commands_open = false,
+                },
+            }
+            self.hand_held();
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Publish { message, reply } => {
+                let seq = if message.qos == QoS::AtMostOnce {
+                    let _ = self.client.try_publish(
+                        message.topic,
+                        message.qos,
+                        message.retain,
+                        message.payload,
+                    );
+                    None
+                } else {
+                    let seq = self.next_seq;
+                    self.next_seq += 1;
+                    self.outbox.insert(seq, message.clone());
+                    self.held.push_back((seq, message));
+                    Some(seq)
+                };
+                let _ = reply.send(seq);
+            }
+            Command::Subscribe { filter, qos } => {
+                self.subscriptions.insert(filter.clone(), qos);
+                if self.connected {
+                    let _ = self.client.try_subscribe(filter, qos);
+                }
+            }
+        }
+    }
+
+    /// Hands held messages to rumqttc while it has room and the link is up.
+    fn hand_held(&mut self) {
+        while self.connected {
+            let Some((seq, message)) = self.held.front().cloned() else {
+                return;
+            };
+            match self.client.try_publish(
+                message.topic,
+                message.qos,
+                message.retain,
+                message.payload,
+            ) {
+                Ok(()) => {
+                    self.held.pop_front();
+                    self.unassigned.push_back(seq);
+                }
+                Err(ClientError::TryRequest(_)) | Err(ClientError::Request(_)) => return,
+            }
+        }
+    }
+
+    async fn on_event(&mut self, event: Event) -> bool {
+        match event {
+            Event::Incoming(Packet::ConnAck(connack)) => {
+                self.connected = true;
+                if !connack.session_present {
+                    // A new session: rumqttc dropped everything unacknowledged. Hand it all again, in order.
+                    self.unassigned.clear();
+                    self.inflight.clear();
+                    self.held = self
+                        .outbox
+                        .iter()
+                        .map(|(seq, m)| (*seq, m.clone()))
+                        .collect();
+                }
+                for (filter, qos) in &self.subscriptions {
+                    let _ = self.client.try_subscribe(filter.clone(), *qos);
+                }
+                tracing::debug!(target: "anchormq::mqtt", broker = %self.broker, session_present = connack.session_present, "connected");
+                self.emit(LinkEvent::Connected {
+                    session_present: connack.session_present,
+                })
+                .await
+            }
+            Event::Outgoing(Outgoing::Publish(pkid)) if pkid != 0 => {
+                // A retransmission reuses its packet id; a first transmission takes the next sequence.
+                if let std::collections::hash_map::Entry::Vacant(slot) = self.inflight.entry(pkid) {
+                    if let Some(seq) = self.unassigned.pop_front() {
+                        slot.insert(seq);
+                    }
+                }
+                true
+            }
+            Event::Incoming(Packet::PubAck(ack)) => {
+                if let Some(seq) = self.inflight.remove(&ack.pkid) {
+                    self.outbox.remove(&seq);
+                    let through = self
+                        .outbox
+                        .keys()
+                        .next()
+                        .map_or(self.next_seq - 1, |first| first - 1);
+                    self.acked.send_replace(through);
+                }
+                true
+            }
+            Event::Incoming(Packet::SubAck(_)) => self.emit(LinkEvent::Subscribed).await,
+            Event::Incoming(Packet::Publish(publish)) => {
+                let message = Message {
+                    topic: publish.topic,
+                    payload: publish.payload,
+                    retain: publish.retain,
+                    qos: publish.qos,
+                };
+                self.emit(LinkEvent::Message(message)).await
+            }
+            _ => true,
+        }
+    }
+
+    async fn on_disconnect(&mut self, error: &ConnectionError) -> bool {
+        let was_connected = std::mem::replace(&mut self.connected, false);
+        if was_connected {
+            tracing::warn!(target: "anchormq::mqtt", broker = %self.broker, %error, "connection lost, reconnecting");
+        } else {
+            tracing::debug!(target: "anchormq::mqtt", broker = %self.broker, %error, "connect failed, retrying");
+        }
+        // rumqttc moved unsent requests into its own pending list; if the next session is new it
+        // drops them and `on_event` hands the outbox again.
+        self.emit(LinkEvent::Disconnected {
+            reason: error.to_string(),
+        })
+        .await
+    }
+
+    /// Sends an event to the owner; false when the owner is gone (the task then stops).
+    fn emit(&self, event: LinkEvent) -> impl std::future::Future<Output = bool> + Send + 'static {
+        // The task is Send but not Sync (rumqttc's stream is not): hold no borrow across the await.
+        let events = self.events.clone();
+        async move { events.send(event).await.is_ok() }
+    }
+}
