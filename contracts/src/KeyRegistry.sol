@@ -78,6 +78,7 @@ contract KeyRegistry is IKeyRegistry {
         bytes32[] calldata groups
     ) external {
         NodeRecord memory node = _ownedActiveNode(nodeId);
+        _checkGroupListLength(nodeId, node.groupCount, groups);
         uint32 keyVersion = node.keyVersion + 1;
         (uint8 prefix, bytes32 x) = _verifyNodeKey(nodeId, msg.sender, newPublicKey, keyVersion, signature);
         if (prefix == node.keyPrefix && x == _keyX[nodeId]) revert PublicKeyUnchanged(nodeId);
@@ -88,7 +89,6 @@ contract KeyRegistry is IKeyRegistry {
         _keyX[nodeId] = x;
         emit NodeKeyRotated(nodeId, newPublicKey, keyVersion, msg.sender);
 
-        _checkGroupListLength(nodeId, node.groupCount, groups);
         for (uint256 i; i < groups.length; ++i) {
             bytes32 groupId = _checkedGroupListEntry(nodeId, groups, i);
             GroupRecord storage group = _groups[groupId];

@@ -64,6 +64,14 @@ interface Vm {
     function parseJsonBytes32(string calldata json, string calldata key) external pure returns (bytes32);
     function parseJsonBytes(string calldata json, string calldata key) external pure returns (bytes memory);
     function parseJsonString(string calldata json, string calldata key) external pure returns (string memory);
+    function parseJsonKeys(string calldata json, string calldata key) external pure returns (string[] memory);
+    function parseJsonStringArray(string calldata json, string calldata key)
+        external
+        pure
+        returns (string[] memory);
+    function parseUint(string calldata value) external pure returns (uint256);
+    function parseBytes32(string calldata value) external pure returns (bytes32);
+    function toLowercase(string calldata input) external pure returns (string memory);
     function serializeUint(string calldata objectKey, string calldata valueKey, uint256 value)
         external
         returns (string memory json);
@@ -74,6 +82,7 @@ interface Vm {
         external
         returns (string memory json);
     function writeJson(string calldata json, string calldata path) external;
+    function removeFile(string calldata path) external;
     function toString(uint256 value) external pure returns (string memory);
     function toString(bytes32 value) external pure returns (string memory);
     function toString(address value) external pure returns (string memory);

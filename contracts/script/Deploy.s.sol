@@ -1,0 +1,26 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+pragma solidity 0.8.30;
+
+import {vm} from "../test/utils/Vm.sol";
+import {KeyRegistry} from "../src/KeyRegistry.sol";
+
+/// Deploys KeyRegistry (no constructor arguments) and writes ../deployments/<chainId>.json with the fields
+/// a script can know: chainId and address. The transaction hash and block are only known once the broadcast
+/// is mined, so scripts/deploy.sh completes the file from broadcast/Deploy.s.sol/<chainId>/run-latest.json.
+///
+///   forge script script/Deploy.s.sol --rpc-url URL --broadcast --private-key KEY
+contract Deploy {
+    function run() external returns (KeyRegistry registry) {
+        vm.startBroadcast();
+        registry = new KeyRegistry();
+        vm.stopBroadcast();
+
+        string memory json = vm.serializeUint("deployment", "chainId", block.chainid);
+        json = vm.serializeAddress("deployment", "address", address(registry));
+        vm.writeJson(json, deploymentPath(block.chainid));
+    }
+
+    function deploymentPath(uint256 chainId) public view returns (string memory) {
+        return string.concat(vm.projectRoot(), "/../deployments/", vm.toString(chainId), ".json");
+    }
+}

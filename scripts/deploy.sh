@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Deploys KeyRegistry and records it in deployments/<chainId>.json:
+#   {"chainId": N, "address": "0x…", "deployBlock": N, "txHash": "0x…"}
+# forge script (contracts/script/Deploy.s.sol) deploys and writes chainId and address; this wrapper then
+# fills in txHash and deployBlock from the mined receipt in forge's broadcast log, and checks that the
+# receipt succeeded and that the code at the address is the compiled KeyRegistry.
+#
+# Usage: scripts/deploy.sh --rpc-url URL --private-key KEY
+#        (or set ANCHORMQ_DEPLOYER_KEY instead of --private-key, to keep the key out of the process list)
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+usage() { echo "usage: scripts/deploy.sh --rpc-url URL --private-key KEY" >&2; exit 2; }
+die() { echo "deploy: $*" >&2; exit 1; }
+
+rpc_url=""
+private_key="${ANCHORMQ_DEPLOYER_KEY:-}"
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --rpc-url) [[ $# -ge 2 ]] || usage; rpc_url="$2"; shift 2 ;;
+    --private-key) [[ $# -ge 2 ]] || usage; private_key="$2"; shift 2 ;;
+    -h|--help) usage ;;
+    *) echo "deploy: unknown argument: $1" >&2; usage ;;
+  esac
+done
+[[ -n "$rpc_url" ]] || { echo "deploy: --rpc-url is required" >&2; usage; }
+[[ -n "$private_key" ]] || { echo "deploy: --private-key (or ANCHORMQ_DEPLOYER_KEY) is required" >&2; usage; }
+
+chain_id="$(cast chain-id --rpc-url "$rpc_url")" || die "cannot reach $rpc_url"
+mkdir -p "$ROOT/deployments"
+cd "$ROOT/contracts"
+forge script script/Deploy.s.sol:Deploy --rpc-url "$rpc_url" --private-key "$private_key" \
+  --broadcast --quiet >&2 || die "forge script failed"
+
+run_file="broadcast/Deploy.s.sol/$chain_id/run-latest.json"
+out="$ROOT/deployments/$chain_id.json"
+[[ -f "$run_file" ]] || die "forge wrote no broadcast log at contracts/$run_file"
+node - "$run_file" "$out" <<'JS' || die "could not complete $out"
+const fs = require('fs');
+const [runFile, out] = process.argv.slice(2);
+const run = JSON.parse(fs.readFileSync(runFile, 'utf8'));
+const partial = JSON.parse(fs.readFileSync(out, 'utf8'));
+const tx = run.transactions.find((t) => t.transactionType === 'CREATE' && t.contractName === 'KeyRegistry');
+if (!tx) throw new Error('no KeyRegistry CREATE transaction in the broadcast log');
+const receipt = run.receipts.find((r) => r.transactionHash === tx.hash);
+if (!receipt) throw new Error(`no receipt for ${tx.hash}`);
+if (BigInt(receipt.status) !== 1n) throw new Error(`deploy transaction ${tx.hash} reverted`);
+if (receipt.contractAddress.toLowerCase() !== partial.address.toLowerCase()) {
+  throw new Error(`receipt address ${receipt.contractAddress} != script address ${partial.address}`);
+}
+const deployment = {
+  chainId: Number(partial.chainId),
+  address: receipt.contractAddress,
+  deployBlock: Number(BigInt(receipt.blockNumber)),
+  txHash: tx.hash,
+};
+fs.writeFileSync(out, JSON.stringify(deployment, null, 2) + '\n');
+JS
+
+address="$(cast to-check-sum-address "$(node -p "require('$out').address")")"
+node -e 'const fs = require("fs"); const [f, a] = process.argv.slice(1);
+  const d = JSON.parse(fs.readFileSync(f, "utf8")); d.address = a;
+  fs.writeFileSync(f, JSON.stringify(d, null, 2) + "\n");' "$out" "$address"
+deployed="$(cast keccak "$(cast code "$address" --rpc-url "$rpc_url")")"
+compiled="$(cast keccak "$(forge inspect KeyRegistry deployedBytecode)")"
+[[ "$deployed" == "$compiled" ]] || die "code at $address does not match the compiled KeyRegistry"
+echo "deploy: KeyRegistry at $address on chain $chain_id (deployments/$chain_id.json)" >&2
+cat "$out"
