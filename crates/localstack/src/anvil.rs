@@ -195,8 +195,8 @@ impl AnvilBuilder {
         self
     }
 
-    /// Mine a block every `interval` (`--block-time`, whole seconds, at least 1). Default: a block
-    /// per transaction, instantly.
+    /// Mine a block every `interval` (`--block-time`, fractions of a second allowed). Default: a
+    /// block per transaction, instantly.
     pub fn block_time(mut self, interval: Duration) -> Self {
         self.block_time = Some(interval);
         self
@@ -485,7 +485,7 @@ impl Anvil {
             args.extend(["--dump-state".into(), self.state_path.display().to_string()]);
         }
         if let Some(interval) = self.config.block_time {
-            args.extend(["--block-time".into(), interval.as_secs().max(1).to_string()]);
+            args.extend(["--block-time".into(), interval.as_secs_f64().to_string()]);
         }
         if self.config.no_mining {
             args.push("--no-mining".into());

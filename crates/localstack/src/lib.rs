@@ -3,8 +3,9 @@
 //! free loopback ports.
 //!
 //! It serves `anchormq up` / `anchormq demo` and every end-to-end test. Each service owns a temp
-//! dir holding its output log, so a failing test can print what the process said; every child
-//! process is killed when its handle is dropped.
+//! dir holding its output log, so a failing test can print what the process said (set
+//! `ANCHORMQ_KEEP_LOGS=1` to keep those dirs); every child process is killed when its handle is
+//! dropped.
 //!
 //! Not for production: nothing here is hardened, authenticated or reachable beyond 127.0.0.1,
 //! and the JSON-RPC client is a readiness/test helper, not the product's chain client (that is
@@ -29,6 +30,7 @@ pub use deploy::{
 };
 pub use mosquitto::{Credentials, Mosquitto, MosquittoBuilder, MosquittoError};
 pub use paths::repo_root;
+pub use process::KEEP_ENV;
 pub use proxy::TcpCutProxy;
 pub use rpc::{JsonRpcClient, ProxyError, RangeError, RangeLimitedRpc, RpcError, parse_quantity};
 pub use wait::{WaitTimeout, await_condition, await_value, free_port};

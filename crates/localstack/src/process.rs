@@ -104,9 +104,16 @@ pub(crate) fn log_since(log: &Path, from: u64) -> String {
     String::from_utf8_lossy(&bytes[start..]).into_owned()
 }
 
+/// Set to keep every service's temp dir (logs, configs, state) after the handle is dropped.
+pub const KEEP_ENV: &str = "ANCHORMQ_KEEP_LOGS";
+
 /// A temp dir holding a service's log, config and state files.
 pub(crate) fn work_dir(prefix: &str) -> std::io::Result<(tempfile::TempDir, PathBuf)> {
-    let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
+    let keep = std::env::var_os(KEEP_ENV).is_some_and(|v| !v.is_empty() && v != "0");
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .disable_cleanup(keep)
+        .tempdir()?;
     let log = dir.path().join("output.log");
     Ok((dir, log))
 }

@@ -45,11 +45,13 @@ impl TcpCutProxy {
         Self::start_with_shutdown(target, CancellationToken::new()).await
     }
 
-    /// Like [`TcpCutProxy::start`], also stopping when `shutdown` is cancelled.
+    /// Like [`TcpCutProxy::start`], also stopping when `shutdown` is cancelled. Stopping the
+    /// proxy does not cancel `shutdown`.
     pub async fn start_with_shutdown(
         target: SocketAddr,
         shutdown: CancellationToken,
     ) -> Result<Self, ProxyError> {
+        let shutdown = shutdown.child_token();
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .await
             .map_err(ProxyError::Bind)?;

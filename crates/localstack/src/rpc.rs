@@ -313,6 +313,23 @@ impl RangeLimitedRpc {
         max_range: u64,
         error: RangeError,
     ) -> Result<Self, ProxyError> {
+        Self::start_with_shutdown(
+            upstream_http_url,
+            max_range,
+            error,
+            CancellationToken::new(),
+        )
+        .await
+    }
+
+    /// Like [`RangeLimitedRpc::start_with_error`], also stopping when `shutdown` is cancelled.
+    /// Stopping the proxy does not cancel `shutdown`.
+    pub async fn start_with_shutdown(
+        upstream_http_url: &str,
+        max_range: u64,
+        error: RangeError,
+        shutdown: CancellationToken,
+    ) -> Result<Self, ProxyError> {
         let upstream = JsonRpcClient::new(upstream_http_url)?;
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .await
@@ -324,7 +341,7 @@ impl RangeLimitedRpc {
             error,
             stats: RangeStats::default(),
         });
-        let cancel = CancellationToken::new();
+        let cancel = shutdown.child_token();
         let task = tokio::spawn(serve_range_limited(listener, state.clone(), cancel.clone()));
         Ok(Self {
             addr,

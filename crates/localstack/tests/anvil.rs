@@ -157,3 +157,20 @@ async fn missing_binary_names_the_path() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn interval_mining_produces_blocks_without_transactions() {
+    let anvil = Anvil::builder()
+        .block_time(std::time::Duration::from_millis(100))
+        .spawn()
+        .await
+        .expect("anvil starts");
+    anchormq_localstack::await_condition(
+        "three interval-mined blocks",
+        WAIT,
+        std::time::Duration::from_millis(20),
+        || async { anvil.block_number().await.is_ok_and(|n| n >= 3) },
+    )
+    .await
+    .expect("blocks mined on the interval");
+}

@@ -39,17 +39,20 @@ async fn deploy_registry_puts_code_on_chain_and_reports_where() {
 }
 
 #[tokio::test]
-async fn unfunded_deployer_fails_with_the_script_output_but_not_the_key() {
+async fn bad_key_fails_with_the_script_output_but_not_the_key() {
     let anvil = Anvil::spawn().await.expect("anvil");
-    // A valid secp256k1 key that holds no ether on this chain.
-    let key = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318";
-    let err = deploy_registry(&anvil, key)
-        .await
-        .expect_err("unfunded deployer");
+    // 31 bytes: not a secp256k1 key, so forge refuses it before sending anything.
+    let key = format!("0x{}", "5a".repeat(31));
+    let err = deploy_registry(&anvil, &key).await.expect_err("bad key");
     let text = err.to_string();
     assert!(matches!(err, DeployError::StepFailed { .. }), "{err:?}");
     assert!(text.contains("deploy.sh"), "{text}");
     assert!(!text.contains(&key[2..]), "key echoed: {text}");
+    assert_eq!(
+        anvil.block_number().await.expect("head"),
+        0,
+        "nothing was sent"
+    );
 }
 
 #[tokio::test]

@@ -229,3 +229,59 @@ async fn range_limited_rpc_splits_batches() {
     assert_eq!(proxy.calls_forwarded(), 2);
     assert_eq!(proxy.http_requests(), 1);
 }
+
+#[tokio::test]
+async fn cancelling_the_callers_token_stops_both_proxies() {
+    let anvil = Anvil::spawn().await.expect("anvil");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let tcp = TcpCutProxy::start_with_shutdown(echo_server().await, shutdown.clone())
+        .await
+        .expect("tcp proxy");
+    let rpc = RangeLimitedRpc::start_with_shutdown(
+        &anvil.http_url(),
+        5,
+        anchormq_localstack::RangeError {
+            code: -32602,
+            message: "block range too large (max {max})".into(),
+        },
+        shutdown.clone(),
+    )
+    .await
+    .expect("rpc proxy");
+    let client = JsonRpcClient::new(&rpc.url()).expect("client");
+    let err = client
+        .call(
+            "eth_getLogs",
+            json!([{"fromBlock": "0x0", "toBlock": "0x9"}]),
+        )
+        .await
+        .expect_err("10 blocks over a limit of 5");
+    assert!(
+        matches!(&err, RpcError::Rpc { code: -32602, message, .. } if message == "block range too large (max 5)"),
+        "{err:?}"
+    );
+
+    shutdown.cancel();
+    let (tcp_addr, rpc_addr) = (tcp.addr(), rpc.addr());
+    await_condition(
+        "both listeners closed",
+        WAIT,
+        Duration::from_millis(5),
+        || async {
+            TcpStream::connect(tcp_addr).await.is_err()
+                && TcpStream::connect(rpc_addr).await.is_err()
+        },
+    )
+    .await
+    .expect("listeners closed after cancel");
+}
+
+#[tokio::test]
+async fn dropping_a_proxy_leaves_the_callers_token_alone() {
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let proxy = TcpCutProxy::start_with_shutdown(echo_server().await, shutdown.clone())
+        .await
+        .expect("proxy");
+    drop(proxy);
+    assert!(!shutdown.is_cancelled());
+}
