@@ -291,6 +291,8 @@ impl AnvilBuilder {
 /// A running Anvil node on 127.0.0.1. Killed when dropped.
 #[derive(Debug)]
 pub struct Anvil {
+    // First, so the process is killed before its temp dir is removed.
+    child: Option<LoggedChild>,
     config: AnvilBuilder,
     binary: PathBuf,
     /// 0 until the first start has bound a port; then fixed for restarts.
@@ -298,7 +300,6 @@ pub struct Anvil {
     dir: tempfile::TempDir,
     log_path: PathBuf,
     state_path: PathBuf,
-    child: Option<LoggedChild>,
     rpc: Option<JsonRpcClient>,
 }
 

@@ -269,13 +269,14 @@ impl MosquittoBuilder {
 /// persistence). Killed when dropped.
 #[derive(Debug)]
 pub struct Mosquitto {
+    // First, so the process is killed before its temp dir is removed.
+    child: Option<LoggedChild>,
     config: MosquittoBuilder,
     binary: PathBuf,
     port: u16,
     dir: tempfile::TempDir,
     conf_path: PathBuf,
     log_path: PathBuf,
-    child: Option<LoggedChild>,
 }
 
 impl Mosquitto {
