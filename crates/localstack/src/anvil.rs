@@ -324,6 +324,11 @@ impl Anvil {
         format!("ws://127.0.0.1:{}", self.port)
     }
 
+    /// `127.0.0.1:PORT`, e.g. as a [`crate::TcpCutProxy`] target.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, self.port))
+    }
+
     /// The loopback port, stable across restarts.
     pub fn port(&self) -> u16 {
         self.port

@@ -20,7 +20,7 @@ async fn anvil_answers_its_configured_chain_id_and_lists_the_dev_accounts() {
     let rpc = anvil.rpc().expect("client");
     assert_eq!(quantity(&rpc, "eth_chainId", json!([])).await, 4242);
     assert_eq!(anvil.chain_id(), 4242);
-    assert!(anvil.http_url().ends_with(&format!(":{}", anvil.port())));
+    assert_eq!(anvil.http_url(), format!("http://{}", anvil.addr()));
     assert_eq!(anvil.ws_url(), anvil.http_url().replace("http://", "ws://"));
 
     let accounts = rpc
