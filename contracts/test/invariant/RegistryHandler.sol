@@ -14,6 +14,8 @@ contract RegistryHandler is TestBase {
     KeyRegistry public immutable registry;
     EventModel public immutable model;
 
+    bytes32 internal constant NODE_PREFIX = "node";
+    bytes32 internal constant GROUP_PREFIX = "group";
     uint256 internal constant NODE_POOL = 6;
     uint256 internal constant GROUP_POOL = 4;
     address[3] internal actors = [address(0xA1), address(0xA2), address(0xA3)];
@@ -27,11 +29,11 @@ contract RegistryHandler is TestBase {
     }
 
     function nodeId(uint256 index) public pure returns (bytes32) {
-        return bytes32(uint256(bytes32("node")) | (index + 1));
+        return NODE_PREFIX | bytes32(index + 1);
     }
 
     function groupId(uint256 index) public pure returns (bytes32) {
-        return bytes32(uint256(bytes32("group")) | (index + 1));
+        return GROUP_PREFIX | bytes32(index + 1);
     }
 
     // ------------------------------------------------------------------ operations

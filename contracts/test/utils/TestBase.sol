@@ -68,6 +68,18 @@ abstract contract TestBase {
         return bound(seed, 1, SECP256K1_N - 1);
     }
 
+    /// Intrinsic gas of a call transaction with this calldata (no access list): 21,000 plus 4 per zero byte
+    /// and 16 per non-zero byte. (The EIP-7623 calldata floor only applies to calls that execute far less
+    /// than these registry calls do.)
+    function intrinsicGas(bytes memory data) internal pure returns (uint256) {
+        uint256 zeros;
+        for (uint256 i; i < data.length; ++i) {
+            if (data[i] == 0) ++zeros;
+        }
+        uint256 tokens = zeros + 4 * (data.length - zeros);
+        return 21_000 + 4 * tokens;
+    }
+
     // ------------------------------------------------------------------ node keys
 
     /// The test-only private key of a human node ID, as the fixtures derive it.
