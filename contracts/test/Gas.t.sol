@@ -203,3 +203,45 @@ contract GroupSizeGasTest is TestBase {
         _withinOnePercent(fromSmall, fromBig, "removeMember cost depends on group size");
     }
 }
+
+/// rotateKey and revokeNode loop over the node's own groups (never over members); MAX_GROUPS_PER_NODE bounds
+/// that loop, so the worst case stays far below a block's gas limit.
+contract MaxGroupsGasTest is TestBase {
+    KeyRegistry internal registry;
+    bytes32[] internal groups;
+
+    address internal constant OWNER = address(0xA11CE);
+    address internal constant ADMIN = address(0xAD);
+    bytes32 internal constant NODE = "1111";
+    uint256 internal constant WORST_CASE_BUDGET = 1_500_000;
+
+    function setUp() public {
+        registry = new KeyRegistry();
+        registerAs(registry, OWNER, NODE, testNodeKey("1111"));
+        vm.startPrank(ADMIN);
+        for (uint256 i = 1; i <= registry.MAX_GROUPS_PER_NODE(); ++i) {
+            groups.push(bytes32(i));
+            registry.createGroup(bytes32(i), "");
+            registry.addMember(bytes32(i), NODE);
+        }
+        vm.stopPrank();
+    }
+
+    function test_Gas_rotateKey_MaxGroups() public {
+        (bytes memory publicKey, bytes memory signature) =
+            proof(registry, testNodeKey("1111 v2"), NODE, OWNER, 2);
+        vm.prank(OWNER);
+        registry.rotateKey(NODE, publicKey, signature, groups);
+        uint256 gas = vm.lastCallGas().gasTotalUsed;
+        console.log("rotateKey, node in 64 groups", gas);
+        assertLe(gas, WORST_CASE_BUDGET, "rotateKey worst case");
+    }
+
+    function test_Gas_revokeNode_MaxGroups() public {
+        vm.prank(OWNER);
+        registry.revokeNode(NODE, groups);
+        uint256 gas = vm.lastCallGas().gasTotalUsed;
+        console.log("revokeNode, node in 64 groups", gas);
+        assertLe(gas, WORST_CASE_BUDGET, "revokeNode worst case");
+    }
+}
