@@ -12,7 +12,7 @@ use anchormq_core::{
 };
 use rand_core::OsRng;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+pub(crate) fn main() -> Result<(), Box<dyn std::error::Error>> {
     let registry = Registry {
         chain_id: 31337,
         address: [0x5f; 20],

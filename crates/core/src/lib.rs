@@ -19,7 +19,19 @@
 //! It is *not* an MQTT client: nothing here does I/O, spawns tasks or reads a
 //! clock. Randomness is always passed in by the caller, which is how the
 //! checked-in test vectors stay byte-for-byte reproducible.
-//! `docs/spec.md` in the repository describes every byte.
+//! `docs/spec.md` in the repository describes every byte; `examples/full_flow.rs`
+//! walks through bridge → reader → sender → member.
+//!
+//! ```
+//! use anchormq_core::{GroupId, NodeId, topic_matches};
+//!
+//! let group: GroupId = "hsu0001".parse()?;
+//! assert_eq!(group.to_string(), "hsu0001");
+//! assert_eq!(&group.as_bytes()[..8], b"hsu0001\0");
+//! assert!(topic_matches("hsu0001/#", "hsu0001/sensor/temp"));
+//! assert!(NodeId::from_label("a label longer than thirty-two bytes").is_err());
+//! # Ok::<(), anchormq_core::IdError>(())
+//! ```
 
 pub mod chunk;
 pub mod envelope;

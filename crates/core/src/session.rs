@@ -313,7 +313,7 @@ pub struct Opener {
     assembler: ChunkAssembler,
     keys: BoundedMap<StreamKey, Zeroizing<[u8; 32]>>,
     windows: BoundedMap<StreamKey, ReplayWindow>,
-    parked: Vec<Vec<u8>>,
+    parked: Vec<(Waiting, Vec<u8>)>,
     limits: OpenerLimits,
 }
 
@@ -384,40 +384,54 @@ impl Opener {
     pub fn ingest_signed_note(&mut self, bytes: &[u8]) -> Result<Ingested, IngestError> {
         let kind = bytes.get(1).copied().and_then(NoteKind::from_byte);
         if kind == Some(NoteKind::SenderKey) {
-            return self.ingest_sender_key(bytes, true);
+            return self.ingest_sender_key(bytes);
         }
         let update = self.book.ingest_note(bytes)?;
-        if matches!(
-            update,
-            NoteUpdate::Node { changed: true, .. } | NoteUpdate::Group { changed: true, .. }
-        ) {
-            self.retry_parked();
+        match update {
+            NoteUpdate::Node {
+                node,
+                changed: true,
+            } => self.retry_parked(Waiting::Node(node)),
+            NoteUpdate::Group {
+                group,
+                changed: true,
+            } => self.retry_parked(Waiting::Group(group)),
+            _ => {}
         }
         Ok(Ingested::Note(update))
     }
 
-    fn retry_parked(&mut self) {
-        for note in std::mem::take(&mut self.parked) {
-            // a note that still cannot be placed is parked again by ingest_sender_key
-            let _ = self.ingest_sender_key(&note, true);
+    /// Retries only the parked notes that were waiting for this note, so a
+    /// burst of chain notes at start-up costs one comparison per parked note.
+    fn retry_parked(&mut self, arrived: Waiting) {
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|(w, _)| *w == arrived);
+        self.parked = waiting;
+        for (_, note) in ready {
+            // a note that still cannot be placed is parked again
+            let _ = self.ingest_sender_key(&note);
         }
     }
 
-    fn ingest_sender_key(&mut self, bytes: &[u8], may_park: bool) -> Result<Ingested, IngestError> {
+    fn park(&mut self, waiting: Waiting, bytes: &[u8]) {
+        if self.parked.len() >= self.limits.max_parked {
+            self.parked.remove(0);
+        }
+        self.parked.push((waiting, bytes.to_vec()));
+    }
+
+    fn ingest_sender_key(&mut self, bytes: &[u8]) -> Result<Ingested, IngestError> {
         let note = match SenderKeyNote::verify(bytes, &self.book) {
             Ok(n) => n,
-            Err(SenderKeyError::Sender { sender, source })
-                if may_park && waits_for_chain(&source) =>
-            {
-                let (stream, _) =
+            Err(SenderKeyError::Sender { source, .. }) if Waiting::for_error(&source).is_some() => {
+                let (note, _) =
                     SenderKeyNote::decode_signed(bytes).map_err(SenderKeyError::from)?;
-                if self.parked.len() >= self.limits.max_parked {
-                    self.parked.remove(0);
+                if let Some(w) = Waiting::for_error(&source) {
+                    self.park(w, bytes);
                 }
-                self.parked.push(bytes.to_vec());
-                let _ = sender;
                 return Ok(Ingested::SenderKeyParked {
-                    stream: *stream.stream(),
+                    stream: *note.stream(),
                     reason: source,
                 });
             }
@@ -426,6 +440,10 @@ impl Opener {
         let stream = *note.stream();
         let my_version = match self.book.active_node(&self.me) {
             Ok(n) => n.key_version,
+            Err(reason @ MembershipError::UnknownNode { .. }) => {
+                self.park(Waiting::Node(self.me), bytes);
+                return Ok(Ingested::SenderKeyParked { stream, reason });
+            }
             Err(_) => return Ok(Ingested::SenderKeyNotForUs { stream }),
         };
         match note.unwrap_for(&self.me, &self.node_key, my_version) {
@@ -543,14 +561,24 @@ impl Opener {
     }
 }
 
-/// Errors that resolve once more chain notes arrive.
-fn waits_for_chain(e: &MembershipError) -> bool {
-    matches!(
-        e,
-        MembershipError::UnknownGroup { .. }
-            | MembershipError::UnknownNode { .. }
-            | MembershipError::EpochAhead { .. }
-    )
+/// The chain note a parked sender-key note waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    Node(NodeId),
+    Group(GroupId),
+}
+
+impl Waiting {
+    /// Errors that resolve once a chain note arrives, and which one.
+    fn for_error(e: &MembershipError) -> Option<Self> {
+        match e {
+            MembershipError::UnknownNode { node } => Some(Self::Node(*node)),
+            MembershipError::UnknownGroup { group } | MembershipError::EpochAhead { group, .. } => {
+                Some(Self::Group(*group))
+            }
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -375,6 +375,31 @@ fn sender_key_notes_are_checked_and_parked_until_chain_notes_arrive() {
         .expect("seal");
     assert_eq!(opened_plaintext(reader.open("hsu0001/a", &env)), b"late");
 
+    // our own node note arriving last also works: the note waits for it
+    let mut late_self = Opener::new(
+        node("1112"),
+        w.key("1112"),
+        anchormq_core::KeyBook::new(w.registry, w.bridge.public_key()),
+    );
+    for n in w.group_notes.iter().chain(&w.node_notes[..1]) {
+        World::feed(&mut late_self, n);
+    }
+    let parked = late_self
+        .ingest_signed_note(note.as_bytes())
+        .expect("parked");
+    assert!(
+        matches!(parked, Ingested::SenderKeyParked { reason: MembershipError::UnknownNode { node: n }, .. } if n == node("1112")),
+        "{parked:?}"
+    );
+    World::feed(&mut late_self, &w.node_notes[1]);
+    let env = sealer
+        .seal("hsu0001/a", b"later", &mut rng(32))
+        .expect("seal");
+    assert_eq!(
+        opened_plaintext(late_self.open("hsu0001/a", &env)),
+        b"later"
+    );
+
     // a tampered sender-key note is refused with the sender named
     let mut bytes = note.as_bytes().to_vec();
     let mid = bytes.len() / 2;
