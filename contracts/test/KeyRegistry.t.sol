@@ -659,11 +659,15 @@ contract KeyRegistryTest is TestBase {
         assertEq(members[1], NODE_B, "second unchanged");
         assertEq(registry.nodeGroupCount(NODE_A), 0, "A has no group");
 
-        // Removing the (new) last member, then the only one, keeps positions consistent.
-        vm.prank(ADMIN);
-        registry.removeMember(GROUP_1, NODE_B);
+        // The moved member's position was updated: removing it takes out C, not whatever sits at its old slot.
         vm.prank(ADMIN);
         registry.removeMember(GROUP_1, NODE_C);
+        members = registry.groupMembers(GROUP_1, 0, 10);
+        assertEq(members.length, 1, "one left");
+        assertEq(members[0], NODE_B, "B left");
+        // Removing the only member empties the group.
+        vm.prank(ADMIN);
+        registry.removeMember(GROUP_1, NODE_B);
         assertEq(registry.getGroup(GROUP_1).memberCount, 0, "empty");
         assertEq(registry.getGroup(GROUP_1).epoch, 6, "epoch per change");
         _add(GROUP_1, NODE_B);

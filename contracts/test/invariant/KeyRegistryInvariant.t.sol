@@ -14,9 +14,6 @@ contract KeyRegistryInvariantTest is TestBase {
     EventModel internal model;
     RegistryHandler internal handler;
 
-    uint256 internal constant NODE_POOL = 6;
-    uint256 internal constant GROUP_POOL = 4;
-
     function setUp() public {
         registry = new KeyRegistry();
         model = new EventModel(address(registry));
@@ -46,10 +43,10 @@ contract KeyRegistryInvariantTest is TestBase {
     }
 
     function invariant_StateRebuiltFromEventsEqualsContract() public view {
-        for (uint256 n; n < NODE_POOL; ++n) {
+        for (uint256 n; n < handler.NODE_POOL(); ++n) {
             _checkNode(handler.nodeId(n));
         }
-        for (uint256 g; g < GROUP_POOL; ++g) {
+        for (uint256 g; g < handler.GROUP_POOL(); ++g) {
             _checkGroup(handler.groupId(g));
         }
     }
@@ -97,7 +94,7 @@ contract KeyRegistryInvariantTest is TestBase {
         for (uint256 i; i < members.length; ++i) {
             assertTrue(model.isMember(groupId, members[i]), "listed member unknown to the events");
         }
-        for (uint256 n; n < NODE_POOL; ++n) {
+        for (uint256 n; n < handler.NODE_POOL(); ++n) {
             bytes32 nodeId = handler.nodeId(n);
             assertTrue(registry.isMember(groupId, nodeId) == model.isMember(groupId, nodeId), "isMember");
         }
