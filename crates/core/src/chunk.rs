@@ -395,3 +395,59 @@ fn finish(header: &Chunk, bytes: Vec<u8>) -> Result<SignedNote, ChunkError> {
     }
     Ok(note)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_core::OsRng;
+
+    fn big_note(seed: u8) -> SignedNote {
+        let key = NodeSecretKey::generate(&mut OsRng);
+        // a sender-key-shaped body large enough for three chunks
+        let mut body = vec![seed; 72];
+        body.extend(std::iter::repeat_n(seed, 2 * MAX_PIECE_LEN));
+        SignedNote::seal(
+            NoteKind::SenderKey,
+            [seed; 32],
+            u64::from_be_bytes([seed; 8]),
+            &body,
+            &key,
+        )
+    }
+
+    #[test]
+    fn split_is_canonical_and_bounded() {
+        let note = big_note(1);
+        let chunks = note.chunks();
+        assert_eq!(chunks.len(), 3);
+        assert!(chunks.iter().all(|c| c.len() <= MAX_CHUNK_LEN));
+        assert_eq!(chunks[0].len(), MAX_CHUNK_LEN);
+        for c in &chunks {
+            assert_eq!(&Chunk::decode(c).expect("valid").encode(), c);
+        }
+    }
+
+    #[test]
+    fn pending_notes_are_bounded_and_oldest_is_dropped() {
+        let mut asm = ChunkAssembler::new(2);
+        let notes: Vec<Vec<Vec<u8>>> = (1..=3).map(|i| big_note(i).chunks()).collect();
+        for n in &notes {
+            assert!(matches!(
+                asm.push(&n[0]),
+                Ok(Assembly::Partial {
+                    received: 1,
+                    count: 3
+                })
+            ));
+        }
+        assert_eq!(asm.pending(), 2);
+        // note 1 was evicted: its second chunk starts over
+        assert!(matches!(
+            asm.push(&notes[0][1]),
+            Ok(Assembly::Partial { received: 1, .. })
+        ));
+        // note 3 completes normally
+        asm.push(&notes[2][1]).expect("chunk");
+        assert!(matches!(asm.push(&notes[2][2]), Ok(Assembly::Complete(_))));
+    }
+}

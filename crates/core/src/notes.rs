@@ -622,3 +622,73 @@ fn store<K: std::hash::Hash + Eq, T>(
     map.insert(key, new);
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::TopicError;
+
+    fn pos() -> ChainPosition {
+        ChainPosition {
+            chain_id: 1,
+            registry: [0; 20],
+            block_number: 1,
+            block_hash: [0; 32],
+            tx_hash: [0; 32],
+            log_index: 0,
+        }
+    }
+
+    #[test]
+    fn group_note_construction_rules() {
+        let g = GroupId::from_label("g").expect("id");
+        let a = Member {
+            node: NodeId::from_label("a").expect("id"),
+            key_version: 1,
+        };
+        let b = Member {
+            node: NodeId::from_label("b").expect("id"),
+            key_version: 1,
+        };
+        let note = GroupNote::new(pos(), g, 1, "g/#", None, vec![b, a]).expect("valid");
+        assert_eq!(note.members(), &[a, b]);
+        assert_eq!(
+            GroupNote::new(
+                pos(),
+                g,
+                1,
+                "g/#",
+                None,
+                vec![
+                    a,
+                    Member {
+                        key_version: 2,
+                        ..a
+                    }
+                ]
+            ),
+            Err(GroupNoteError::DuplicateMember { node: a.node })
+        );
+        assert_eq!(
+            GroupNote::new(pos(), g, 1, "g/#/x", None, vec![]),
+            Err(GroupNoteError::TopicFilter(TopicError::BadWildcard))
+        );
+        assert!(matches!(
+            note.check_member(&a.node, 0),
+            Err(MembershipError::StaleEpoch { current: 1, .. })
+        ));
+        assert!(matches!(
+            note.check_member(&a.node, 2),
+            Err(MembershipError::EpochAhead { .. })
+        ));
+        let c = NodeId::from_label("c").expect("id");
+        assert_eq!(
+            note.check_member(&c, 1),
+            Err(MembershipError::NotMember {
+                node: c,
+                group: g,
+                epoch: 1
+            })
+        );
+    }
+}
