@@ -221,7 +221,7 @@ impl GroupNote {
         mut members: Vec<Member>,
     ) -> Result<Self, GroupNoteError> {
         let topic_filter = topic_filter.into();
-        validate_topic_filter(&topic_filter)?;
+        check_group_filter(&topic_filter)?;
         if u32::try_from(members.len()).is_err() {
             return Err(GroupNoteError::TooManyMembers);
         }
@@ -251,7 +251,7 @@ impl GroupNote {
     pub const fn epoch(&self) -> u64 {
         self.epoch
     }
-    /// MQTT topic filter the group's messages are published under.
+    /// MQTT topic filter the group's messages are published under (`""`: none yet).
     pub fn topic_filter(&self) -> &str {
         &self.topic_filter
     }
@@ -323,7 +323,7 @@ impl GroupNote {
         let filter_bytes = r.bytes(filter_len, "group.topic_filter")?;
         let topic_filter = std::str::from_utf8(filter_bytes)
             .ok()
-            .filter(|f| validate_topic_filter(f).is_ok())
+            .filter(|f| check_group_filter(f).is_ok())
             .ok_or(DecodeError::malformed("group.topic_filter"))?
             .to_owned();
         let admin = match r.u8("group.admin")? {
@@ -382,6 +382,16 @@ impl GroupNote {
         let note = Self::decode_body(&mut r)?;
         r.finish()?;
         Ok((note, parts.signature))
+    }
+}
+
+/// The registry allows a group without a topic filter (`""`): it claims no
+/// topic, so nothing can be sealed or opened for it until the filter is set.
+fn check_group_filter(filter: &str) -> Result<(), crate::error::TopicError> {
+    if filter.is_empty() {
+        Ok(())
+    } else {
+        validate_topic_filter(filter)
     }
 }
 
