@@ -6,7 +6,8 @@
 # receipt succeeded and that the code at the address is the compiled KeyRegistry.
 #
 # Usage: scripts/deploy.sh --rpc-url URL --private-key KEY
-#        (or set ANCHORMQ_DEPLOYER_KEY instead of --private-key, to keep the key out of the process list)
+#        (or set ANCHORMQ_DEPLOYER_KEY instead of --private-key, to keep the key out of shell history;
+#        forge itself only takes the key as an argument)
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() { echo "usage: scripts/deploy.sh --rpc-url URL --private-key KEY" >&2; exit 2; }
