@@ -6,6 +6,8 @@
 //! restart both start a new key: a (key, sequence) pair never repeats, and the
 //! envelope's key ID tells receivers which stream (and replay window) it is.
 
+use std::collections::HashMap;
+
 use rand_core::CryptoRngCore;
 use zeroize::Zeroizing;
 
@@ -16,7 +18,7 @@ use crate::error::{
 };
 use crate::ids::{GroupId, NodeId};
 use crate::keys::NodeSecretKey;
-use crate::notes::{KeyBook, NoteUpdate};
+use crate::notes::{GroupNote, KeyBook, NoteUpdate};
 use crate::replay::{BoundedMap, ReplayVerdict, ReplayWindow};
 use crate::sender_key::{Recipient, SenderKey, SenderKeyNote, StreamId};
 use crate::topics::{topic_matches, validate_topic_name};
@@ -314,6 +316,8 @@ pub struct Opener {
     keys: BoundedMap<StreamKey, Zeroizing<[u8; 32]>>,
     windows: BoundedMap<StreamKey, ReplayWindow>,
     parked: Vec<(Waiting, Vec<u8>)>,
+    /// Each group's note from before its latest epoch change, for [`Opener::open_with_grace`].
+    previous: HashMap<GroupId, GroupNote>,
     limits: OpenerLimits,
 }
 
@@ -348,6 +352,7 @@ impl Opener {
             keys: BoundedMap::new(limits.max_sender_keys),
             windows: BoundedMap::new(limits.max_streams),
             parked: Vec::new(),
+            previous: HashMap::new(),
             limits,
         }
     }
@@ -386,7 +391,21 @@ impl Opener {
         if kind == Some(NoteKind::SenderKey) {
             return self.ingest_sender_key(bytes);
         }
+        let before = match kind {
+            Some(NoteKind::Group) => GroupNote::decode_signed(bytes)
+                .ok()
+                .and_then(|(note, _)| self.book.group(&note.group()).cloned()),
+            _ => None,
+        };
         let update = self.book.ingest_note(bytes)?;
+        if let (Some(old), NoteUpdate::Group { group, .. }) = (before, update)
+            && self
+                .book
+                .group(&group)
+                .is_some_and(|n| n.epoch() > old.epoch())
+        {
+            self.previous.insert(group, old);
+        }
         match update {
             NoteUpdate::Node {
                 node,
@@ -463,10 +482,23 @@ impl Opener {
     /// this node a member; sender an active member; sender's signature;
     /// sender key cached; replay window; decryption; window updated.
     pub fn open(&mut self, topic: &str, bytes: &[u8]) -> Result<Opened, OpenError> {
+        self.open_with_grace(topic, bytes, |_| false)
+    }
+
+    /// Like [`Opener::open`], but an envelope of the epoch just before the
+    /// group's current one is still accepted when `in_grace(group)` says so,
+    /// judged against that earlier group note (the caller owns the clock and
+    /// decides how long messages in flight across an epoch change stay valid).
+    pub fn open_with_grace(
+        &mut self,
+        topic: &str,
+        bytes: &[u8],
+        in_grace: impl FnOnce(&GroupId) -> bool,
+    ) -> Result<Opened, OpenError> {
         let env = Envelope::decode(bytes)?;
         let group = env.group;
         let stream = env.stream();
-        let note = self
+        let mut note = self
             .book
             .group(&group)
             .ok_or(OpenError::UnknownGroup { group })?;
@@ -478,13 +510,18 @@ impl Opener {
         }
         let current = note.epoch();
         if env.epoch < current {
-            return Err(OpenError::StaleEpoch {
-                group,
-                epoch: env.epoch,
-                current,
-            });
+            match self.previous.get(&group) {
+                Some(old) if old.epoch() == env.epoch && in_grace(&group) => note = old,
+                _ => {
+                    return Err(OpenError::StaleEpoch {
+                        group,
+                        epoch: env.epoch,
+                        current,
+                    });
+                }
+            }
         }
-        if env.epoch > current {
+        if env.epoch > note.epoch() {
             return Err(OpenError::EpochAhead {
                 group,
                 epoch: env.epoch,
@@ -668,6 +705,102 @@ mod tests {
         let good = sealer.seal("g/x", b"fine", &mut rng).expect("seal");
         assert!(
             matches!(opener.open("g/x", &good), Ok(Opened::Message(m)) if m.seq == 0 && m.plaintext == b"fine")
+        );
+    }
+
+    /// Messages sealed just before an epoch change stay readable while the
+    /// caller says the grace period runs, and only for the epoch right before.
+    #[test]
+    fn previous_epoch_is_accepted_only_in_grace() {
+        let mut rng = ChaCha20Rng::seed_from_u64(9);
+        let registry = Registry {
+            chain_id: 1,
+            address: [1; 20],
+        };
+        let pos = |block| ChainPosition {
+            chain_id: 1,
+            registry: [1; 20],
+            block_number: block,
+            block_hash: [0; 32],
+            tx_hash: [0; 32],
+            log_index: 0,
+        };
+        let bridge = NodeSecretKey::generate(&mut rng);
+        let ids = ["a", "b", "c"].map(|l| NodeId::from_label(l).expect("id"));
+        let keys = [0; 3].map(|_| NodeSecretKey::generate(&mut rng));
+        let mut book = KeyBook::new(registry, bridge.public_key());
+        for (i, (n, k)) in ids.iter().zip(&keys).enumerate() {
+            let note = NodeNote {
+                position: pos(i as u64),
+                node: *n,
+                key_version: 1,
+                status: NodeStatus::Active,
+                public_key: k.public_key(),
+            };
+            book.ingest_note(note.sign(&bridge).as_bytes())
+                .expect("node note");
+        }
+        let g = GroupId::from_label("g").expect("id");
+        let group_note = |block, epoch, members: &[NodeId]| {
+            let members = members
+                .iter()
+                .map(|n| Member {
+                    node: *n,
+                    key_version: 1,
+                })
+                .collect();
+            GroupNote::new(pos(block), g, epoch, "g/#", None, members)
+                .expect("group")
+                .sign(&bridge)
+        };
+        book.ingest_note(group_note(10, 1, &ids[..2]).as_bytes())
+            .expect("group note");
+        let mut opener = Opener::new(ids[1], keys[1].clone(), book.clone());
+        let mut old_sealer =
+            Sealer::new(&book, ids[0], keys[0].clone(), g, &mut rng).expect("sealer");
+        let skn = old_sealer.sender_key_note(&book, &mut rng).expect("note");
+        opener
+            .ingest_signed_note(skn.note.as_bytes())
+            .expect("sender key");
+        let first = old_sealer.seal("g/x", b"one", &mut rng).expect("seal");
+        let second = old_sealer.seal("g/x", b"two", &mut rng).expect("seal");
+        assert!(matches!(opener.open("g/x", &first), Ok(Opened::Message(_))));
+
+        // c joins: epoch 2; the envelopes of epoch 1 are stale unless in grace
+        opener
+            .ingest_signed_note(group_note(11, 2, &ids).as_bytes())
+            .expect("epoch 2");
+        let stale = Err(OpenError::StaleEpoch {
+            group: g,
+            epoch: 1,
+            current: 2,
+        });
+        assert_eq!(opener.open("g/x", &second), stale);
+        assert_eq!(opener.open_with_grace("g/x", &second, |_| false), stale);
+        assert!(
+            matches!(opener.open_with_grace("g/x", &second, |group| *group == g), Ok(Opened::Message(m)) if m.plaintext == b"two")
+        );
+        // the replay window is shared with the normal path
+        assert_eq!(
+            opener.open_with_grace("g/x", &first, |_| true),
+            Ok(Opened::Duplicate {
+                stream: *old_sealer.stream(),
+                seq: 0
+            })
+        );
+
+        // two epochs back is never accepted
+        opener
+            .ingest_signed_note(group_note(12, 3, &ids).as_bytes())
+            .expect("epoch 3");
+        let third = old_sealer.seal("g/x", b"three", &mut rng).expect("seal");
+        assert_eq!(
+            opener.open_with_grace("g/x", &third, |_| true),
+            Err(OpenError::StaleEpoch {
+                group: g,
+                epoch: 1,
+                current: 3
+            })
         );
     }
 }
