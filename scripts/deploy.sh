@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Deploys KeyRegistry and records it in deployments/<chainId>.json:
+# Deploys KeyRegistry and records it in deployments/<chainId>.json (also printed on stdout):
 #   {"chainId": N, "address": "0x…", "deployBlock": N, "txHash": "0x…"}
-# forge script (contracts/script/Deploy.s.sol) deploys and writes chainId and address; this wrapper then
-# fills in txHash and deployBlock from the mined receipt in forge's broadcast log, and checks that the
-# receipt succeeded and that the code at the address is the compiled KeyRegistry.
+# forge script (contracts/script/Deploy.s.sol) sends the deployment; this wrapper takes address, block and
+# transaction hash from the mined receipt in forge's broadcast log (run-latest.json), which a running script
+# cannot know yet, and checks that the receipt succeeded and that the code at the address is the compiled
+# KeyRegistry.
 #
 # Usage: scripts/deploy.sh --rpc-url URL --private-key KEY
-#        (or set ANCHORMQ_DEPLOYER_KEY instead of --private-key, to keep the key out of shell history;
-#        forge itself only takes the key as an argument)
+#   ANCHORMQ_DEPLOYER_KEY   instead of --private-key (keeps the key out of shell history; forge itself
+#                           only takes the key as an argument)
+#   ANCHORMQ_DEPLOYMENTS_DIR  where to write <chainId>.json (default: <repo>/deployments)
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() { echo "usage: scripts/deploy.sh --rpc-url URL --private-key KEY" >&2; exit 2; }
@@ -27,29 +29,38 @@ done
 [[ -n "$private_key" ]] || { echo "deploy: --private-key (or ANCHORMQ_DEPLOYER_KEY) is required" >&2; usage; }
 
 chain_id="$(cast chain-id --rpc-url "$rpc_url")" || die "cannot reach $rpc_url"
-mkdir -p "$ROOT/deployments"
+out_dir="${ANCHORMQ_DEPLOYMENTS_DIR:-$ROOT/deployments}"
+mkdir -p "$out_dir"
 cd "$ROOT/contracts"
-forge script script/Deploy.s.sol:Deploy --rpc-url "$rpc_url" --private-key "$private_key" \
-  --broadcast --quiet >&2 || die "forge script failed"
 
-run_file="broadcast/Deploy.s.sol/$chain_id/run-latest.json"
-out="$ROOT/deployments/$chain_id.json"
-[[ -f "$run_file" ]] || die "forge wrote no broadcast log at contracts/$run_file"
-node - "$run_file" "$out" <<'JS' || die "could not complete $out"
+# forge script compiles only what the script needs; sharing contracts/out and cache with `forge test` leaves
+# the test artifacts missing ("No tests found"). Deploys build into their own (git-ignored, reused) folder,
+# and each run gets a private broadcast folder so concurrent deploys never read each other's receipts.
+export FOUNDRY_OUT="$ROOT/contracts/cache/deploy/out"
+export FOUNDRY_CACHE_PATH="$ROOT/contracts/cache/deploy/cache"
+FOUNDRY_BROADCAST="$(mktemp -d)"
+export FOUNDRY_BROADCAST
+trap 'rm -rf "$FOUNDRY_BROADCAST"' EXIT
+ANCHORMQ_SKIP_DEPLOYMENT_FILE=true forge script script/Deploy.s.sol:Deploy --rpc-url "$rpc_url" \
+  --private-key "$private_key" --broadcast --quiet >&2 || die "forge script failed"
+
+run_file="$FOUNDRY_BROADCAST/Deploy.s.sol/$chain_id/run-latest.json"
+out="$out_dir/$chain_id.json"
+[[ -f "$run_file" ]] || die "forge wrote no broadcast log at $run_file"
+node - "$run_file" "$out" "$chain_id" <<'JS' || die "could not write $out"
 const fs = require('fs');
-const [runFile, out] = process.argv.slice(2);
+const [runFile, out, chainId] = process.argv.slice(2);
 const run = JSON.parse(fs.readFileSync(runFile, 'utf8'));
-const partial = JSON.parse(fs.readFileSync(out, 'utf8'));
 const tx = run.transactions.find((t) => t.transactionType === 'CREATE' && t.contractName === 'KeyRegistry');
 if (!tx) throw new Error('no KeyRegistry CREATE transaction in the broadcast log');
 const receipt = run.receipts.find((r) => r.transactionHash === tx.hash);
 if (!receipt) throw new Error(`no receipt for ${tx.hash}`);
 if (BigInt(receipt.status) !== 1n) throw new Error(`deploy transaction ${tx.hash} reverted`);
-if (receipt.contractAddress.toLowerCase() !== partial.address.toLowerCase()) {
-  throw new Error(`receipt address ${receipt.contractAddress} != script address ${partial.address}`);
+if (receipt.contractAddress.toLowerCase() !== tx.contractAddress.toLowerCase()) {
+  throw new Error(`receipt address ${receipt.contractAddress} != script address ${tx.contractAddress}`);
 }
 const deployment = {
-  chainId: Number(partial.chainId),
+  chainId: Number(chainId),
   address: receipt.contractAddress,
   deployBlock: Number(BigInt(receipt.blockNumber)),
   txHash: tx.hash,
@@ -64,5 +75,5 @@ node -e 'const fs = require("fs"); const [f, a] = process.argv.slice(1);
 deployed="$(cast keccak "$(cast code "$address" --rpc-url "$rpc_url")")"
 compiled="$(cast keccak "$(forge inspect KeyRegistry deployedBytecode)")"
 [[ "$deployed" == "$compiled" ]] || die "code at $address does not match the compiled KeyRegistry"
-echo "deploy: KeyRegistry at $address on chain $chain_id (deployments/$chain_id.json)" >&2
+echo "deploy: KeyRegistry at $address on chain $chain_id ($out)" >&2
 cat "$out"

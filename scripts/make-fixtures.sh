@@ -47,7 +47,9 @@ next_block() {
 }
 
 next_block
-"$ROOT/scripts/deploy.sh" --rpc-url "$rpc" --private-key "$owner_key" >"$work/deployment.json"
+# The deployment record goes to the work dir: the repository's deployments/ is for real chains.
+ANCHORMQ_DEPLOYMENTS_DIR="$work" "$ROOT/scripts/deploy.sh" --rpc-url "$rpc" --private-key "$owner_key" \
+  >"$work/deployment.json"
 registry="$(node -p "require('$work/deployment.json').address")"
 
 send() {
@@ -144,6 +146,4 @@ const paper = {
 };
 fs.writeFileSync(out, JSON.stringify(paper, null, 2) + '\n');
 JS
-# The local deployment record died with this Anvil; the fixture keeps its own copy in paper.json.
-rm -f "$ROOT/deployments/31337.json"
 echo "make-fixtures: wrote anvil-fixtures/paper.json and anvil-fixtures/paper-state.json" >&2

@@ -6,7 +6,8 @@ import {KeyRegistry} from "../src/KeyRegistry.sol";
 
 /// Deploys KeyRegistry (no constructor arguments) and writes ../deployments/<chainId>.json with the fields
 /// a script can know: chainId and address. The transaction hash and block are only known once the broadcast
-/// is mined, so scripts/deploy.sh completes the file from broadcast/Deploy.s.sol/<chainId>/run-latest.json.
+/// is mined, so scripts/deploy.sh writes the complete file from forge's broadcast log instead (it sets
+/// ANCHORMQ_SKIP_DEPLOYMENT_FILE so this partial file is not written at all).
 ///
 ///   forge script script/Deploy.s.sol --rpc-url URL --broadcast --private-key KEY
 contract Deploy {
@@ -15,6 +16,7 @@ contract Deploy {
         registry = new KeyRegistry();
         vm.stopBroadcast();
 
+        if (vm.envOr("ANCHORMQ_SKIP_DEPLOYMENT_FILE", false)) return registry;
         string memory json = vm.serializeUint("deployment", "chainId", block.chainid);
         json = vm.serializeAddress("deployment", "address", address(registry));
         vm.writeJson(json, deploymentPath(block.chainid));

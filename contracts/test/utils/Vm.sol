@@ -83,6 +83,7 @@ interface Vm {
         returns (string memory json);
     function writeJson(string calldata json, string calldata path) external;
     function removeFile(string calldata path) external;
+    function envOr(string calldata name, bool defaultValue) external view returns (bool);
     function toString(uint256 value) external pure returns (string memory);
     function toString(bytes32 value) external pure returns (string memory);
     function toString(address value) external pure returns (string memory);
