@@ -222,10 +222,10 @@ impl Mirror {
                 // A note that differs from ours: another bridge ahead of us (leave it), or an older,
                 // foreign or leftover one (put ours back, or clear the topic).
                 let mirrored = self.state.position.map_or(0, |p| p.block_number);
-                if let Ok(chunk) = Chunk::decode(&message.payload) {
-                    if chunk.order > mirrored {
-                        return;
-                    }
+                if let Ok(chunk) = Chunk::decode(&message.payload)
+                    && chunk.order > mirrored
+                {
+                    return;
                 }
                 self.repairs.insert(message.topic);
             }

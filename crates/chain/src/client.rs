@@ -25,18 +25,21 @@ pub(crate) async fn connect_provider(
         url: redact_url(url),
         source,
     };
+    // Nonces come from the chain for every transaction: a cached nonce manager skips a nonce when a
+    // transaction is refused at gas estimation (a revert), and every later transaction then waits
+    // forever behind the gap.
+    let builder = ProviderBuilder::default()
+        .with_gas_estimation()
+        .with_simple_nonce_management()
+        .fetch_chain_id();
     let provider = match signer {
-        Some(signer) => ProviderBuilder::new()
+        Some(signer) => builder
             .wallet(EthereumWallet::from(signer))
             .connect(url)
             .await
             .map_err(unreachable)?
             .erased(),
-        None => ProviderBuilder::new()
-            .connect(url)
-            .await
-            .map_err(unreachable)?
-            .erased(),
+        None => builder.connect(url).await.map_err(unreachable)?.erased(),
     };
     Ok(provider)
 }
@@ -110,6 +113,9 @@ impl TypeHash for NodeKey {
         alloy::primitives::keccak256(NodeKey::eip712_encode_type().as_bytes())
     }
 }
+
+/// How long to wait for a sent transaction to be mined before giving up with an error.
+const RECEIPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// What a mined registry transaction did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -429,9 +435,13 @@ impl RegistryClient {
             .await
             .map_err(|e| ChainError::from_contract(call, e))?;
         let receipt = pending
+            .with_timeout(Some(RECEIPT_TIMEOUT))
             .get_receipt()
             .await
-            .map_err(|source| ChainError::Receipt { call, source })?;
+            .map_err(|source| ChainError::Receipt {
+                call,
+                source: Box::new(source),
+            })?;
         if !receipt.status() {
             return Err(ChainError::Failed {
                 tx_hash: receipt.transaction_hash,

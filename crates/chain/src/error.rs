@@ -147,7 +147,7 @@ pub enum ChainError {
         /// What was being done.
         call: &'static str,
         /// The contract layer's reason.
-        source: alloy::contract::Error,
+        source: Box<alloy::contract::Error>,
     },
     /// A receipt could not be obtained.
     #[error("waiting for the receipt of {call} failed: {source}")]
@@ -155,7 +155,7 @@ pub enum ChainError {
         /// What was being done.
         call: &'static str,
         /// The reason.
-        source: alloy::providers::PendingTransactionError,
+        source: Box<alloy::providers::PendingTransactionError>,
     },
     /// A log could not be decoded.
     #[error(transparent)]
@@ -170,7 +170,10 @@ impl ChainError {
     pub(crate) fn from_contract(call: &'static str, source: alloy::contract::Error) -> Self {
         match source.as_decoded_interface_error::<IKeyRegistryErrors>() {
             Some(decoded) => Self::Reverted(RegistryRevert(decoded)),
-            None => Self::Contract { call, source },
+            None => Self::Contract {
+                call,
+                source: Box::new(source),
+            },
         }
     }
 

@@ -106,13 +106,13 @@ impl RegistryState {
             index: at.log_index,
             reason,
         };
-        if let Some(last) = self.position {
-            if at.order() <= last.order() {
-                return Err(fail(format!(
-                    "it does not come after the last applied event (block {} index {})",
-                    last.block_number, last.log_index
-                )));
-            }
+        if let Some(last) = self.position
+            && at.order() <= last.order()
+        {
+            return Err(fail(format!(
+                "it does not come after the last applied event (block {} index {})",
+                last.block_number, last.log_index
+            )));
         }
         let mut changed = Changed::default();
         match &positioned.event {

@@ -338,10 +338,10 @@ impl LinkTask {
             }
             Event::Outgoing(Outgoing::Publish(pkid)) if pkid != 0 => {
                 // A retransmission reuses its packet id; a first transmission takes the next sequence.
-                if let std::collections::hash_map::Entry::Vacant(slot) = self.inflight.entry(pkid) {
-                    if let Some(seq) = self.unassigned.pop_front() {
-                        slot.insert(seq);
-                    }
+                if let std::collections::hash_map::Entry::Vacant(slot) = self.inflight.entry(pkid)
+                    && let Some(seq) = self.unassigned.pop_front()
+                {
+                    slot.insert(seq);
                 }
                 true
             }

@@ -1,0 +1,441 @@
+//! The chain client against a real Anvil with the registry deployed by the project's own script.
+
+use std::time::Duration;
+
+use alloy::signers::k256::ecdsa::SigningKey;
+use anchormq_chain::bindings::IKeyRegistry::IKeyRegistryErrors;
+use anchormq_chain::{
+    B256, ChainError, Deployment, EventStream, PrivateKeySigner, RegistryClient, RegistryEvent,
+    RegistryState, StreamConfig, StreamItem,
+};
+use anchormq_core::{GroupId, NodeId};
+use anchormq_localstack::{Anvil, RangeLimitedRpc, deploy_registry};
+
+struct Chain {
+    anvil: Anvil,
+    deployment: Deployment,
+    admin: RegistryClient,
+}
+
+fn node(label: &str) -> B256 {
+    B256::from(*NodeId::from_label(label).expect("valid label").as_bytes())
+}
+
+fn group(label: &str) -> B256 {
+    B256::from(*GroupId::from_label(label).expect("valid label").as_bytes())
+}
+
+fn signer(anvil: &Anvil, index: usize) -> PrivateKeySigner {
+    anvil.dev_accounts()[index]
+        .private_key()
+        .parse()
+        .expect("dev key")
+}
+
+fn random_key() -> SigningKey {
+    SigningKey::random(&mut rand_core::OsRng)
+}
+
+async fn chain() -> Chain {
+    let anvil = Anvil::spawn().await.expect("anvil starts");
+    let deployed = deploy_registry(&anvil, anvil.dev_accounts()[0].private_key())
+        .await
+        .expect("registry deploys");
+    let deployment = Deployment {
+        chain_id: deployed.chain_id,
+        address: deployed.address.parse().expect("address"),
+        deploy_block: deployed.deploy_block,
+        tx_hash: deployed.tx_hash.parse().ok(),
+    };
+    let admin = RegistryClient::connect(&anvil.http_url(), deployment, Some(signer(&anvil, 0)))
+        .await
+        .expect("connects");
+    Chain {
+        anvil,
+        deployment,
+        admin,
+    }
+}
+
+/// Reads the whole stream up to the current head.
+async fn read_all(
+    url: &str,
+    deployment: Deployment,
+    config: StreamConfig,
+) -> (Vec<StreamItem>, EventStream) {
+    let mut stream = EventStream::connect(url, deployment, config, None)
+        .await
+        .expect("stream connects");
+    let mut items = Vec::new();
+    loop {
+        let item = tokio::time::timeout(Duration::from_secs(20), stream.next())
+            .await
+            .expect("stream answers")
+            .expect("no error");
+        let done =
+            matches!(&item, StreamItem::Batch { cursor, head, .. } if cursor.block_number >= *head);
+        items.push(item);
+        if done {
+            return (items, stream);
+        }
+    }
+}
+
+fn events_of(items: &[StreamItem]) -> Vec<anchormq_chain::PositionedEvent> {
+    items
+        .iter()
+        .flat_map(|item| match item {
+            StreamItem::Batch { events, .. } => events.clone(),
+            StreamItem::Rewind { .. } => Vec::new(),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn proof_of_possession_digest_matches_the_contract() {
+    let chain = chain().await;
+    let key = random_key();
+    let public_key = key.verifying_key().to_encoded_point(true);
+    let owner = chain.admin.sender().expect("sender");
+    for version in [1, 2, 7] {
+        let local =
+            chain
+                .admin
+                .node_key_digest(node("1111"), owner, public_key.as_bytes(), version);
+        let remote = chain
+            .admin
+            .contract_node_key_digest(node("1111"), owner, public_key.as_bytes(), version)
+            .await
+            .unwrap();
+        assert_eq!(local, remote, "key version {version}");
+    }
+}
+
+#[tokio::test]
+async fn every_operation_round_trips_and_reverts_are_decoded() {
+    let chain = chain().await;
+    let key = random_key();
+    let outcome = chain
+        .admin
+        .register_node(node("1111"), &key)
+        .await
+        .expect("registers");
+    assert!(
+        matches!(&outcome.events[..], [e] if matches!(e.event, RegistryEvent::NodeRegistered { key_version: 1, .. }))
+    );
+    let stored = chain.admin.node(node("1111")).await.unwrap();
+    assert_eq!(
+        stored.publicKey.as_ref(),
+        key.verifying_key().to_encoded_point(true).as_bytes()
+    );
+    assert_eq!(stored.keyVersion, 1);
+
+    let again = chain
+        .admin
+        .register_node(node("1111"), &key)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            again.revert(),
+            Some(IKeyRegistryErrors::NodeAlreadyRegistered(_))
+        ),
+        "{again}"
+    );
+    assert_eq!(
+        again.to_string(),
+        "the registry rejected the transaction: node 1111 is already registered"
+    );
+
+    chain
+        .admin
+        .create_group(group("hsu0001"), "hsu/0001/#")
+        .await
+        .unwrap();
+    chain
+        .admin
+        .add_member(group("hsu0001"), node("1111"))
+        .await
+        .unwrap();
+    assert!(
+        chain
+            .admin
+            .is_member(group("hsu0001"), node("1111"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(chain.admin.group(group("hsu0001")).await.unwrap().epoch, 1);
+    assert_eq!(
+        chain.admin.node_groups(node("1111")).await.unwrap(),
+        vec![group("hsu0001")]
+    );
+
+    // Rotation finds the node's groups itself and bumps their epochs.
+    let rotated = chain
+        .admin
+        .rotate_key(node("1111"), &random_key())
+        .await
+        .expect("rotates");
+    assert!(rotated.events.iter().any(|e| matches!(
+        e.event,
+        RegistryEvent::GroupEpochBumped {
+            epoch: 2,
+            key_version: 2,
+            ..
+        }
+    )));
+
+    // Another account is neither admin nor owner.
+    let stranger = RegistryClient::connect(
+        &chain.anvil.http_url(),
+        chain.deployment,
+        Some(signer(&chain.anvil, 1)),
+    )
+    .await
+    .unwrap();
+    let error = stranger
+        .remove_member(group("hsu0001"), node("1111"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error.revert(), Some(IKeyRegistryErrors::NotGroupAdmin(_))),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("is not the admin of group hsu0001"),
+        "{error}"
+    );
+    let error = stranger.revoke_node(node("1111")).await.unwrap_err();
+    assert!(
+        matches!(error.revert(), Some(IKeyRegistryErrors::NotNodeOwner(_))),
+        "{error}"
+    );
+
+    let revoked = chain
+        .admin
+        .revoke_node(node("1111"))
+        .await
+        .expect("revokes");
+    assert!(
+        revoked
+            .events
+            .iter()
+            .any(|e| matches!(e.event, RegistryEvent::MemberRemoved { .. }))
+    );
+    assert!(
+        !chain
+            .admin
+            .is_member(group("hsu0001"), node("1111"))
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn the_stream_rebuilds_exactly_the_contract_state() {
+    let chain = chain().await;
+    let keys: Vec<SigningKey> = (0..4).map(|_| random_key()).collect();
+    for (i, key) in keys.iter().enumerate() {
+        chain
+            .admin
+            .register_node(node(&format!("11{}", 11 + i)), key)
+            .await
+            .unwrap();
+    }
+    chain
+        .admin
+        .create_group(group("hsu0001"), "hsu/0001/#")
+        .await
+        .unwrap();
+    chain
+        .admin
+        .create_group(group("hsu0002"), "")
+        .await
+        .unwrap();
+    for (g, n) in [
+        ("hsu0001", "1111"),
+        ("hsu0001", "1112"),
+        ("hsu0002", "1113"),
+        ("hsu0002", "1114"),
+        ("hsu0001", "1113"),
+    ] {
+        chain.admin.add_member(group(g), node(n)).await.unwrap();
+    }
+    chain
+        .admin
+        .remove_member(group("hsu0001"), node("1112"))
+        .await
+        .unwrap();
+    chain
+        .admin
+        .rotate_key(node("1113"), &random_key())
+        .await
+        .unwrap();
+    chain.admin.revoke_node(node("1114")).await.unwrap();
+
+    let (items, _) = read_all(
+        &chain.anvil.ws_url(),
+        chain.deployment,
+        StreamConfig::default(),
+    )
+    .await;
+    let mut state = RegistryState::default();
+    for event in events_of(&items) {
+        state.apply(&event).expect("events are consistent");
+    }
+    for (id, record) in &state.nodes {
+        let on_chain = chain.admin.node(*id).await.unwrap();
+        assert_eq!(on_chain.publicKey, record.public_key);
+        assert_eq!(on_chain.keyVersion, record.key_version);
+        assert_eq!(on_chain.owner, record.owner);
+        assert_eq!(on_chain.groupCount as usize, record.groups.len());
+    }
+    for (id, record) in &state.groups {
+        let on_chain = chain.admin.group(*id).await.unwrap();
+        assert_eq!(on_chain.epoch, record.epoch);
+        assert_eq!(on_chain.topicFilter, record.topic_filter);
+        let mut members = chain.admin.members(*id).await.unwrap();
+        members.sort();
+        assert_eq!(members, record.members.iter().copied().collect::<Vec<_>>());
+    }
+    assert_eq!(
+        state.groups[&group("hsu0001")].epoch,
+        5,
+        "3 adds, 1 removal, 1 rotation of a member"
+    );
+}
+
+#[tokio::test]
+async fn backfill_completes_when_the_rpc_refuses_large_ranges() {
+    let chain = chain().await;
+    for i in 0..12 {
+        chain
+            .admin
+            .create_group(group(&format!("g{i}")), "")
+            .await
+            .unwrap();
+    }
+    let limited = RangeLimitedRpc::start(&chain.anvil.http_url(), 3)
+        .await
+        .expect("proxy starts");
+    let config = StreamConfig {
+        ranges: anchormq_chain::RangeConfig {
+            initial: 1_000,
+            max: 1_000,
+            ..Default::default()
+        },
+        poll_interval: Duration::from_millis(50),
+        ..StreamConfig::default()
+    };
+    let (items, stream) = read_all(&limited.url(), chain.deployment, config).await;
+    let created = events_of(&items)
+        .iter()
+        .filter(|e| matches!(e.event, RegistryEvent::GroupCreated { .. }))
+        .count();
+    assert_eq!(created, 12);
+    assert!(
+        stream.stats().range_refusals > 0,
+        "the proxy refused ranges"
+    );
+    assert!(limited.get_logs_refused() > 0);
+}
+
+#[tokio::test]
+async fn a_reorg_rewinds_to_the_fork_and_drops_the_removed_events() {
+    let chain = chain().await;
+    chain.admin.create_group(group("kept"), "").await.unwrap();
+    let config = StreamConfig {
+        poll_interval: Duration::from_millis(50),
+        ..StreamConfig::default()
+    };
+    let (_, mut stream) = read_all(&chain.anvil.http_url(), chain.deployment, config).await;
+    let fork_base = chain.anvil.block_number().await.unwrap();
+
+    chain.admin.create_group(group("doomed"), "").await.unwrap();
+    let item = tokio::time::timeout(Duration::from_secs(20), stream.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(&item, StreamItem::Batch { events, .. } if events.len() == 1));
+
+    // Replace the last block with an empty one.
+    chain
+        .anvil
+        .rpc()
+        .unwrap()
+        .call("anvil_reorg", serde_json::json!([1, []]))
+        .await
+        .expect("anvil_reorg");
+    let item = tokio::time::timeout(Duration::from_secs(20), stream.next())
+        .await
+        .unwrap()
+        .unwrap();
+    match item {
+        StreamItem::Rewind { to } => assert_eq!(to.block_number, fork_base),
+        other => panic!("expected a rewind, got {other:?}"),
+    }
+    let item = tokio::time::timeout(Duration::from_secs(20), stream.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(&item, StreamItem::Batch { events, .. } if events.is_empty()),
+        "{item:?}"
+    );
+    assert_eq!(stream.stats().reorgs, 1);
+}
+
+#[tokio::test]
+async fn wrong_chain_missing_registry_and_dead_rpc_fail_fast_with_clear_errors() {
+    let chain = chain().await;
+    let url = chain.anvil.http_url();
+    let wrong_chain = Deployment {
+        chain_id: 1,
+        ..chain.deployment
+    };
+    let error = RegistryClient::connect(&url, wrong_chain, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ChainError::WrongChain {
+                expected: 1,
+                actual: 31337
+            }
+        ),
+        "{error}"
+    );
+
+    let nowhere = Deployment {
+        address: "0x000000000000000000000000000000000000dEaD"
+            .parse()
+            .unwrap(),
+        ..chain.deployment
+    };
+    let error = EventStream::connect(&url, nowhere, StreamConfig::default(), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ChainError::NoRegistry { .. }), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("no contract at 0x000000000000000000000000000000000000dEaD"),
+        "{error}"
+    );
+
+    let port = anchormq_localstack::free_port().unwrap();
+    let error =
+        RegistryClient::connect(&format!("http://127.0.0.1:{port}"), chain.deployment, None)
+            .await
+            .unwrap_err();
+    assert!(matches!(error, ChainError::Unreachable { .. }), "{error}");
+    assert!(
+        error
+            .to_string()
+            .starts_with(&format!("cannot reach the RPC at http://127.0.0.1:{port}")),
+        "{error}"
+    );
+}
