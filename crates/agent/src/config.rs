@@ -1,0 +1,62 @@
+//! What an agent needs to know: the broker, the registry, whom to trust, who it is, how long to wait.
+
+use std::time::Duration;
+
+use anchormq_core::{NodeId, NodePublicKey, NodeSecretKey, Registry};
+use anchormq_mqtt::{BrokerConfig, QoS};
+
+/// Agent settings. [`AgentConfig::new`] fills in the defaults.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The broker the bridge publishes its notes to.
+    pub broker: BrokerConfig,
+    /// The KeyRegistry whose notes to accept (chain ID + address).
+    pub registry: Registry,
+    /// The bridge's public key: notes signed by any other key are refused.
+    pub bridge_key: NodePublicKey,
+    /// This node's ID.
+    pub node: NodeId,
+    /// This node's secret key (must match its on-chain key; `Debug` redacts it).
+    pub node_key: NodeSecretKey,
+    /// How long to wait for notes that are needed (group note, own node note, membership, the
+    /// broker's acknowledgement of a sender-key note) before failing with an error naming them.
+    pub wait_timeout: Duration,
+    /// How long after seeing a group's epoch change messages of the previous epoch are still
+    /// accepted (they may have been in flight). Zero refuses them at once.
+    pub epoch_grace: Duration,
+    /// QoS of message subscriptions (notes are always subscribed at QoS 1).
+    pub qos: QoS,
+    /// Received messages that cannot be opened yet (sender-key note, group note or sender's node
+    /// note not arrived) are held and retried when notes arrive, at most this many…
+    pub hold_max_messages: usize,
+    /// …and at most this long, after which they are reported as unreadable.
+    pub hold_timeout: Duration,
+    /// Capacity of each subscription's channel; a full channel slows reading from the broker.
+    pub subscription_buffer: usize,
+}
+
+impl AgentConfig {
+    /// Settings with defaults: wait 10 s for notes, 2 s epoch grace, QoS 1, hold up to 1024
+    /// messages for up to 5 s.
+    pub fn new(
+        broker: BrokerConfig,
+        registry: Registry,
+        bridge_key: NodePublicKey,
+        node: NodeId,
+        node_key: NodeSecretKey,
+    ) -> Self {
+        Self {
+            broker,
+            registry,
+            bridge_key,
+            node,
+            node_key,
+            wait_timeout: Duration::from_secs(10),
+            epoch_grace: Duration::from_secs(2),
+            qos: QoS::AtLeastOnce,
+            hold_max_messages: 1024,
+            hold_timeout: Duration::from_secs(5),
+            subscription_buffer: 1024,
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! A real stack for agent tests: Anvil from the paper fixture, an embedded rumqttd broker, the
+//! bridge in-process, and an admin client for on-chain changes.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use anchormq_agent::{Agent, AgentConfig, BrokerConfig, Received, Subscription};
+use anchormq_bridge::{BridgeSettings, Metrics};
+use anchormq_chain::{B256, PrivateKeySigner, RegistryClient};
+use anchormq_core::{GroupId, NodeId, NodePublicKey, NodeSecretKey, Registry};
+use anchormq_localstack::{Anvil, EmbeddedBroker, PaperFixture};
+use bytes::Bytes;
+use rand_core::OsRng;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Upper bound for any single awaited condition (generous: two shared cores).
+pub const WAIT: Duration = Duration::from_secs(30);
+
+static CLIENTS: AtomicU32 = AtomicU32::new(0);
+
+pub struct Stack {
+    pub anvil: Anvil,
+    pub broker: EmbeddedBroker,
+    pub fixture: PaperFixture,
+    pub registry: Registry,
+    pub bridge_key: NodePublicKey,
+    pub admin: RegistryClient,
+    pub shutdown: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub fn node(label: &str) -> NodeId {
+    NodeId::from_label(label).expect("node id")
+}
+
+pub fn group(label: &str) -> GroupId {
+    GroupId::from_label(label).expect("group id")
+}
+
+pub fn b256(bytes: &[u8; 32]) -> B256 {
+    B256::from(*bytes)
+}
+
+fn secret_from_hex(text: &str) -> NodeSecretKey {
+    let bytes = hex::decode(text.trim_start_matches("0x")).expect("hex key");
+    let bytes: [u8; 32] = bytes.try_into().expect("32-byte key");
+    NodeSecretKey::from_bytes(&bytes).expect("valid key")
+}
+
+impl Stack {
+    pub async fn start() -> Self {
+        let fixture = PaperFixture::load(PaperFixture::default_path()).expect("paper fixture");
+        let anvil = Anvil::builder()
+            .chain_id(fixture.deployment.chain_id)
+            .load_state(fixture.state_path().expect("fixture state"))
+            .spawn()
+            .await
+            .expect("anvil");
+        let broker = EmbeddedBroker::start().await.expect("broker");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bridge_secret = NodeSecretKey::generate(&mut OsRng);
+        let settings = BridgeSettings {
+            rpc: Some(anvil.ws_url()),
+            registry: Some(fixture.deployment.address.clone()),
+            chain_id: Some(fixture.deployment.chain_id),
+            deploy_block: Some(fixture.deployment.deploy_block),
+            broker: Some(broker.url()),
+            client_id: Some(format!("bridge-{}", broker.port())),
+            key_file: Some(dir.path().join("unused.key")),
+            checkpoint: Some(dir.path().join("checkpoint.json")),
+            poll_interval_ms: Some(100),
+            publish_events: Some(false),
+            ..BridgeSettings::default()
+        };
+        let config = settings.resolve().expect("bridge config");
+        let deployment = config.deployment;
+        let shutdown = CancellationToken::new();
+        let bridge_shutdown = shutdown.child_token();
+        let bridge_bridge_key = bridge_secret.clone();
+        tokio::spawn(async move {
+            if let Err(error) = anchormq_bridge::run(
+                config,
+                bridge_bridge_key,
+                Arc::new(Metrics::default()),
+                bridge_shutdown,
+            )
+            .await
+            {
+                panic!("bridge stopped: {error}");
+            }
+        });
+        let owner_key = fixture
+            .owner_private_key
+            .as_ref()
+            .expect("fixture owner key")
+            .expose()
+            .parse::<PrivateKeySigner>()
+            .expect("owner signer");
+        let admin = RegistryClient::connect(&anvil.http_url(), deployment, Some(owner_key))
+            .await
+            .expect("admin client");
+        Self {
+            registry: Registry {
+                chain_id: deployment.chain_id,
+                address: deployment.address.0.0,
+            },
+            bridge_key: bridge_secret.public_key(),
+            anvil,
+            broker,
+            fixture,
+            admin,
+            shutdown,
+            _dir: dir,
+        }
+    }
+
+    pub fn fixture_key(&self, label: &str) -> NodeSecretKey {
+        let node = self.fixture.node(label).expect("fixture node");
+        secret_from_hex(node.private_key.expose())
+    }
+
+    pub fn config(&self, label: &str, key: NodeSecretKey) -> AgentConfig {
+        let n = CLIENTS.fetch_add(1, Ordering::Relaxed);
+        let broker =
+            BrokerConfig::from_url(&self.broker.url(), format!("agent-{label}-{n}")).expect("url");
+        let mut config = AgentConfig::new(broker, self.registry, self.bridge_key, node(label), key);
+        config.wait_timeout = WAIT;
+        config.hold_timeout = WAIT;
+        config
+    }
+
+    pub async fn agent(&self, label: &str) -> Agent {
+        self.agent_with(self.config(label, self.fixture_key(label)))
+            .await
+    }
+
+    pub async fn agent_with(&self, config: AgentConfig) -> Agent {
+        Agent::start(config, self.shutdown.child_token())
+            .await
+            .expect("agent")
+    }
+
+    pub fn raw_options(&self, name: &str) -> MqttOptions {
+        let n = CLIENTS.fetch_add(1, Ordering::Relaxed);
+        let mut options =
+            MqttOptions::new(format!("raw-{name}-{n}"), "127.0.0.1", self.broker.port());
+        options.set_max_packet_size(4 << 20, 4 << 20);
+        options
+    }
+}
+
+/// A plain MQTT client (no anchormq) that forwards what it receives.
+pub struct RawClient {
+    pub client: AsyncClient,
+    pub messages: mpsc::UnboundedReceiver<(String, Bytes)>,
+}
+
+impl RawClient {
+    /// Connects and subscribes to `filter`; returns after the broker's SUBACK.
+    pub async fn subscribed(options: MqttOptions, filter: &str) -> Self {
+        let (client, mut eventloop) = AsyncClient::new(options, 64);
+        let (tx, messages) = mpsc::unbounded_channel();
+        let (acked_tx, acked) = tokio::sync::oneshot::channel();
+        let mut acked_tx = Some(acked_tx);
+        tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if tx.send((p.topic, p.payload)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        if let Some(ack) = acked_tx.take() {
+                            let _ = ack.send(());
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .expect("raw subscribe");
+        tokio::time::timeout(WAIT, acked)
+            .await
+            .expect("raw SUBACK in time")
+            .expect("raw client alive");
+        Self { client, messages }
+    }
+
+    pub async fn next(&mut self) -> (String, Bytes) {
+        tokio::time::timeout(WAIT, self.messages.recv())
+            .await
+            .expect("raw message in time")
+            .expect("raw client alive")
+    }
+
+    pub async fn publish(&self, topic: &str, payload: Vec<u8>) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .expect("raw publish");
+    }
+}
+
+/// The next item of a subscription (fails the test after [`WAIT`]).
+pub async fn next(subscription: &mut Subscription) -> Received {
+    tokio::time::timeout(WAIT, subscription.recv())
+        .await
+        .expect("a received item in time")
+        .expect("subscription open")
+}
+
+/// Whether `haystack` contains `needle`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}

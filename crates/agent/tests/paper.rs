@@ -1,0 +1,339 @@
+//! The paper's scenario on real parts: Anvil with the registry, the bridge, an embedded broker, and
+//! agents for nodes 1111-1114. Membership changes are real transactions.
+
+mod common;
+
+use std::time::Duration;
+
+use anchormq_agent::{AgentError, QoS, Received, ReceivedMessage, Subscription, Unreadable};
+use anchormq_core::{DecodeError, OpenError};
+use common::{RawClient, Stack, b256, contains, group, next, node};
+
+fn message(item: Received) -> ReceivedMessage {
+    match item {
+        Received::Message(m) => m,
+        Received::Unreadable(u) => panic!("expected a message, got {u}"),
+    }
+}
+
+fn unreadable(item: Received) -> Unreadable {
+    match item {
+        Received::Unreadable(u) => u,
+        Received::Message(m) => panic!("expected an unreadable message, got {m:?}"),
+    }
+}
+
+/// The next decrypted message, skipping unreadable ones that `skip` accepts.
+async fn next_message(
+    subscription: &mut Subscription,
+    skip: impl Fn(&OpenError) -> bool,
+) -> ReceivedMessage {
+    loop {
+        match next(subscription).await {
+            Received::Message(m) => return m,
+            Received::Unreadable(u) if skip(&u.reason) => {}
+            Received::Unreadable(u) => panic!("unexpected: {u}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paper_scenario_membership_changes_replay_and_grace() {
+    let stack = Stack::start().await;
+    let hsu1 = group("hsu0001");
+    let (n1111, n1112, n1113) = (node("1111"), node("1112"), node("1113"));
+
+    let a1111 = stack.agent("1111").await;
+    let a1112 = stack.agent("1112").await;
+    let a1113 = {
+        // a long grace, to show an in-flight message of the previous epoch is still read
+        let mut config = stack.config("1113", stack.fixture_key("1113"));
+        config.epoch_grace = Duration::from_secs(3600);
+        stack.agent_with(config).await
+    };
+    let strict1113 = {
+        let mut config = stack.config("1113", stack.fixture_key("1113"));
+        config.epoch_grace = Duration::ZERO;
+        stack.agent_with(config).await
+    };
+    let mut sub12 = a1112.subscribe(&["hsu/0001/#"]).await.expect("subscribe");
+    let mut sub13 = a1113
+        .subscribe(&["hsu/0001/temp"])
+        .await
+        .expect("subscribe");
+    let mut raw = RawClient::subscribed(stack.raw_options("eavesdropper"), "hsu/0001/#").await;
+
+    // 1. 1111 -> hsu0001: 1112 reads it, 1113 is told it is not a member, the broker sees ciphertext
+    let plaintext = b"temperature 21.5 C";
+    let sent = a1111
+        .publish("hsu/0001/temp", plaintext, QoS::AtLeastOnce, false, None)
+        .await
+        .expect("publish");
+    assert_eq!((sent.group, sent.epoch, sent.seq), (hsu1, 2, 0));
+    let got = message(next(&mut sub12).await);
+    assert_eq!(got.payload, plaintext);
+    assert_eq!(
+        (got.group, got.sender, got.epoch, got.seq, got.retain),
+        (hsu1, n1111, 2, 0, false)
+    );
+    assert_eq!(got.topic, "hsu/0001/temp");
+    let refused = unreadable(next(&mut sub13).await);
+    assert_eq!(
+        refused.reason,
+        OpenError::NotMember {
+            node: n1113,
+            group: hsu1,
+            epoch: 2
+        }
+    );
+    assert_eq!(
+        refused.reason.to_string(),
+        "node 1113 is not a member of hsu0001 (epoch 2)"
+    );
+    let (topic, envelope) = raw.next().await;
+    assert_eq!(topic, "hsu/0001/temp");
+    assert_ne!(&envelope[..], plaintext);
+    assert!(
+        !contains(&envelope, plaintext),
+        "plaintext visible on the broker"
+    );
+
+    // 4. replay and tampering: the duplicate is dropped silently, the forgeries are reported
+    raw.publish("hsu/0001/temp", envelope.to_vec()).await;
+    let mut tampered = envelope.to_vec();
+    // a ciphertext byte (header 138 + length 4): the sender's signature covers it
+    tampered[145] ^= 0x01;
+    raw.publish("hsu/0001/temp", tampered).await;
+    raw.publish("hsu/0001/temp", envelope[..10].to_vec()).await;
+    let forged = unreadable(next(&mut sub12).await);
+    assert_eq!(
+        forged.reason,
+        OpenError::BadSignature {
+            sender: n1111,
+            group: hsu1
+        },
+        "the replayed copy must not be delivered again"
+    );
+    let truncated = unreadable(next(&mut sub12).await);
+    assert!(
+        matches!(
+            truncated.reason,
+            OpenError::Decode(DecodeError::Malformed { .. })
+        ),
+        "{truncated}"
+    );
+    assert!(a1112.stats().duplicates >= 1);
+    // the raw client sees its own three publishes too
+    for _ in 0..3 {
+        raw.next().await;
+    }
+
+    // 2. the admin adds 1113: once 1111 has the new group note, its next message reaches 1113
+    let added = stack
+        .admin
+        .add_member(b256(hsu1.as_bytes()), b256(n1113.as_bytes()))
+        .await
+        .expect("addMember");
+    assert_eq!(added.events.len(), 1);
+    assert_eq!(a1111.wait_for_epoch(hsu1, 3).await.expect("epoch 3"), 3);
+    let sent = a1111
+        .publish("hsu/0001/temp", b"after add", QoS::AtLeastOnce, false, None)
+        .await
+        .expect("publish");
+    assert_eq!(sent.epoch, 3);
+    // earlier messages (the replays) were refused to 1113 as a non-member
+    let got = next_message(&mut sub13, |e| {
+        matches!(e, OpenError::NotMember { .. } | OpenError::Decode(_))
+    })
+    .await;
+    assert_eq!((got.payload.as_slice(), got.epoch), (&b"after add"[..], 3));
+    let got = message(next(&mut sub12).await);
+    assert_eq!((got.payload.as_slice(), got.epoch), (&b"after add"[..], 3));
+
+    // a message sealed at epoch 3 that is still in flight when the epoch changes
+    let in_flight = a1111
+        .publish("hsu/0001/late", b"in flight", QoS::AtLeastOnce, false, None)
+        .await
+        .expect("publish");
+    assert_eq!(in_flight.epoch, 3);
+    let got = message(next(&mut sub12).await);
+    assert_eq!((got.payload.as_slice(), got.epoch), (&b"in flight"[..], 3));
+    let (topic, _) = raw.next().await;
+    assert_eq!(topic, "hsu/0001/temp");
+    let (topic, late_envelope) = raw.next().await;
+    assert_eq!(topic, "hsu/0001/late");
+    strict1113.wait_for_epoch(hsu1, 3).await.expect("epoch 3");
+
+    // 3. removal of 1112: the next message after 1111 saw epoch 4 is unreadable to 1112
+    stack
+        .admin
+        .remove_member(b256(hsu1.as_bytes()), b256(n1112.as_bytes()))
+        .await
+        .expect("removeMember");
+    assert_eq!(a1111.wait_for_epoch(hsu1, 4).await.expect("epoch 4"), 4);
+    let sent = a1111
+        .publish(
+            "hsu/0001/temp",
+            b"after removal",
+            QoS::AtLeastOnce,
+            false,
+            None,
+        )
+        .await
+        .expect("publish");
+    assert_eq!(sent.epoch, 4);
+    let refused = unreadable(next(&mut sub12).await);
+    assert_eq!(
+        refused.reason,
+        OpenError::NotMember {
+            node: n1112,
+            group: hsu1,
+            epoch: 4
+        }
+    );
+    let got = message(next(&mut sub13).await);
+    assert_eq!(
+        (got.payload.as_slice(), got.epoch),
+        (&b"after removal"[..], 4)
+    );
+    // a removed member cannot publish either (after waiting, briefly here, for a note adding it)
+    let quick1112 = {
+        let mut config = stack.config("1112", stack.fixture_key("1112"));
+        config.wait_timeout = Duration::from_secs(3);
+        stack.agent_with(config).await
+    };
+    quick1112.wait_for_epoch(hsu1, 4).await.expect("epoch 4");
+    let error = quick1112
+        .publish(
+            "hsu/0001/temp",
+            b"still here?",
+            QoS::AtLeastOnce,
+            false,
+            None,
+        )
+        .await;
+    assert!(
+        matches!(error, Err(AgentError::NotMember { node, epoch: 4, .. }) if node == n1112),
+        "{error:?}"
+    );
+
+    // grace: the epoch-3 message delivered after the change is read by the agent with a grace
+    // period and refused as stale by the one without
+    a1113.wait_for_epoch(hsu1, 4).await.expect("epoch 4");
+    strict1113.wait_for_epoch(hsu1, 4).await.expect("epoch 4");
+    let mut late13 = a1113
+        .subscribe(&["hsu/0001/late"])
+        .await
+        .expect("subscribe");
+    let mut strict = strict1113
+        .subscribe(&["hsu/0001/late"])
+        .await
+        .expect("subscribe");
+    raw.publish("hsu/0001/late", late_envelope.to_vec()).await;
+    let got = message(next(&mut late13).await);
+    assert_eq!((got.payload.as_slice(), got.epoch), (&b"in flight"[..], 3));
+    assert_eq!(
+        unreadable(next(&mut strict).await).reason,
+        OpenError::StaleEpoch {
+            group: hsu1,
+            epoch: 3,
+            current: 4
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_joiner_reads_with_retained_notes_and_rotation_rekeys() {
+    let stack = Stack::start().await;
+    let hsu1 = group("hsu0001");
+    let n1112 = node("1112");
+    let a1111 = stack.agent("1111").await;
+
+    // 5. everything is published before 1112 connects; retained notes give it the keys
+    let sent = a1111
+        .publish(
+            "hsu/0001/state",
+            b"retained hello",
+            QoS::AtLeastOnce,
+            true,
+            None,
+        )
+        .await
+        .expect("publish");
+    a1111.flush().await.expect("flush");
+    assert_eq!(sent.epoch, 2);
+    let old1112 = {
+        let mut config = stack.config("1112", stack.fixture_key("1112"));
+        config.hold_timeout = Duration::from_secs(2);
+        stack.agent_with(config).await
+    };
+    let mut sub = old1112.subscribe(&["hsu/0001/#"]).await.expect("subscribe");
+    let got = message(next(&mut sub).await);
+    assert_eq!(got.payload, b"retained hello");
+    assert!(got.retain);
+    a1111
+        .publish("hsu/0001/temp", b"live", QoS::AtLeastOnce, false, None)
+        .await
+        .expect("publish");
+    let got = message(next(&mut sub).await);
+    assert_eq!((got.payload.as_slice(), got.retain), (&b"live"[..], false));
+
+    // 6. 1112's owner rotates its key: 1111 publishes a new sender key, 1112 reads with the new key
+    let before = a1111.stats().sender_key_notes;
+    let new_key = anchormq_core::NodeSecretKey::generate(&mut rand_core::OsRng);
+    let signing = k256::ecdsa::SigningKey::from_slice(new_key.to_bytes().as_slice()).expect("key");
+    let rotated = stack
+        .admin
+        .rotate_key(b256(n1112.as_bytes()), &signing)
+        .await
+        .expect("rotateKey");
+    assert!(!rotated.events.is_empty());
+    assert_eq!(a1111.wait_for_epoch(hsu1, 3).await.expect("epoch 3"), 3);
+    anchormq_localstack::await_condition(
+        "1111 republishes its sender-key note after the rotation",
+        common::WAIT,
+        Duration::from_millis(20),
+        || async { a1111.stats().sender_key_notes > before },
+    )
+    .await
+    .expect("sender key republished");
+    let book = a1111.key_book();
+    let note = book.node(&n1112).expect("1112 note");
+    assert_eq!(
+        (note.key_version, note.public_key),
+        (2, new_key.public_key())
+    );
+
+    let new1112 = stack
+        .agent_with(stack.config("1112", new_key.clone()))
+        .await;
+    let mut new_sub = new1112
+        .subscribe(&["hsu/0001/temp"])
+        .await
+        .expect("subscribe");
+    a1111
+        .publish(
+            "hsu/0001/temp",
+            b"after rotation",
+            QoS::AtLeastOnce,
+            false,
+            None,
+        )
+        .await
+        .expect("publish");
+    let got = message(next(&mut new_sub).await);
+    assert_eq!(
+        (got.payload.as_slice(), got.epoch),
+        (&b"after rotation"[..], 3)
+    );
+    // the old key no longer opens anything new: the sender key was wrapped for the new one
+    let refused = unreadable(next(&mut sub).await);
+    assert_eq!(
+        refused.reason,
+        OpenError::MissingSenderKey {
+            sender: node("1111"),
+            group: hsu1,
+            epoch: 3
+        }
+    );
+}
