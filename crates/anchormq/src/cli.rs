@@ -1,0 +1,148 @@
+//! Arguments: the global options every command shares, and one subcommand struct per command.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::commands;
+use crate::context::Context;
+
+/// End-to-end encryption for MQTT fleets, with keys and memberships anchored on a KeyRegistry contract.
+#[derive(Debug, Parser)]
+#[command(name = "anchormq", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Options shared by every command.
+    #[command(flatten)]
+    pub globals: Globals,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the chain, the registry and the broker are, and who signs transactions.
+///
+/// Each option can also come from its environment variable or from the `--config` TOML file
+/// (same names, `snake_case`); flags win over the environment, which wins over the file.
+#[derive(Debug, Clone, Default, Args)]
+pub struct Globals {
+    /// TOML file with defaults for these options (and a `[bridge]` table for `anchormq bridge`).
+    #[arg(long, global = true, env = "ANCHORMQ_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Ethereum JSON-RPC URL (http(s):// or ws(s)://). Default http://127.0.0.1:8545.
+    #[arg(long, global = true, env = "ANCHORMQ_RPC", value_name = "URL")]
+    pub rpc: Option<String>,
+    /// KeyRegistry address (instead of a deployment file).
+    #[arg(long, global = true, env = "ANCHORMQ_REGISTRY", value_name = "ADDRESS")]
+    pub registry: Option<String>,
+    /// Chain ID of the registry, with --registry (asked from the RPC when not given).
+    #[arg(long, global = true, env = "ANCHORMQ_CHAIN_ID", value_name = "ID")]
+    pub chain_id: Option<u64>,
+    /// First block of the registry's history, with --registry (default 0).
+    #[arg(
+        long,
+        global = true,
+        env = "ANCHORMQ_DEPLOY_BLOCK",
+        value_name = "BLOCK"
+    )]
+    pub deploy_block: Option<u64>,
+    /// Deployment file written by scripts/deploy.sh. Default: deployments/<chainId>.json.
+    #[arg(
+        long,
+        global = true,
+        env = "ANCHORMQ_DEPLOYMENT",
+        value_name = "FILE",
+        conflicts_with = "registry"
+    )]
+    pub deployment: Option<PathBuf>,
+    /// MQTT broker, mqtt://host:port or mqtts://host:port. Default mqtt://127.0.0.1:1883.
+    #[arg(long, global = true, env = "ANCHORMQ_BROKER", value_name = "URL")]
+    pub broker: Option<String>,
+    /// PEM file of the CA that signed the broker's certificate (mqtts://).
+    #[arg(long, global = true, env = "ANCHORMQ_BROKER_CA", value_name = "FILE")]
+    pub broker_ca: Option<PathBuf>,
+    /// Broker username.
+    #[arg(long, global = true, env = "ANCHORMQ_BROKER_USERNAME")]
+    pub username: Option<String>,
+    /// Broker password.
+    #[arg(
+        long,
+        global = true,
+        env = "ANCHORMQ_BROKER_PASSWORD",
+        hide_env_values = true
+    )]
+    pub password: Option<String>,
+    /// Public key of the bridge whose notes to trust (33-byte compressed, hex).
+    #[arg(
+        long,
+        global = true,
+        env = "ANCHORMQ_BRIDGE_KEY",
+        value_name = "PUBKEY_HEX"
+    )]
+    pub bridge_key: Option<String>,
+    /// Operator account's private key (hex), for transactions.
+    #[arg(
+        long,
+        global = true,
+        env = "ANCHORMQ_PRIVATE_KEY",
+        hide_env_values = true,
+        value_name = "HEX",
+        conflicts_with = "keystore"
+    )]
+    pub private_key: Option<String>,
+    /// Operator account's encrypted JSON keystore; password from ANCHORMQ_KEYSTORE_PASSWORD or a prompt.
+    #[arg(long, global = true, env = "ANCHORMQ_KEYSTORE", value_name = "FILE")]
+    pub keystore: Option<PathBuf>,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Node keys and their registration on chain.
+    #[command(subcommand)]
+    Node(commands::node::NodeCommand),
+    /// Groups and their members on chain.
+    #[command(subcommand)]
+    Group(commands::group::GroupCommand),
+    /// Run the bridge: mirror the registry as signed, retained MQTT key notes.
+    Bridge(commands::bridge::BridgeCommand),
+    /// History of keys and memberships, read from the chain's logs.
+    Audit(commands::audit::AuditCommand),
+    /// Compare the key notes on the broker with the chain; list every difference.
+    Verify(commands::verify::VerifyCommand),
+    /// Encrypt a message for a group and publish it (like mosquitto_pub).
+    Pub(commands::pubsub::PubCommand),
+    /// Subscribe and print decrypted messages (like mosquitto_sub).
+    Sub(commands::pubsub::SubCommand),
+    /// Run a local stack (Anvil, registry, broker, bridge) for trying things by hand.
+    Up(commands::up::UpCommand),
+    /// Run the paper's experiment end to end and check every outcome.
+    Demo(commands::demo::DemoCommand),
+}
+
+impl Command {
+    /// Log level when ANCHORMQ_LOG is not set: long-running services say what they do.
+    pub fn default_log_level(&self) -> &'static str {
+        match self {
+            Self::Bridge(_) | Self::Up(_) => "info",
+            _ => "warn",
+        }
+    }
+}
+
+impl Cli {
+    /// Runs the chosen command.
+    pub async fn execute(self) -> eyre::Result<()> {
+        let context = Context::new(self.globals)?;
+        match self.command {
+            Command::Node(command) => command.execute(&context).await,
+            Command::Group(command) => command.execute(&context).await,
+            Command::Bridge(command) => command.execute(&context).await,
+            Command::Audit(command) => command.execute(&context).await,
+            Command::Verify(command) => command.execute(&context).await,
+            Command::Pub(command) => command.execute(&context).await,
+            Command::Sub(command) => command.execute(&context).await,
+            Command::Up(command) => command.execute(&context).await,
+            Command::Demo(command) => command.execute(&context).await,
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! One module per command; each command is a struct with an `execute`.
+
+pub mod audit;
+pub mod bridge;
+pub mod demo;
+pub mod group;
+pub mod node;
+pub mod pubsub;
+pub mod stack;
+pub mod up;
+pub mod verify;

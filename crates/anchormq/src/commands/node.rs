@@ -1,0 +1,258 @@
+//! `anchormq node …`: make a node key, and register, rotate, revoke, transfer and show nodes.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use alloy::primitives::B256;
+use anchormq_chain::{Address, TxOutcome, show_id};
+use anchormq_core::{NodeId, NodeSecretKey};
+use clap::{Args, Subcommand};
+use eyre::{WrapErr, eyre};
+
+use crate::context::{Context, load_node_key, signing_key};
+
+/// Node commands.
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Make a new node key file (mode 0600; never overwrites).
+    Keygen(Keygen),
+    /// Register a node with its key, owned by the operator account.
+    Register(Register),
+    /// Replace a node's key (bumps the epoch of each of its groups).
+    Rotate(Rotate),
+    /// Revoke a node for good (removes it from all its groups).
+    Revoke(Revoke),
+    /// Give a node to another owner account.
+    Transfer(Transfer),
+    /// Show a node as the registry stores it.
+    Show(Show),
+}
+
+impl NodeCommand {
+    /// Runs the node command.
+    pub async fn execute(self, context: &Context) -> eyre::Result<()> {
+        match self {
+            Self::Keygen(c) => c.execute(),
+            Self::Register(c) => c.execute(context).await,
+            Self::Rotate(c) => c.execute(context).await,
+            Self::Revoke(c) => c.execute(context).await,
+            Self::Transfer(c) => c.execute(context).await,
+            Self::Show(c) => c.execute(context).await,
+        }
+    }
+}
+
+/// `node keygen`.
+#[derive(Debug, Args)]
+pub struct Keygen {
+    /// Where to write the key; must not exist yet.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+impl Keygen {
+    /// Writes a fresh key and prints its public key.
+    pub fn execute(self) -> eyre::Result<()> {
+        let key = NodeSecretKey::generate(&mut rand_core::OsRng);
+        write_new_key_file(&self.out, &key)?;
+        println!("{}", key.public_key());
+        eprintln!("wrote node key to {} (mode 0600)", self.out.display());
+        Ok(())
+    }
+}
+
+/// Creates `path` readable by its owner only and writes the key; refuses an existing file.
+pub fn write_new_key_file(path: &std::path::Path, key: &NodeSecretKey) -> eyre::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            eyre!(
+                "{} already exists; refusing to overwrite a key (--out)",
+                path.display()
+            )
+        } else {
+            eyre!("cannot create key file {} (--out): {e}", path.display())
+        }
+    })?;
+    file.write_all(key.to_key_file().as_bytes())
+        .and_then(|()| file.sync_all())
+        .wrap_err_with(|| format!("cannot write key file {}", path.display()))
+}
+
+/// `node register`.
+#[derive(Debug, Args)]
+pub struct Register {
+    /// Node ID (up to 32 ASCII characters, or 0x + 64 hex).
+    #[arg(long)]
+    pub id: NodeId,
+    /// The node's key file (from `node keygen`).
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+}
+
+impl Register {
+    /// Sends `registerNode` with the key's proof of possession.
+    pub async fn execute(self, context: &Context) -> eyre::Result<()> {
+        let key = load_node_key(&self.key)?;
+        let client = context.writer().await?;
+        let outcome = client
+            .register_node(B256::from(*self.id.as_bytes()), &signing_key(&key)?)
+            .await
+            .wrap_err_with(|| format!("registering node {}", self.id))?;
+        report(
+            &format!("registered node {} with key {}", self.id, key.public_key()),
+            &outcome,
+        );
+        Ok(())
+    }
+}
+
+/// `node rotate`.
+#[derive(Debug, Args)]
+pub struct Rotate {
+    /// Node ID.
+    #[arg(long)]
+    pub id: NodeId,
+    /// The NEW key file.
+    #[arg(long, value_name = "NEWFILE")]
+    pub key: PathBuf,
+}
+
+impl Rotate {
+    /// Sends `rotateKey` signed by the new key.
+    pub async fn execute(self, context: &Context) -> eyre::Result<()> {
+        let key = load_node_key(&self.key)?;
+        let client = context.writer().await?;
+        let outcome = client
+            .rotate_key(B256::from(*self.id.as_bytes()), &signing_key(&key)?)
+            .await
+            .wrap_err_with(|| format!("rotating the key of node {}", self.id))?;
+        report(
+            &format!("node {} now uses key {}", self.id, key.public_key()),
+            &outcome,
+        );
+        Ok(())
+    }
+}
+
+/// `node revoke`.
+#[derive(Debug, Args)]
+pub struct Revoke {
+    /// Node ID.
+    #[arg(long)]
+    pub id: NodeId,
+}
+
+impl Revoke {
+    /// Sends `revokeNode` with the node's current groups.
+    pub async fn execute(self, context: &Context) -> eyre::Result<()> {
+        let client = context.writer().await?;
+        let outcome = client
+            .revoke_node(B256::from(*self.id.as_bytes()))
+            .await
+            .wrap_err_with(|| format!("revoking node {}", self.id))?;
+        report(&format!("revoked node {}", self.id), &outcome);
+        Ok(())
+    }
+}
+
+/// `node transfer`.
+#[derive(Debug, Args)]
+pub struct Transfer {
+    /// Node ID.
+    #[arg(long)]
+    pub id: NodeId,
+    /// The new owner account.
+    #[arg(long, value_name = "ADDRESS")]
+    pub to: Address,
+}
+
+impl Transfer {
+    /// Sends `transferNodeOwnership`.
+    pub async fn execute(self, context: &Context) -> eyre::Result<()> {
+        let client = context.writer().await?;
+        let outcome = client
+            .transfer_node(B256::from(*self.id.as_bytes()), self.to)
+            .await
+            .wrap_err_with(|| format!("transferring node {}", self.id))?;
+        report(
+            &format!("node {} now belongs to {}", self.id, self.to),
+            &outcome,
+        );
+        Ok(())
+    }
+}
+
+/// `node show`.
+#[derive(Debug, Args)]
+pub struct Show {
+    /// Node ID.
+    #[arg(long)]
+    pub id: NodeId,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Show {
+    /// Prints owner, key version, status, public key and groups.
+    pub async fn execute(self, context: &Context) -> eyre::Result<()> {
+        let client = context.reader().await?;
+        let id = B256::from(*self.id.as_bytes());
+        let node = client
+            .node(id)
+            .await
+            .wrap_err_with(|| format!("reading node {}", self.id))?;
+        let groups: Vec<String> = client
+            .node_groups(id)
+            .await
+            .wrap_err_with(|| format!("reading the groups of node {}", self.id))?
+            .iter()
+            .map(show_id)
+            .collect();
+        let status = match node.status as u8 {
+            1 => "active",
+            2 => "revoked",
+            _ => "unknown",
+        };
+        let public_key = format!("0x{}", hex::encode(&node.publicKey));
+        if self.json {
+            let value = serde_json::json!({
+                "node": self.id.to_string(),
+                "owner": node.owner.to_string(),
+                "keyVersion": node.keyVersion,
+                "status": status,
+                "publicKey": public_key,
+                "groups": groups,
+            });
+            println!("{value}");
+        } else {
+            println!("node:        {}", self.id);
+            println!("owner:       {}", node.owner);
+            println!("key version: {}", node.keyVersion);
+            println!("status:      {status}");
+            println!("public key:  {public_key}");
+            println!(
+                "groups:      {}",
+                if groups.is_empty() {
+                    "(none)".to_owned()
+                } else {
+                    groups.join(", ")
+                }
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Prints what a transaction did: a summary, the tx hash and block.
+pub fn report(summary: &str, outcome: &TxOutcome) {
+    println!("{summary}");
+    println!("tx {} (block {})", outcome.tx_hash, outcome.block_number);
+}

@@ -1,0 +1,395 @@
+//! `anchormq verify`: compares the retained key notes on the broker with the registry state rebuilt
+//! from the chain's logs, and lists every difference (missing, stale, forged or unverifiable, extra).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use alloy::primitives::B256;
+use alloy::providers::Provider;
+use alloy::rpc::types::Filter;
+use anchormq_chain::{
+    LogReader, NodeStatus as ChainNodeStatus, PositionedEvent, RangeConfig, RegistryClient,
+    RegistryState,
+};
+use anchormq_core::chunk::Assembly;
+use anchormq_core::{
+    ChunkAssembler, GroupId, KeyBook, NodeId, NodePublicKey, NodeStatus, NoteUpdate, Topics,
+};
+use anchormq_mqtt::{Link, LinkEvent, QoS};
+use clap::Args;
+use eyre::{WrapErr, eyre};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::ChecksFailed;
+use crate::context::{Context, core_registry};
+
+/// `verify`.
+#[derive(Debug, Args)]
+pub struct VerifyCommand {
+    /// Stop collecting retained notes after this long without a new one, in milliseconds.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub quiet_ms: u64,
+    /// Never collect for longer than this, in seconds.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub max_wait: u64,
+    /// One JSON object per difference instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What kind of difference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DifferenceKind {
+    /// The chain has a node or group and the broker holds no valid note for it.
+    Missing,
+    /// The broker's note says something older than the chain.
+    Stale,
+    /// The note on the broker fails verification (signature, registry, encoding, placement).
+    Forged,
+    /// The broker holds a valid note about something the chain does not know.
+    Extra,
+}
+
+/// One difference between the broker and the chain.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Difference {
+    /// What kind.
+    pub kind: DifferenceKind,
+    /// `node <id>`, `group <id>` or the topic.
+    pub subject: String,
+    /// The details.
+    pub detail: String,
+}
+
+impl VerifyCommand {
+    /// Collects, compares, prints; fails with exit code 3 when anything differs.
+    pub async fn execute(self, context: &Context) -> eyre::Result<()> {
+        let bridge = context.bridge_public_key()?;
+        let client = context.reader().await?;
+        let (state, head) = chain_state(&client).await?;
+        let deployment = *client.deployment();
+        let topics = Topics::new(&core_registry(&deployment));
+        let broker = context.broker_config(format!("anchormq-verify-{}", std::process::id()))?;
+        let retained = collect_retained(
+            &broker,
+            &[topics.node_notes_filter(), topics.group_notes_filter()],
+            Duration::from_millis(self.quiet_ms),
+            Duration::from_secs(self.max_wait),
+        )
+        .await?;
+        let differences = compare(
+            &state,
+            &retained,
+            &topics,
+            &core_registry(&deployment),
+            bridge,
+        );
+        if self.json {
+            for d in &differences {
+                println!("{}", serde_json::to_string(d)?);
+            }
+        } else if differences.is_empty() {
+            println!(
+                "broker and chain agree: {} node notes, {} group notes (chain head {head})",
+                state.nodes.len(),
+                state.groups.len()
+            );
+        } else {
+            for d in &differences {
+                let kind = format!("{:?}", d.kind).to_lowercase();
+                println!("{kind:<8} {:<24} {}", d.subject, d.detail);
+            }
+        }
+        if differences.is_empty() {
+            Ok(())
+        } else {
+            Err(ChecksFailed(format!(
+                "{} difference(s) between the broker's notes and the chain",
+                differences.len()
+            ))
+            .into())
+        }
+    }
+}
+
+/// The registry state rebuilt from every log since the deploy block, and the head it was read at.
+pub async fn chain_state(client: &RegistryClient) -> eyre::Result<(RegistryState, u64)> {
+    let provider = client.provider();
+    let deployment = client.deployment();
+    let head = provider
+        .get_block_number()
+        .await
+        .wrap_err("reading the chain head")?;
+    let logs = LogReader::new(RangeConfig::default())
+        .read(
+            provider,
+            &Filter::new(),
+            deployment.address,
+            deployment.deploy_block,
+            head,
+        )
+        .await
+        .wrap_err("reading the registry's logs")?;
+    let mut state = RegistryState::default();
+    for log in &logs {
+        state.apply(&PositionedEvent::from_log(log)?)?;
+    }
+    Ok((state, head))
+}
+
+/// Subscribes to `filters` and keeps every retained message (topic -> payload) until `quiet` passes
+/// without one after the subscriptions were acknowledged, or `max_wait` in all.
+pub async fn collect_retained(
+    broker: &anchormq_mqtt::BrokerConfig,
+    filters: &[String],
+    quiet: Duration,
+    max_wait: Duration,
+) -> eyre::Result<BTreeMap<String, Vec<u8>>> {
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let (link, mut events) = Link::start(broker, shutdown.clone()).wrap_err("broker")?;
+    for filter in filters {
+        link.subscribe(filter.clone(), QoS::AtLeastOnce)
+            .await
+            .wrap_err("subscribing to the note topics")?;
+    }
+    let deadline = tokio::time::Instant::now() + max_wait;
+    let mut retained = BTreeMap::new();
+    let mut acked = 0;
+    let mut last_error = None;
+    loop {
+        let wait = if acked >= filters.len() {
+            quiet
+        } else {
+            max_wait
+        };
+        let next = tokio::time::timeout_at(
+            deadline.min(tokio::time::Instant::now() + wait),
+            events.recv(),
+        )
+        .await;
+        match next {
+            Ok(Some(LinkEvent::Subscribed)) => acked += 1,
+            Ok(Some(LinkEvent::Message(message))) if message.retain => {
+                if message.payload.is_empty() {
+                    retained.remove(&message.topic);
+                } else {
+                    retained.insert(message.topic, message.payload.to_vec());
+                }
+            }
+            Ok(Some(LinkEvent::Disconnected { reason })) => last_error = Some(reason),
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(eyre!("the MQTT link closed")),
+            Err(_) => break,
+        }
+    }
+    if acked < filters.len() {
+        return Err(eyre!(
+            "cannot subscribe on the broker {} within {} s{}",
+            broker.display_url(),
+            max_wait.as_secs(),
+            last_error.map_or_else(String::new, |e| format!(": {e}"))
+        ));
+    }
+    Ok(retained)
+}
+
+/// Compares retained note chunks with the chain state.
+pub fn compare(
+    state: &RegistryState,
+    retained: &BTreeMap<String, Vec<u8>>,
+    topics: &Topics,
+    registry: &anchormq_core::Registry,
+    bridge: NodePublicKey,
+) -> Vec<Difference> {
+    let mut differences = Vec::new();
+    let mut book = KeyBook::new(*registry, bridge);
+    // Chunks by the subject part of their topic (`…/node/<id>`), in chunk order.
+    let mut subjects: BTreeMap<String, BTreeMap<u32, &[u8]>> = BTreeMap::new();
+    let prefix = format!("{}/", topics.prefix());
+    for (topic, payload) in retained {
+        let Some((subject, chunk)) = topic.rsplit_once('/') else {
+            continue;
+        };
+        let Ok(index) = chunk.parse::<u32>() else {
+            differences.push(Difference {
+                kind: DifferenceKind::Forged,
+                subject: topic.clone(),
+                detail: "retained message on a note topic without a chunk index".into(),
+            });
+            continue;
+        };
+        subjects
+            .entry(subject.strip_prefix(&prefix).unwrap_or(subject).to_owned())
+            .or_default()
+            .insert(index, payload.as_slice());
+    }
+    let mut valid_nodes = BTreeSet::new();
+    let mut valid_groups = BTreeSet::new();
+    for (subject, chunks) in &subjects {
+        let mut assembler = ChunkAssembler::new(1);
+        let mut complete = None;
+        let mut problem = None;
+        for payload in chunks.values() {
+            match assembler.push(payload) {
+                Ok(Assembly::Complete(note)) => complete = Some(note),
+                Ok(Assembly::Partial { .. }) => {}
+                Err(e) => problem = Some(format!("bad chunk: {e}")),
+            }
+        }
+        let forged = |detail: String| Difference {
+            kind: DifferenceKind::Forged,
+            subject: subject.clone(),
+            detail,
+        };
+        let Some(note) = complete else {
+            differences.push(forged(problem.unwrap_or_else(|| {
+                format!("incomplete note ({} chunk(s) retained)", chunks.len())
+            })));
+            continue;
+        };
+        match book.ingest_note(note.as_bytes()) {
+            Ok(NoteUpdate::Node { node, .. })
+                if *subject == format!("node/{}", node.topic_segment()) =>
+            {
+                valid_nodes.insert(node);
+            }
+            Ok(NoteUpdate::Group { group, .. })
+                if *subject == format!("group/{}", group.topic_segment()) =>
+            {
+                valid_groups.insert(group);
+            }
+            Ok(_) => differences.push(forged(
+                "a valid note, but retained under another subject's topic".into(),
+            )),
+            Err(e) => differences.push(forged(format!("does not verify: {e}"))),
+        }
+    }
+    for (id, record) in &state.nodes {
+        let node = NodeId::from_bytes(id.0);
+        let subject = format!("node {node}");
+        let Some(note) = book.node(&node).filter(|_| valid_nodes.contains(&node)) else {
+            differences.push(Difference {
+                kind: DifferenceKind::Missing,
+                subject,
+                detail: format!(
+                    "no valid note on the broker (chain: key v{}, {:?})",
+                    record.key_version, record.status
+                ),
+            });
+            continue;
+        };
+        let status = match record.status {
+            ChainNodeStatus::Active => NodeStatus::Active,
+            ChainNodeStatus::Revoked => NodeStatus::Revoked,
+        };
+        if note.key_version != u64::from(record.key_version)
+            || note.status != status
+            || note.public_key.to_bytes().as_slice() != record.public_key.as_ref()
+        {
+            differences.push(Difference {
+                kind: DifferenceKind::Stale,
+                subject,
+                detail: format!(
+                    "broker: key v{} {:?} (block {}); chain: key v{} {:?} (block {})",
+                    note.key_version,
+                    note.status,
+                    note.position.block_number,
+                    record.key_version,
+                    record.status,
+                    record.updated_at.block_number
+                ),
+            });
+        }
+    }
+    for (id, record) in &state.groups {
+        let group = GroupId::from_bytes(id.0);
+        let subject = format!("group {group}");
+        let Some(note) = book.group(&group).filter(|_| valid_groups.contains(&group)) else {
+            differences.push(Difference {
+                kind: DifferenceKind::Missing,
+                subject,
+                detail: format!(
+                    "no valid note on the broker (chain: epoch {}, {} members)",
+                    record.epoch,
+                    record.members.len()
+                ),
+            });
+            continue;
+        };
+        let expected: BTreeMap<NodeId, u64> = record
+            .members
+            .iter()
+            .map(|m| {
+                let version = state.nodes.get(m).map_or(0, |n| u64::from(n.key_version));
+                (NodeId::from_bytes(m.0), version)
+            })
+            .collect();
+        let held: BTreeMap<NodeId, u64> = note
+            .members()
+            .iter()
+            .map(|m| (m.node, m.key_version))
+            .collect();
+        let mut problems = Vec::new();
+        if note.epoch() != record.epoch {
+            problems.push(format!("epoch {} vs chain {}", note.epoch(), record.epoch));
+        }
+        if note.topic_filter() != record.topic_filter {
+            problems.push(format!(
+                "topic filter {:?} vs chain {:?}",
+                note.topic_filter(),
+                record.topic_filter
+            ));
+        }
+        if note.admin().is_some_and(|a| a != record.admin.0.0) {
+            problems.push("admin differs".into());
+        }
+        if held != expected {
+            let show = |m: &BTreeMap<NodeId, u64>| {
+                m.iter()
+                    .map(|(n, v)| format!("{n}@v{v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            problems.push(format!(
+                "members [{}] vs chain [{}]",
+                show(&held),
+                show(&expected)
+            ));
+        }
+        if !problems.is_empty() {
+            differences.push(Difference {
+                kind: DifferenceKind::Stale,
+                subject,
+                detail: format!(
+                    "{} (note block {}, chain block {})",
+                    problems.join("; "),
+                    note.position().block_number,
+                    record.updated_at.block_number
+                ),
+            });
+        }
+    }
+    for node in &valid_nodes {
+        if !state.nodes.contains_key(&B256::from(*node.as_bytes())) {
+            differences.push(Difference {
+                kind: DifferenceKind::Extra,
+                subject: format!("node {node}"),
+                detail: "valid note for a node the chain does not have".into(),
+            });
+        }
+    }
+    for group in &valid_groups {
+        if !state.groups.contains_key(&B256::from(*group.as_bytes())) {
+            differences.push(Difference {
+                kind: DifferenceKind::Extra,
+                subject: format!("group {group}"),
+                detail: "valid note for a group the chain does not have".into(),
+            });
+        }
+    }
+    differences.sort();
+    differences
+}
