@@ -1,0 +1,600 @@
+//! CLI behaviour, checked by running the built `anchormq` binary against a real Anvil and real
+//! brokers (embedded rumqttd in this process, Mosquitto as a child process).
+//!
+//! The multi-component scenarios that need no binary (late joiner, broker restart, 100 nodes) live
+//! in the workspace's `tests/` package; these live here because only this package's tests get
+//! `CARGO_BIN_EXE_anchormq`.
+
+use std::process::Output;
+use std::time::Duration;
+
+use anchormq_localstack::{
+    Anvil, DEV_ACCOUNTS, EmbeddedBroker, Mosquitto, PaperFixture, await_condition, deploy_registry,
+    free_port,
+};
+use tokio::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_anchormq");
+
+/// Runs the binary with no ANCHORMQ_* variables from the caller's environment.
+async fn anchormq(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(BIN);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("ANCHORMQ_") && key != "ANCHORMQ_ROOT" && key != "ANCHORMQ_ANVIL" {
+            command.env_remove(key);
+        }
+    }
+    command
+        .args(args)
+        .envs(envs.iter().copied())
+        .kill_on_drop(true);
+    tokio::time::timeout(Duration::from_secs(120), command.output())
+        .await
+        .expect("anchormq finished within 120 s")
+        .expect("anchormq runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// An error is exactly one line on stderr, starting with `error:`.
+fn assert_one_line_error(output: &Output, code: i32, needle: &str) {
+    let err = stderr(output);
+    assert_eq!(output.status.code(), Some(code), "stderr: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line expected, got: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    assert!(lines[0].contains(needle), "{needle:?} not in {err:?}");
+}
+
+async fn paper_anvil() -> (Anvil, PaperFixture) {
+    let fixture = PaperFixture::load(PaperFixture::default_path()).expect("paper fixture");
+    let anvil = Anvil::builder()
+        .chain_id(fixture.deployment.chain_id)
+        .load_state(fixture.state_path().expect("state file"))
+        .spawn()
+        .await
+        .expect("anvil");
+    (anvil, fixture)
+}
+
+fn check_demo_output(output: &Output) {
+    let out = stdout(output);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "demo failed:\n{out}\n{}",
+        stderr(output)
+    );
+    for line in [
+        "[ok] 1112 reads \"step 1: line 1 temperature 21.5 C\"",
+        "[ok] 1113 cannot read it: node 1113 is not a member of hsu0001 (epoch 2)",
+        "[ok] 1113 reads \"step 2: line 1 temperature 21.7 C\"",
+        "[ok] 1113 reads \"step 3: line 2 pressure 1.2 bar\"",
+        "[ok] 1111 cannot read it: node 1111 is not a member of hsu0002 (epoch 2)",
+        "[ok] 1112 cannot read it: node 1112 is not a member of hsu0001 (epoch 4)",
+        "[ok] 1113 rejects the replay",
+        "all 13 checks passed",
+    ] {
+        assert!(out.contains(line), "{line:?} missing from:\n{out}");
+    }
+    assert!(!out.contains("[FAIL]"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_passes_on_the_embedded_broker() {
+    let output = anchormq(&["demo"], &[]).await;
+    check_demo_output(&output);
+    assert!(stdout(&output).contains("embedded rumqttd"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_passes_on_mosquitto_twice() {
+    let mosquitto = Mosquitto::spawn().await.expect("mosquitto");
+    let url = mosquitto.url();
+    check_demo_output(&anchormq(&["demo", "--broker", &url], &[]).await);
+    // A second run on the same broker finds the first run's retained notes (same registry
+    // address, another bridge key) and must not be confused by them.
+    let output = anchormq(&["demo", "--broker", &url], &[]).await;
+    check_demo_output(&output);
+    assert!(stdout(&output).contains("(external)"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_flags_and_config_name_the_field() {
+    let output = anchormq(&["node", "show", "--idd", "1111"], &[]).await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("--idd"), "{}", stderr(&output));
+
+    let output = anchormq(
+        &["sub", "--as", "1112", "--key", "k", "-t", "a/#", "-q", "2"],
+        &[],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("QoS 2 is not supported"));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("anchormq.toml");
+    std::fs::write(
+        &config,
+        "rpc = \"http://127.0.0.1:1\"\nbrokr = \"mqtt://x\"\n",
+    )
+    .expect("write");
+    let output = anchormq(&["--config", config.to_str().expect("utf-8"), "audit"], &[]).await;
+    assert_one_line_error(&output, 1, "brokr");
+
+    let output = anchormq(&["--registry", "0x1234", "--chain-id", "1", "audit"], &[]).await;
+    assert_one_line_error(&output, 1, "--registry");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_rpc_is_one_clear_line() {
+    let port = free_port().expect("port");
+    let rpc = format!("http://127.0.0.1:{port}");
+    let output = anchormq(
+        &[
+            "--rpc",
+            &rpc,
+            "--registry",
+            "0x5FbDB2315678afecb367f032d93F642f64180aa3",
+            "node",
+            "show",
+            "--id",
+            "1111",
+        ],
+        &[],
+    )
+    .await;
+    assert_one_line_error(&output, 1, "cannot reach the RPC at");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_registry_address_is_refused() {
+    let (anvil, _fixture) = paper_anvil().await;
+    let output = anchormq(
+        &[
+            "--rpc",
+            &anvil.http_url(),
+            "--registry",
+            "0x000000000000000000000000000000000000dEaD",
+            "node",
+            "show",
+            "--id",
+            "1111",
+        ],
+        &[],
+    )
+    .await;
+    assert_one_line_error(
+        &output,
+        1,
+        "no contract at 0x000000000000000000000000000000000000dEaD",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keygen_writes_mode_0600_and_refuses_to_overwrite() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("node.key");
+    let path_str = path.to_str().expect("utf-8");
+    let output = anchormq(&["node", "keygen", "--out", path_str], &[]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let public = stdout(&output).trim().to_owned();
+    assert!(public.starts_with("0x") && public.len() == 68, "{public}");
+    let mode = std::fs::metadata(&path)
+        .expect("key file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let content = std::fs::read(&path).expect("read");
+    let key = anchormq_core::NodeSecretKey::from_key_file(&content).expect("key file format");
+    assert_eq!(key.public_key().to_string(), public);
+
+    let output = anchormq(&["node", "keygen", "--out", path_str], &[]).await;
+    assert_one_line_error(&output, 1, "already exists; refusing to overwrite");
+    assert_eq!(
+        std::fs::read(&path).expect("read"),
+        content,
+        "key unchanged"
+    );
+    assert!(!stderr(&output).contains(&hex::encode(&key.to_bytes()[..])));
+}
+
+/// Node and group commands on a fresh registry, `audit --format json`, then the bridge (as the
+/// binary), `pub`/`sub --json`, and `verify` before and after notes on the broker are deleted or forged.
+#[tokio::test(flavor = "multi_thread")]
+async fn registry_commands_bridge_pubsub_audit_and_verify() {
+    let anvil = Anvil::spawn().await.expect("anvil");
+    let deployment = deploy_registry(&anvil, DEV_ACCOUNTS[0].private_key())
+        .await
+        .expect("deploy");
+    let broker = EmbeddedBroker::start().await.expect("broker");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = |name: &str| dir.path().join(name).to_str().expect("utf-8").to_owned();
+    let rpc = anvil.http_url();
+    let broker_url = broker.url();
+    let env: Vec<(&str, &str)> = vec![
+        ("ANCHORMQ_RPC", &rpc),
+        ("ANCHORMQ_REGISTRY", &deployment.address),
+        ("ANCHORMQ_BROKER", &broker_url),
+        ("ANCHORMQ_PRIVATE_KEY", DEV_ACCOUNTS[0].private_key()),
+    ];
+    let run = |args: Vec<String>, env: Vec<(&'static str, String)>| async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        anchormq(&args, &env).await
+    };
+    let owned_env: Vec<(&'static str, String)> =
+        env.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+    let ok = |output: &Output| {
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(output));
+        stdout(output)
+    };
+    let args = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+
+    for (id, file) in [("1111", "a.key"), ("1112", "b.key"), ("1113", "c.key")] {
+        ok(&run(
+            args(&["node", "keygen", "--out", &path(file)]),
+            owned_env.clone(),
+        )
+        .await);
+        let out = ok(&run(
+            args(&["node", "register", "--id", id, "--key", &path(file)]),
+            owned_env.clone(),
+        )
+        .await);
+        assert!(out.contains(&format!("registered node {id}")), "{out}");
+        assert!(out.contains("tx 0x") && out.contains("(block "), "{out}");
+    }
+    // Registering again is refused with the registry's reason.
+    let output = run(
+        args(&["node", "register", "--id", "1111", "--key", &path("a.key")]),
+        owned_env.clone(),
+    )
+    .await;
+    assert_one_line_error(&output, 1, "node 1111 is already registered");
+    ok(&run(
+        args(&[
+            "group",
+            "create",
+            "--id",
+            "line1",
+            "--topic",
+            "factory/line1/#",
+        ]),
+        owned_env.clone(),
+    )
+    .await);
+    for node in ["1111", "1112"] {
+        let out = ok(&run(
+            args(&["group", "add", "--id", "line1", "--node", node]),
+            owned_env.clone(),
+        )
+        .await);
+        assert!(
+            out.contains(&format!("added node {node} to group line1")),
+            "{out}"
+        );
+    }
+    let out = ok(&run(
+        args(&["group", "show", "--id", "line1", "--json"]),
+        owned_env.clone(),
+    )
+    .await);
+    let group: serde_json::Value = serde_json::from_str(&out).expect("group JSON");
+    assert_eq!(group["epoch"], 2);
+    assert_eq!(group["topicFilter"], "factory/line1/#");
+    assert_eq!(group["members"], serde_json::json!(["1111", "1112"]));
+    let out = ok(&run(
+        args(&["node", "show", "--id", "1111", "--json"]),
+        owned_env.clone(),
+    )
+    .await);
+    let node: serde_json::Value = serde_json::from_str(&out).expect("node JSON");
+    assert_eq!(node["status"], "active");
+    assert_eq!(node["keyVersion"], 1);
+    assert_eq!(node["groups"], serde_json::json!(["line1"]));
+    // Rotate 1112's key; its group's epoch moves on.
+    ok(&run(
+        args(&["node", "keygen", "--out", &path("b2.key")]),
+        owned_env.clone(),
+    )
+    .await);
+    ok(&run(
+        args(&["node", "rotate", "--id", "1112", "--key", &path("b2.key")]),
+        owned_env.clone(),
+    )
+    .await);
+
+    let out = ok(&run(args(&["audit", "--format", "json"]), owned_env.clone()).await);
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&out).expect("audit JSON");
+    let events: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap_or_default(),
+                e["node"]
+                    .as_str()
+                    .or(e["group"].as_str())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            ("NodeRegistered", "1111"),
+            ("NodeRegistered", "1112"),
+            ("NodeRegistered", "1113"),
+            ("GroupCreated", "line1"),
+            ("MemberAdded", "1111"),
+            ("MemberAdded", "1112"),
+            ("NodeKeyRotated", "1112"),
+            ("GroupEpochBumped", "1112"),
+        ]
+    );
+    assert!(entries.iter().all(|e| {
+        e["actor"]
+            .as_str()
+            .is_some_and(|a| a.eq_ignore_ascii_case(DEV_ACCOUNTS[0].address))
+    }));
+    let out = ok(&run(
+        args(&["audit", "--node", "1113", "--format", "csv"]),
+        owned_env.clone(),
+    )
+    .await);
+    assert_eq!(out.lines().count(), 2, "{out}");
+
+    // The bridge, as the binary, on this registry and broker.
+    ok(&run(
+        args(&["node", "keygen", "--out", &path("bridge.key")]),
+        owned_env.clone(),
+    )
+    .await);
+    let bridge_public = anchormq_core::NodeSecretKey::from_key_file(
+        &std::fs::read(path("bridge.key")).expect("bridge key"),
+    )
+    .expect("bridge key")
+    .public_key()
+    .to_string();
+    let spawn_bridge = || {
+        let mut bridge = Command::new(BIN);
+        bridge
+            .args([
+                "bridge",
+                "--key",
+                &path("bridge.key"),
+                "--checkpoint",
+                &path("bridge.ckpt"),
+            ])
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
+        bridge
+    };
+    let mut bridge = spawn_bridge().spawn().expect("bridge starts");
+    let mut verify_env = owned_env.clone();
+    verify_env.push(("ANCHORMQ_BRIDGE_KEY", bridge_public.clone()));
+    await_condition(
+        "verify to find broker and chain in agreement",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || {
+            let verify_env = verify_env.clone();
+            async move {
+                run(args(&["verify", "--quiet-ms", "300"]), verify_env)
+                    .await
+                    .status
+                    .success()
+            }
+        },
+    )
+    .await
+    .expect("verify agrees once the bridge mirrored the chain");
+    let out = ok(&run(args(&["verify", "--quiet-ms", "300"]), verify_env.clone()).await);
+    assert!(
+        out.contains("broker and chain agree: 3 node notes, 1 group notes"),
+        "{out}"
+    );
+
+    // pub/sub through the binary: 1112 (rotated key) subscribes with --json, 1111 publishes.
+    let mut sub = Command::new(BIN);
+    sub.args([
+        "sub",
+        "--as",
+        "1112",
+        "--key",
+        &path("b2.key"),
+        "-t",
+        "factory/line1/#",
+        "-C",
+        "2",
+        "--json",
+        "-W",
+        "60",
+    ])
+    .envs(verify_env.iter().map(|(k, v)| (*k, v.as_str())))
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .kill_on_drop(true);
+    let mut sub = sub.spawn().expect("sub starts");
+    let sub_stderr = sub.stderr.take().expect("stderr");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(sub_stderr));
+    let ready = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.starts_with("subscribed to") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(matches!(ready, Ok(true)), "sub did not get ready");
+    let out = ok(&run(
+        args(&[
+            "pub",
+            "--as",
+            "1111",
+            "--key",
+            &path("a.key"),
+            "-t",
+            "factory/line1/temp",
+            "-m",
+            "21.5",
+            "-q",
+            "1",
+        ]),
+        verify_env.clone(),
+    )
+    .await);
+    assert!(out.is_empty(), "{out}");
+    // 1113 is no member: its message to the group's topic is refused before sending.
+    let output = run(
+        args(&[
+            "pub",
+            "--as",
+            "1113",
+            "--key",
+            &path("c.key"),
+            "-t",
+            "factory/line1/temp",
+            "-m",
+            "x",
+            "--wait",
+            "1",
+        ]),
+        verify_env.clone(),
+    )
+    .await;
+    assert_one_line_error(&output, 1, "node 1113 is not a member of line1");
+    let mut stdin_pub = Command::new(BIN);
+    stdin_pub
+        .args([
+            "pub",
+            "--as",
+            "1111",
+            "--key",
+            &path("a.key"),
+            "-t",
+            "factory/line1/hum",
+            "-l",
+            "-q",
+            "1",
+        ])
+        .envs(verify_env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut stdin_pub = stdin_pub.spawn().expect("pub -l starts");
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = stdin_pub.stdin.take().expect("stdin");
+        stdin.write_all(b"40 %\n").await.expect("write");
+    }
+    assert!(stdin_pub.wait().await.expect("pub -l").success());
+    let output = tokio::time::timeout(Duration::from_secs(60), sub.wait_with_output())
+        .await
+        .expect("sub finished")
+        .expect("sub output");
+    assert_eq!(output.status.code(), Some(0));
+    let messages: Vec<serde_json::Value> = stdout(&output)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    assert_eq!(messages.len(), 2, "{}", stdout(&output));
+    assert_eq!(messages[0]["topic"], "factory/line1/temp");
+    assert_eq!(messages[0]["payload"], "21.5");
+    assert_eq!(messages[0]["sender"], "1111");
+    assert_eq!(messages[0]["group"], "line1");
+    assert_eq!(messages[0]["epoch"], 3);
+    assert_eq!(messages[1]["payload"], "40 %");
+
+    // With the bridge stopped (it would repair them), delete one retained note and forge another:
+    // verify reports both (exit 3). A restarted bridge puts them back.
+    bridge.start_kill().expect("stop bridge");
+    let _ = bridge.wait().await;
+    let prefix = format!(
+        "anchormq/v1/{}/{}",
+        deployment.chain_id,
+        deployment.address.to_lowercase()
+    );
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(
+        rumqttc::MqttOptions::new("tamper", "127.0.0.1", broker.port()),
+        16,
+    );
+    tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    client
+        .publish(
+            format!("{prefix}/node/1113/0"),
+            rumqttc::QoS::AtLeastOnce,
+            true,
+            Vec::<u8>::new(),
+        )
+        .await
+        .expect("delete note");
+    client
+        .publish(
+            format!("{prefix}/group/line1/0"),
+            rumqttc::QoS::AtLeastOnce,
+            true,
+            vec![1u8, 2, 3],
+        )
+        .await
+        .expect("forge note");
+    let missing = await_condition(
+        "verify to see the deleted and forged notes",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let verify_env = verify_env.clone();
+            async move {
+                let out = run(args(&["verify", "--quiet-ms", "300"]), verify_env).await;
+                out.status.code() == Some(3)
+                    && stdout(&out).contains("missing  node 1113")
+                    && stdout(&out).contains("forged   group/line1")
+            }
+        },
+    )
+    .await;
+    assert!(
+        missing.is_ok(),
+        "verify did not report the deleted and forged notes"
+    );
+    let output = run(
+        args(&["verify", "--quiet-ms", "300", "--json"]),
+        verify_env.clone(),
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(3));
+    for line in stdout(&output).lines() {
+        let _: serde_json::Value = serde_json::from_str(line).expect("verify --json lines parse");
+    }
+    assert!(stderr(&output).contains("difference(s) between the broker's notes and the chain"));
+
+    let mut bridge = spawn_bridge().spawn().expect("bridge restarts");
+    await_condition(
+        "the restarted bridge to repair the notes",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || {
+            let verify_env = verify_env.clone();
+            async move {
+                run(args(&["verify", "--quiet-ms", "300"]), verify_env)
+                    .await
+                    .status
+                    .success()
+            }
+        },
+    )
+    .await
+    .expect("verify agrees again after the bridge's repair");
+    bridge.start_kill().expect("stop bridge");
+    let _ = bridge.wait().await;
+}
