@@ -28,6 +28,9 @@ pub enum BridgeError {
     /// The MQTT link failed.
     #[error(transparent)]
     Mqtt(#[from] LinkError),
+    /// Shutdown was asked for while a batch waited for the broker; the batch is retried on restart.
+    #[error("stopped before the broker acknowledged the last batch")]
+    Stopped,
     /// The MQTT link stopped.
     #[error("the MQTT link stopped")]
     MqttClosed,

@@ -81,7 +81,10 @@ pub async fn run(
         broker = %config.broker.display_url(),
         "bridge starting"
     );
-    let (link, link_events) = Link::start(&config.broker, shutdown.child_token())?;
+    // The link outlives the mirror loop's shutdown so that a stop never looks like a lost link.
+    let link_shutdown = CancellationToken::new();
+    let _stop_link = link_shutdown.clone().drop_guard();
+    let (link, link_events) = Link::start(&config.broker, link_shutdown)?;
     let registry = Registry {
         chain_id: deployment.chain_id,
         address: deployment.address.0.0,
@@ -103,6 +106,7 @@ pub async fn run(
         repairs: BTreeSet::new(),
         republish_all: false,
         connected_once: false,
+        shutdown: shutdown.clone(),
     };
     mirror.run(stream, shutdown).await
 }

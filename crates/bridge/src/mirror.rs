@@ -53,6 +53,7 @@ pub(crate) struct Mirror {
     /// Set on every (re)connection: the broker may have lost the retained notes.
     pub(crate) republish_all: bool,
     pub(crate) connected_once: bool,
+    pub(crate) shutdown: CancellationToken,
 }
 
 impl Mirror {
@@ -99,7 +100,10 @@ impl Mirror {
             bar.finish_and_clear();
         }
         stream_task.abort();
-        result
+        match result {
+            Err(BridgeError::Stopped) => Ok(()),
+            other => other,
+        }
     }
 
     fn update_progress(
@@ -269,6 +273,8 @@ impl Mirror {
         tokio::pin!(acked);
         loop {
             tokio::select! {
+                // Stopping while the broker is away: the checkpoint stays where it was, nothing is lost.
+                () = self.shutdown.cancelled() => return Err(BridgeError::Stopped),
                 result = &mut acked => return result.map_err(BridgeError::from),
                 event = self.link_events.recv() => match event {
                     Some(event) => self.on_link_event(event),
