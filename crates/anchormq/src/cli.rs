@@ -117,6 +117,9 @@ pub enum Command {
     Up(commands::up::UpCommand),
     /// Run the paper's experiment end to end and check every outcome.
     Demo(commands::demo::DemoCommand),
+    /// Measure encrypted against plain MQTT pub/sub through one broker.
+    #[command(hide = true)]
+    Bench(commands::bench::BenchCommand),
 }
 
 impl Command {
@@ -143,6 +146,7 @@ impl Cli {
             Command::Sub(command) => command.execute(&context).await,
             Command::Up(command) => command.execute(&context).await,
             Command::Demo(command) => command.execute(&context).await,
+            Command::Bench(command) => command.execute(&context).await,
         }
     }
 }

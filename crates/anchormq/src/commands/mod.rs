@@ -1,6 +1,7 @@
 //! One module per command; each command is a struct with an `execute`.
 
 pub mod audit;
+pub mod bench;
 pub mod bridge;
 pub mod demo;
 pub mod group;
