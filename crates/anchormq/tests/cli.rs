@@ -598,3 +598,81 @@ async fn registry_commands_bridge_pubsub_audit_and_verify() {
     bridge.start_kill().expect("stop bridge");
     let _ = bridge.wait().await;
 }
+
+/// `up --paper` prints working settings; commands pasted from them work; Ctrl-C stops it cleanly.
+#[tokio::test(flavor = "multi_thread")]
+async fn up_prints_working_settings_and_stops_on_sigint() {
+    use tokio::io::AsyncBufReadExt;
+    let mut up = Command::new(BIN);
+    up.args(["up", "--paper"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let mut up = up.spawn().expect("up starts");
+    let mut lines = tokio::io::BufReader::new(up.stdout.take().expect("stdout")).lines();
+    let mut exports = Vec::new();
+    let found = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(assignment) = line.strip_prefix("export ") {
+                let assignment = assignment.split_whitespace().next().unwrap_or_default();
+                if let Some((key, value)) = assignment.split_once('=') {
+                    exports.push((key.to_owned(), value.to_owned()));
+                }
+                if assignment.starts_with("ANCHORMQ_PRIVATE_KEY=") {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+    .await;
+    assert!(matches!(found, Ok(true)), "up printed its settings");
+    let keys: Vec<&str> = exports.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "ANCHORMQ_RPC",
+            "ANCHORMQ_BROKER",
+            "ANCHORMQ_REGISTRY",
+            "ANCHORMQ_CHAIN_ID",
+            "ANCHORMQ_BRIDGE_KEY",
+            "ANCHORMQ_PRIVATE_KEY"
+        ]
+    );
+    let env: Vec<(&str, &str)> = exports
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let output = anchormq(&["group", "show", "--id", "hsu0002", "--json"], &env).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let group: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("JSON");
+    assert_eq!(group["members"], serde_json::json!(["1113", "1114"]));
+    await_condition(
+        "verify to agree on up's stack",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let env = env.clone();
+            async move {
+                anchormq(&["verify", "--quiet-ms", "300"], &env)
+                    .await
+                    .status
+                    .success()
+            }
+        },
+    )
+    .await
+    .expect("the bridge of up mirrors the chain");
+    let pid = up.id().expect("pid").to_string();
+    let killed = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .await
+        .expect("kill runs");
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(30), up.wait())
+        .await
+        .expect("up stops after SIGINT")
+        .expect("exit status");
+    assert_eq!(status.code(), Some(0));
+}
