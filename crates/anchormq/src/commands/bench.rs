@@ -111,20 +111,7 @@ impl BenchCommand {
         };
         // Receive side: a channel of latencies, whatever the mode.
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Duration>();
-        let send: Box<
-            dyn Fn(
-                    Vec<u8>,
-                )
-                    -> std::pin::Pin<Box<dyn std::future::Future<Output = eyre::Result<()>> + Send>>
-                + Send
-                + Sync,
-        >;
-        let flush: Box<
-            dyn Fn()
-                    -> std::pin::Pin<Box<dyn std::future::Future<Output = eyre::Result<()>> + Send>>
-                + Send
-                + Sync,
-        >;
+        let mut sender: BenchSender;
         if sealed {
             let agent = |id: &str| -> eyre::Result<AgentConfig> {
                 let (node, key) = stack.fixture_node(id)?;
@@ -144,26 +131,19 @@ impl BenchCommand {
             let mut sub = reader.subscribe(&[topic.as_str()]).await?;
             tokio::spawn(async move {
                 while let Some(item) = sub.recv().await {
-                    if let Received::Message(m) = item {
-                        if let Some(latency) = sent_at(&m.payload) {
-                            let _ = tx.send(latency);
-                        }
+                    if let Received::Message(m) = item
+                        && let Some(latency) = sent_at(&m.payload)
+                    {
+                        let _ = tx.send(latency);
                     }
                 }
             });
             let writer = Agent::start(agent("1111")?, shutdown.child_token()).await?;
             let publisher = writer.publisher(&topic, qos, false, None).await?;
-            send = Box::new(move |payload| {
-                let publisher = publisher.clone();
-                Box::pin(async move {
-                    publisher.send(&payload).await?;
-                    Ok(())
-                })
-            });
-            flush = Box::new(move || {
-                let writer = writer.clone();
-                Box::pin(async move { Ok(writer.flush().await?) })
-            });
+            sender = BenchSender::Sealed {
+                publisher,
+                agent: writer,
+            };
         } else {
             let mut reader_config =
                 stack.broker_for(&format!("bench-plain-sub-{}", std::process::id()));
@@ -180,56 +160,35 @@ impl BenchCommand {
             tokio::spawn(async move {
                 let _keep = reader;
                 while let Some(event) = events.recv().await {
-                    if let LinkEvent::Message(m) = event {
-                        if let Some(latency) = sent_at(&m.payload) {
-                            let _ = tx.send(latency);
-                        }
+                    if let LinkEvent::Message(m) = event
+                        && let Some(latency) = sent_at(&m.payload)
+                    {
+                        let _ = tx.send(latency);
                     }
                 }
             });
             let mut writer_config =
                 stack.broker_for(&format!("bench-plain-pub-{}", std::process::id()));
             writer_config.inflight = 1000;
-            let (writer, _writer_events) = Link::start(&writer_config, shutdown.child_token())?;
+            let (writer, mut writer_events) = Link::start(&writer_config, shutdown.child_token())?;
             // The writer's events must be drained or its link stalls.
-            let mut writer_events = _writer_events;
             tokio::spawn(async move { while writer_events.recv().await.is_some() {} });
-            let topic_for_send = topic.clone();
-            let writer_for_send = writer.clone();
-            let last = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-            let last_for_send = last.clone();
-            send = Box::new(move |payload| {
-                let writer = writer_for_send.clone();
-                let topic = topic_for_send.clone();
-                let last = last_for_send.clone();
-                Box::pin(async move {
-                    if let Some(seq) = writer.publish(topic, payload, qos, false).await? {
-                        last.store(seq, std::sync::atomic::Ordering::Release);
-                    }
-                    Ok(())
-                })
-            });
-            flush = Box::new(move || {
-                let writer = writer.clone();
-                let last = last.clone();
-                Box::pin(async move {
-                    let seq = last.load(std::sync::atomic::Ordering::Acquire);
-                    if seq > 0 {
-                        writer.acked(seq).await?;
-                    }
-                    Ok(())
-                })
-            });
+            sender = BenchSender::Plain {
+                link: writer,
+                topic: topic.clone(),
+                qos,
+                last: 0,
+            };
         }
         let mut payload = vec![0x5au8; self.payload];
         // Latency: one message at a time, each awaited at the subscriber.
         let mut latencies = Vec::with_capacity(self.pings);
         for _ in 0..self.pings {
             stamp(&mut payload);
-            send(payload.clone()).await?;
-            match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
-                Ok(Some(latency)) => latencies.push(latency),
-                _ => {}
+            sender.send(payload.clone()).await?;
+            if let Ok(Some(latency)) = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await
+            {
+                latencies.push(latency);
             }
         }
         latencies.sort();
@@ -243,9 +202,9 @@ impl BenchCommand {
         let started = Instant::now();
         for _ in 0..self.messages {
             stamp(&mut payload);
-            send(payload.clone()).await?;
+            sender.send(payload.clone()).await?;
         }
-        flush().await.wrap_err("flushing")?;
+        sender.flush().await.wrap_err("flushing")?;
         let mut received = 0;
         let mut last_receipt = started;
         while received < self.messages {
@@ -268,5 +227,53 @@ impl BenchCommand {
             p50_us,
             p99_us,
         })
+    }
+}
+
+/// The publishing side of one run.
+enum BenchSender {
+    Sealed {
+        publisher: anchormq_agent::Publisher,
+        agent: Agent,
+    },
+    Plain {
+        link: Link,
+        topic: String,
+        qos: QoS,
+        last: u64,
+    },
+}
+
+impl BenchSender {
+    async fn send(&mut self, payload: Vec<u8>) -> eyre::Result<()> {
+        match self {
+            Self::Sealed { publisher, .. } => {
+                publisher.send(&payload).await?;
+            }
+            Self::Plain {
+                link,
+                topic,
+                qos,
+                last,
+            } => {
+                if let Some(seq) = link.publish(topic.clone(), payload, *qos, false).await? {
+                    *last = seq;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the broker's acknowledgement of every QoS 1 message sent.
+    async fn flush(&self) -> eyre::Result<()> {
+        match self {
+            Self::Sealed { agent, .. } => agent.flush().await?,
+            Self::Plain { link, last, .. } => {
+                if *last > 0 {
+                    link.acked(*last).await?;
+                }
+            }
+        }
+        Ok(())
     }
 }
