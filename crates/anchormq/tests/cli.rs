@@ -129,6 +129,27 @@ async fn bad_flags_and_config_name_the_field() {
     let output = anchormq(&["--config", config.to_str().expect("utf-8"), "audit"], &[]).await;
     assert_one_line_error(&output, 1, "brokr");
 
+    // The bridge's table in the same file is checked field by field too.
+    std::fs::write(&config, "[bridge]\nconfirmation = 3\n").expect("write");
+    let output = anchormq(
+        &["--config", config.to_str().expect("utf-8"), "bridge"],
+        &[],
+    )
+    .await;
+    assert_one_line_error(&output, 1, "confirmation");
+    let output = anchormq(
+        &[
+            "--registry",
+            "0x5FbDB2315678afecb367f032d93F642f64180aa3",
+            "--chain-id",
+            "31337",
+            "bridge",
+        ],
+        &[],
+    )
+    .await;
+    assert_one_line_error(&output, 1, "missing setting `key_file`");
+
     let output = anchormq(&["--registry", "0x1234", "--chain-id", "1", "audit"], &[]).await;
     assert_one_line_error(&output, 1, "--registry");
 }
