@@ -24,6 +24,7 @@ pub struct Cli {
 /// Each option can also come from its environment variable or from the `--config` TOML file
 /// (same names, `snake_case`); flags win over the environment, which wins over the file.
 #[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct Globals {
     /// TOML file with defaults for these options (and a `[bridge]` table for `anchormq bridge`).
     #[arg(long, global = true, env = "ANCHORMQ_CONFIG", value_name = "FILE")]
