@@ -659,10 +659,13 @@ impl Inner {
         let mut st = lock(&self.state);
         let book = st.opener.book();
         let must_rekey = st.rekey.contains(&group);
-        if let Some(sealer) = &sender.sealer {
-            if !must_rekey && sealer.check_current(book).is_ok() {
-                return Step::Ready;
-            }
+        if !must_rekey
+            && sender
+                .sealer
+                .as_ref()
+                .is_some_and(|sealer| sealer.check_current(book).is_ok())
+        {
+            return Step::Ready;
         }
         let made = Sealer::new(
             book,
