@@ -114,11 +114,14 @@ async fn flush_completes_after_an_outage() {
         .await
         .expect("proxy");
     let a1111 = stack.agent_with(through(&stack, "1111", &proxy)).await;
+    let a1112 = stack.agent("1112").await;
+    let mut sub = a1112.subscribe(&["hsu/0001/#"]).await.expect("subscribe");
     let publisher = a1111
         .publisher("hsu/0001/seq", QoS::AtLeastOnce, false, None)
         .await
         .expect("publisher");
     publisher.send(b"before").await.expect("send");
+    assert_eq!(payload(next(&mut sub).await), b"before");
     proxy.pause().await;
     proxy.cut_all();
     let sending = tokio::spawn({
@@ -133,6 +136,12 @@ async fn flush_completes_after_an_outage() {
         }
     });
     proxy.resume().await.expect("resume");
+    for i in 0..20 {
+        assert_eq!(
+            payload(next(&mut sub).await),
+            format!("during {i}").as_bytes()
+        );
+    }
     tokio::time::timeout(WAIT, sending)
         .await
         .expect("sending finished")
