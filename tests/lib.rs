@@ -8,7 +8,7 @@ use anchormq_core::{NodeId, NodeSecretKey};
 use tokio_util::sync::CancellationToken;
 
 /// How long a test waits for any one expected thing.
-pub const WAIT: Duration = Duration::from_secs(30);
+pub const WAIT: Duration = Duration::from_secs(60);
 
 /// Agent settings for `node` on `stack`'s broker and registry.
 pub fn agent_config(stack: &LocalStack, node: NodeId, key: NodeSecretKey) -> AgentConfig {
