@@ -23,7 +23,7 @@ pub struct Cli {
 ///
 /// Each option can also come from its environment variable or from the `--config` TOML file
 /// (same names, `snake_case`); flags win over the environment, which wins over the file.
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Clone, Default, Args)]
 #[command(next_help_heading = "Global options")]
 pub struct Globals {
     /// TOML file with defaults for these options (and a `[bridge]` table for `anchormq bridge`).
@@ -95,6 +95,30 @@ pub struct Globals {
     pub keystore: Option<PathBuf>,
 }
 
+impl std::fmt::Debug for Globals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |set: bool| if set { Some("<redacted>") } else { None };
+        f.debug_struct("Globals")
+            .field("config", &self.config)
+            .field("rpc", &self.rpc.as_deref().map(anchormq_chain::redact_url))
+            .field("registry", &self.registry)
+            .field("chain_id", &self.chain_id)
+            .field("deploy_block", &self.deploy_block)
+            .field("deployment", &self.deployment)
+            .field(
+                "broker",
+                &self.broker.as_deref().map(anchormq_chain::redact_url),
+            )
+            .field("broker_ca", &self.broker_ca)
+            .field("username", &self.username)
+            .field("password", &redacted(self.password.is_some()))
+            .field("bridge_key", &self.bridge_key)
+            .field("private_key", &redacted(self.private_key.is_some()))
+            .field("keystore", &self.keystore)
+            .finish()
+    }
+}
+
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -149,5 +173,30 @@ impl Cli {
             Command::Demo(command) => command.execute(&context).await,
             Command::Bench(command) => command.execute(&context).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let cli = Cli::try_parse_from([
+            "anchormq",
+            "--private-key",
+            "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
+            "--password",
+            "hunter2",
+            "--broker",
+            "mqtt://user:brokersecret@127.0.0.1:1883",
+            "audit",
+        ])
+        .expect("parses");
+        let shown = format!("{cli:?}");
+        for secret in ["ac0974bec39a", "hunter2", "brokersecret"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("<redacted>"));
     }
 }

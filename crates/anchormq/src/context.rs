@@ -56,10 +56,20 @@ impl FileConfig {
 }
 
 /// The resolved global options.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Context {
     globals: Globals,
     bridge_file: Option<BridgeSettings>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The bridge table may hold a broker URL with a password: only say whether it is there.
+        f.debug_struct("Context")
+            .field("globals", &self.globals)
+            .field("bridge_file", &self.bridge_file.is_some())
+            .finish()
+    }
 }
 
 impl Context {
