@@ -107,7 +107,6 @@ async fn messages_survive_outages_and_subscriptions_come_back() {
 /// outbox without a PUBACK (traced: the message re-sent with a new packet ID after the new session
 /// is never acknowledged, while an unmapped packet ID is), so `flush` times out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "anchormq-mqtt Link: PUBACK accounting after a reconnect (reported to the lead)"]
 async fn flush_completes_after_an_outage() {
     let stack = Stack::start().await;
     let proxy = TcpCutProxy::start(stack.broker.addr())

@@ -55,6 +55,9 @@ pub enum LinkError {
     Config(String),
 }
 
+/// Messages accepted but not yet handed to rumqttc, before publishers are made to wait.
+const MAX_HELD: usize = 10_000;
+
 enum Command {
     Publish {
         message: Outbound,
@@ -223,20 +226,29 @@ struct LinkTask {
 impl LinkTask {
     async fn run(mut self, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(50);
+        // While the broker is away the link waits before the next attempt, still taking commands:
+        // a failed connect is immediately ready, so polling it in a loop would starve them.
+        let mut retry_at: Option<tokio::time::Instant> = None;
         loop {
             if !self.commands_open && self.outbox.is_empty() {
                 // Every handle is gone and everything was delivered.
                 let _ = self.client.try_disconnect();
                 return;
             }
-            let take_commands = self.commands_open && self.connected && self.held.is_empty();
+            // Accept messages while disconnected too (they wait in `held`), up to a bound that pushes back
+            // on publishers instead of growing without limit.
+            let take_commands = self.commands_open && self.held.len() < MAX_HELD;
+            let waiting = retry_at.is_some();
+            let retry =
+                tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now));
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => {
                     let _ = self.client.try_disconnect();
                     return;
                 }
-                polled = self.eventloop.poll() => match polled {
+                () = retry, if waiting => retry_at = None,
+                polled = self.eventloop.poll(), if !waiting => match polled {
                     Ok(event) => {
                         backoff = Duration::from_millis(50);
                         if !self.on_event(event).await {
@@ -247,10 +259,7 @@ impl LinkTask {
                         if !self.on_disconnect(&error).await {
                             return;
                         }
-                        tokio::select! {
-                            () = shutdown.cancelled() => return,
-                            () = tokio::time::sleep(backoff) => {}
-                        }
+                        retry_at = Some(tokio::time::Instant::now() + backoff);
                         backoff = (backoff * 2).min(Duration::from_secs(5));
                     }
                 },
@@ -316,6 +325,12 @@ impl LinkTask {
     async fn on_event(&mut self, event: Event) -> bool {
         match event {
             Event::Incoming(Packet::ConnAck(connack)) => {
+                // Events of the dead connection may still be queued in rumqttc; an old
+                // `Outgoing::Publish` would otherwise take the packet id of a message handed again below.
+                self.eventloop
+                    .state
+                    .events
+                    .retain(|e| !matches!(e, Event::Outgoing(_)));
                 self.connected = true;
                 if !connack.session_present {
                     // A new session: rumqttc dropped everything unacknowledged. Hand it all again, in order.

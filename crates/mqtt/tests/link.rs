@@ -1,0 +1,79 @@
+//! The link against a real Mosquitto that restarts. The publisher uses clean sessions (the broker
+//! forgets its unacknowledged messages, so the link must send them again); the subscriber keeps a
+//! persistent session so that the broker queues what arrives while it is reconnecting.
+
+use std::time::Duration;
+
+use anchormq_localstack::Mosquitto;
+use anchormq_mqtt::{BrokerConfig, Link, LinkEvent, QoS};
+use tokio::sync::mpsc::Receiver;
+use tokio_util::sync::CancellationToken;
+
+async fn next_event(events: &mut Receiver<LinkEvent>) -> LinkEvent {
+    tokio::time::timeout(Duration::from_secs(20), events.recv())
+        .await
+        .expect("an event within 20 s")
+        .expect("link open")
+}
+
+#[tokio::test]
+async fn qos1_messages_published_while_the_broker_is_down_arrive_after_it_returns() {
+    let mut mosquitto = Mosquitto::builder()
+        .persistence(true)
+        .spawn()
+        .await
+        .expect("mosquitto");
+    let shutdown = CancellationToken::new();
+    let (publisher, _publisher_events) = Link::start(
+        &BrokerConfig::from_url(&mosquitto.url(), "pub").unwrap(),
+        shutdown.clone(),
+    )
+    .unwrap();
+    let mut subscriber_config = BrokerConfig::from_url(&mosquitto.url(), "sub").unwrap();
+    subscriber_config.clean_session = false;
+    let (subscriber, mut subscriber_events) =
+        Link::start(&subscriber_config, shutdown.clone()).unwrap();
+    subscriber.subscribe("t/#", QoS::AtLeastOnce).await.unwrap();
+    while next_event(&mut subscriber_events).await != LinkEvent::Subscribed {}
+
+    mosquitto.stop().await.expect("stop");
+    let mut seqs = Vec::new();
+    for i in 0..20u8 {
+        seqs.push(
+            publisher
+                .publish(format!("t/{i}"), vec![i], QoS::AtLeastOnce, false)
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    // Nothing is acknowledged while the broker is down.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), publisher.acked(seqs[0]))
+            .await
+            .is_err()
+    );
+
+    mosquitto.start().await.expect("start");
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        publisher.acked(*seqs.last().unwrap()),
+    )
+    .await
+    .expect("all acknowledged after the broker returns")
+    .unwrap();
+    let mut received = Vec::new();
+    while received.len() < 20 {
+        if let LinkEvent::Message(message) = next_event(&mut subscriber_events).await {
+            received.push(message.payload[0]);
+        }
+    }
+    received.sort();
+    received.dedup();
+    assert_eq!(
+        received,
+        (0..20).collect::<Vec<u8>>(),
+        "every message arrived, after the subscriber resubscribed"
+    );
+    shutdown.cancel();
+}
