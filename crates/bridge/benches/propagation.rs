@@ -58,12 +58,14 @@ async fn stack() -> Stack {
     }
 }
 
+type BridgeTask = tokio::task::JoinHandle<Result<(), anchormq_bridge::BridgeError>>;
+
 fn start_bridge(
     stack: &Stack,
     rpc: &str,
     name: &str,
     poll_ms: u64,
-) -> (CancellationToken, Arc<Metrics>) {
+) -> (CancellationToken, Arc<Metrics>, BridgeTask) {
     let config = BridgeSettings {
         rpc: Some(rpc.to_owned()),
         registry: Some(format!("{:#x}", stack.deployment.address)),
@@ -81,13 +83,13 @@ fn start_bridge(
     let shutdown = CancellationToken::new();
     let metrics = Arc::new(Metrics::default());
     let key = NodeSecretKey::generate(&mut rand_core::OsRng);
-    tokio::spawn(anchormq_bridge::run(
+    let task = tokio::spawn(anchormq_bridge::run(
         config,
         key,
         metrics.clone(),
         shutdown.clone(),
     ));
-    (shutdown, metrics)
+    (shutdown, metrics, task)
 }
 
 /// Records when the first chunk of each group note arrives.
@@ -131,7 +133,7 @@ async fn latency(
     poll_ms: u64,
 ) -> (Duration, Duration, Duration) {
     let arrivals = observe(stack);
-    let (shutdown, _) = start_bridge(stack, rpc, &format!("bench-{label}"), poll_ms);
+    let (shutdown, _, _task) = start_bridge(stack, rpc, &format!("bench-{label}"), poll_ms);
     let registry = IKeyRegistry::new(stack.deployment.address, stack.client.provider().clone());
     let registry_id = Registry {
         chain_id: stack.deployment.chain_id,
@@ -210,6 +212,9 @@ async fn backfill(stack: &Stack) -> (usize, Duration) {
             .await
             .expect("send");
         nonce += 1;
+        if (i + 1) % 5_000 == 0 {
+            eprintln!("backfill: {} transactions sent", i + 1);
+        }
         if (i + 1) % 400 == 0 {
             rpc.call("evm_mine", serde_json::json!([]))
                 .await
@@ -223,8 +228,13 @@ async fn backfill(stack: &Stack) -> (usize, Duration) {
         .await
         .expect("automine on");
     let started = Instant::now();
-    let (shutdown, metrics) = start_bridge(stack, &stack.anvil.http_url(), "bench-backfill", 500);
+    eprintln!("backfill: {BACKFILL_EVENTS} events on chain, starting a fresh bridge");
+    let (shutdown, metrics, task) =
+        start_bridge(stack, &stack.anvil.http_url(), "bench-backfill", 500);
     while metrics.events_processed.load(Ordering::Relaxed) < BACKFILL_EVENTS as u64 {
+        if task.is_finished() {
+            panic!("the bridge stopped: {:?}", task.await);
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let elapsed = started.elapsed();
@@ -236,8 +246,10 @@ async fn backfill(stack: &Stack) -> (usize, Duration) {
 async fn main() {
     // `cargo bench` passes `--bench`; a filter argument is accepted and ignored.
     let ws_stack = stack().await;
+    eprintln!("latency over WebSocket");
     let ws = latency(&ws_stack, &ws_stack.anvil.ws_url(), "ws", 500).await;
     let http_stack = stack().await;
+    eprintln!("latency over HTTP polling");
     let http = latency(&http_stack, &http_stack.anvil.http_url(), "http", 100).await;
     let fill_stack = stack().await;
     let (events, took) = backfill(&fill_stack).await;

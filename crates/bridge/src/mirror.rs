@@ -255,11 +255,7 @@ impl Mirror {
         for topic in std::mem::take(&mut self.repairs) {
             let payload = self.expected.get(&topic).cloned().unwrap_or_default();
             tracing::info!(target: "anchormq::bridge", %topic, clear = payload.is_empty(), "repairing retained note");
-            last = self
-                .link
-                .publish(topic, payload, QoS::AtLeastOnce, true)
-                .await?
-                .or(last);
+            last = self.publish(topic, payload, true).await?.or(last);
         }
         self.wait_acked(last).await
     }
@@ -269,13 +265,34 @@ impl Mirror {
     async fn wait_acked(&mut self, seq: Option<u64>) -> Result<(), BridgeError> {
         let Some(seq) = seq else { return Ok(()) };
         let link = self.link.clone();
-        let acked = link.acked(seq);
-        tokio::pin!(acked);
+        Ok(self.drive(link.acked(seq)).await??)
+    }
+
+    /// Queues a QoS 1 message on the link.
+    async fn publish(
+        &mut self,
+        topic: String,
+        payload: Bytes,
+        retain: bool,
+    ) -> Result<Option<u64>, BridgeError> {
+        let link = self.link.clone();
+        Ok(self
+            .drive(link.publish(topic, payload, QoS::AtLeastOnce, retain))
+            .await??)
+    }
+
+    /// Runs `work` on the link while still taking link events: the link may be waiting for us to take
+    /// an echo of our own notes before it takes another message or reports an acknowledgement.
+    async fn drive<T>(
+        &mut self,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, BridgeError> {
+        tokio::pin!(work);
         loop {
             tokio::select! {
                 // Stopping while the broker is away: the checkpoint stays where it was, nothing is lost.
                 () = self.shutdown.cancelled() => return Err(BridgeError::Stopped),
-                result = &mut acked => return result.map_err(BridgeError::from),
+                output = &mut work => return Ok(output),
                 event = self.link_events.recv() => match event {
                     Some(event) => self.on_link_event(event),
                     None => return Err(BridgeError::MqttClosed),
@@ -309,36 +326,28 @@ impl Mirror {
         } else {
             previous
         };
+        let names: Vec<String> = (0..count.max(previous)).map(topic).collect();
         let mut last = None;
-        for (index, chunk) in (0..).zip(chunks) {
+        for (name, chunk) in names.iter().zip(chunks) {
             let chunk = Bytes::from(chunk);
-            let name = topic(index);
             self.expected.insert(name.clone(), chunk.clone());
-            last = self
-                .link
-                .publish(name, chunk, QoS::AtLeastOnce, true)
-                .await?
-                .or(last);
+            last = self.publish(name.clone(), chunk, true).await?.or(last);
             self.metrics.notes_published.fetch_add(1, Ordering::Relaxed);
         }
-        for index in count..previous {
-            let name = topic(index);
-            self.expected.remove(&name);
+        for name in &names[usize::from(count)..] {
+            self.expected.remove(name);
             last = self
-                .link
-                .publish(name, Bytes::new(), QoS::AtLeastOnce, true)
+                .publish(name.clone(), Bytes::new(), true)
                 .await?
                 .or(last);
         }
         Ok(last)
     }
 
-    async fn publish_event(&self, event: &PositionedEvent) -> Result<Option<u64>, BridgeError> {
+    async fn publish_event(&mut self, event: &PositionedEvent) -> Result<Option<u64>, BridgeError> {
         let json = serde_json::to_vec(event).map_err(|e| BridgeError::Encode(e.to_string()))?;
-        Ok(self
-            .link
-            .publish(self.topics.events(), json, QoS::AtLeastOnce, false)
-            .await?)
+        self.publish(self.topics.events(), Bytes::from(json), false)
+            .await
     }
 
     fn position(&self, at: &LogPosition) -> ChainPosition {
