@@ -209,8 +209,10 @@ impl EventStream {
             Some(heads) => {
                 match tokio::time::timeout(self.config.poll_interval, heads.recv()).await {
                     Ok(Ok(_)) | Err(_) => {}
+                    // Heads arrived faster than they were read: they only wake us, so missing some is fine.
+                    Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
                     // The subscription ended: fall back to polling until the next reconnect subscribes again.
-                    Ok(Err(_)) => self.heads = None,
+                    Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => self.heads = None,
                 }
             }
             None => tokio::time::sleep(self.config.poll_interval).await,
