@@ -86,7 +86,7 @@ impl Mirror {
                 },
                 item = items.recv() => match item {
                     Some(Ok((item, position, stats))) => {
-                        self.update_progress(&mut progress, &item, &stats);
+                        self.update_progress(&mut progress, &item);
                         if let Err(error) = self.on_item(item, position, &stats).await {
                             break Err(error);
                         }
@@ -106,12 +106,7 @@ impl Mirror {
         }
     }
 
-    fn update_progress(
-        &self,
-        bar: &mut Option<indicatif::ProgressBar>,
-        item: &StreamItem,
-        stats: &StreamStats,
-    ) {
+    fn update_progress(&self, bar: &mut Option<indicatif::ProgressBar>, item: &StreamItem) {
         let StreamItem::Batch { cursor, head, .. } = item else {
             return;
         };
@@ -136,7 +131,6 @@ impl Mirror {
             }
             None => {}
         }
-        let _ = stats;
     }
 
     async fn on_item(
