@@ -5,15 +5,14 @@ import {IKeyRegistry} from "./IKeyRegistry.sol";
 
 /// @title anchormq key registry
 /// @notice See IKeyRegistry for the behaviour. Storage is laid out so that no state-changing function loops over
-/// a group's members: adding or removing a member touches a fixed number of slots whatever the group size.
-/// @dev No immutables and no constructor arguments: the runtime code is the same on every chain and address,
-/// which lets tests compare a deployed fixture's code hash with the compiled one.
+/// a group's members or a node's groups: every call touches a fixed number of slots whatever the group size or
+/// the number of groups a node is in. The only loop is createGroup's check of its own topic filter argument.
+/// @dev No immutables: the runtime code is the same on every chain and address (the operator given to the
+/// constructor lives in storage), which lets tests compare a deployed fixture's code hash with the compiled one.
 contract KeyRegistry is IKeyRegistry {
     /// @inheritdoc IKeyRegistry
     bytes32 public constant NODE_KEY_TYPEHASH =
         keccak256("NodeKey(bytes32 nodeId,address owner,bytes publicKey,uint32 keyVersion)");
-    /// @inheritdoc IKeyRegistry
-    uint256 public constant MAX_GROUPS_PER_NODE = 64;
     /// @inheritdoc IKeyRegistry
     uint256 public constant MAX_TOPIC_FILTER_LENGTH = 1024;
 
@@ -30,13 +29,12 @@ contract KeyRegistry is IKeyRegistry {
     /// secp256k1 group order / 2: larger s values are the malleable twins of valid signatures.
     uint256 private constant HALF_N = 0x7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0;
 
-    /// One slot: 20 + 4 + 1 + 1 + 4 bytes. The key's x coordinate lives in `_keyX`.
+    /// One slot: 20 + 4 + 1 + 1 bytes. The key's x coordinate lives in `_keyX`.
     struct NodeRecord {
         address owner;
         uint32 keyVersion;
         NodeStatus status;
         uint8 keyPrefix;
-        uint32 groupCount;
     }
 
     /// One slot: 20 + 8 + 4 bytes. A group exists iff its admin is non-zero.
@@ -48,37 +46,50 @@ contract KeyRegistry is IKeyRegistry {
 
     mapping(bytes32 nodeId => NodeRecord) private _nodes;
     mapping(bytes32 nodeId => bytes32) private _keyX;
+    /// Pending ownership offers; only written by transfers, so no other call pays for the slot.
+    mapping(bytes32 nodeId => address) private _pendingOwners;
     mapping(bytes32 groupId => GroupRecord) private _groups;
     mapping(bytes32 groupId => string) private _topicFilters;
+    mapping(bytes32 groupId => address) private _pendingAdmins;
     /// Members by position 0..memberCount-1 (the length lives in GroupRecord, saving a slot per add).
     mapping(bytes32 groupId => mapping(uint256 position => bytes32 nodeId)) private _memberAt;
     /// position + 1 of a member, 0 when not a member: O(1) membership checks and swap-and-pop removal.
     mapping(bytes32 groupId => mapping(bytes32 nodeId => uint256)) private _positionPlusOne;
+    /// Node owner => admin => whether the admin may add the owner's nodes to its groups.
+    mapping(address owner => mapping(address admin => bool)) private _adminApproved;
+
+    /// Zero for an open registry; once non-zero it never returns to zero (a transfer needs an acceptor).
+    address private _operator;
+    address private _pendingOperator;
+    mapping(address account => bool) private _registrars;
+
+    /// @param operator_ Zero deploys an open registry (anyone registers nodes and creates groups, for good);
+    /// any other account becomes the operator of a closed registry, which starts with no registrar.
+    constructor(address operator_) {
+        if (operator_ != address(0)) {
+            _operator = operator_;
+            emit OperatorTransferred(address(0), operator_);
+        }
+    }
 
     // ------------------------------------------------------------------ nodes
 
     /// @inheritdoc IKeyRegistry
     function registerNode(bytes32 nodeId, bytes calldata publicKey, bytes calldata signature) external {
+        _checkRegistrar();
         if (nodeId == bytes32(0)) revert ZeroId();
         if (_nodes[nodeId].status != NodeStatus.None) revert NodeAlreadyRegistered(nodeId);
         (uint8 prefix, bytes32 x) = _verifyNodeKey(nodeId, msg.sender, publicKey, 1, signature);
 
-        _nodes[nodeId] = NodeRecord({
-            owner: msg.sender, keyVersion: 1, status: NodeStatus.Active, keyPrefix: prefix, groupCount: 0
-        });
+        _nodes[nodeId] =
+            NodeRecord({owner: msg.sender, keyVersion: 1, status: NodeStatus.Active, keyPrefix: prefix});
         _keyX[nodeId] = x;
         emit NodeRegistered(nodeId, msg.sender, publicKey, 1);
     }
 
     /// @inheritdoc IKeyRegistry
-    function rotateKey(
-        bytes32 nodeId,
-        bytes calldata newPublicKey,
-        bytes calldata signature,
-        bytes32[] calldata groups
-    ) external {
+    function rotateKey(bytes32 nodeId, bytes calldata newPublicKey, bytes calldata signature) external {
         NodeRecord memory node = _ownedActiveNode(nodeId);
-        _checkGroupListLength(nodeId, node.groupCount, groups);
         uint32 keyVersion = node.keyVersion + 1;
         (uint8 prefix, bytes32 x) = _verifyNodeKey(nodeId, msg.sender, newPublicKey, keyVersion, signature);
         if (prefix == node.keyPrefix && x == _keyX[nodeId]) revert PublicKeyUnchanged(nodeId);
@@ -88,49 +99,54 @@ contract KeyRegistry is IKeyRegistry {
         _nodes[nodeId] = node;
         _keyX[nodeId] = x;
         emit NodeKeyRotated(nodeId, newPublicKey, keyVersion, msg.sender);
-
-        for (uint256 i; i < groups.length; ++i) {
-            bytes32 groupId = _checkedGroupListEntry(nodeId, groups, i);
-            GroupRecord storage group = _groups[groupId];
-            uint64 epoch = group.epoch + 1;
-            group.epoch = epoch;
-            emit GroupEpochBumped(groupId, nodeId, epoch, keyVersion);
-        }
     }
 
     /// @inheritdoc IKeyRegistry
-    function revokeNode(bytes32 nodeId, bytes32[] calldata groups) external {
+    function revokeNode(bytes32 nodeId) external {
         NodeRecord memory node = _ownedActiveNode(nodeId);
-        _checkGroupListLength(nodeId, node.groupCount, groups);
-
         node.status = NodeStatus.Revoked;
-        node.groupCount = 0;
         _nodes[nodeId] = node;
+        // A pending offer stays on record (no state changes without its event) but can no longer be accepted.
         emit NodeRevoked(nodeId, msg.sender);
-
-        for (uint256 i; i < groups.length; ++i) {
-            bytes32 groupId = _checkedGroupListEntry(nodeId, groups, i);
-            uint64 epoch = _removeFromGroup(groupId, nodeId, _positionPlusOne[groupId][nodeId]);
-            emit MemberRemoved(groupId, nodeId, epoch, msg.sender);
-        }
     }
 
     /// @inheritdoc IKeyRegistry
     function transferNodeOwnership(bytes32 nodeId, address newOwner) external {
-        NodeRecord memory node = _ownedActiveNode(nodeId);
-        if (newOwner == address(0)) revert ZeroAddress();
-        _nodes[nodeId].owner = newOwner;
-        emit NodeOwnershipTransferred(nodeId, node.owner, newOwner);
+        _ownedActiveNode(nodeId);
+        _pendingOwners[nodeId] = newOwner;
+        emit NodeOwnershipTransferStarted(nodeId, msg.sender, newOwner);
+    }
+
+    /// @inheritdoc IKeyRegistry
+    function acceptNodeOwnership(bytes32 nodeId) external {
+        NodeRecord memory node = _nodes[nodeId];
+        if (node.status == NodeStatus.None) revert NodeNotFound(nodeId);
+        if (node.status == NodeStatus.Revoked) revert NodeIsRevoked(nodeId);
+        address pendingOwner = _pendingOwners[nodeId];
+        if (pendingOwner == address(0) || pendingOwner != msg.sender) {
+            revert NotPendingNodeOwner(nodeId, msg.sender);
+        }
+
+        _nodes[nodeId].owner = msg.sender;
+        delete _pendingOwners[nodeId];
+        emit NodeOwnershipTransferred(nodeId, node.owner, msg.sender);
+    }
+
+    /// @inheritdoc IKeyRegistry
+    function setAdminApproval(address admin, bool approved) external {
+        if (admin == address(0)) revert ZeroAddress();
+        _adminApproved[msg.sender][admin] = approved;
+        emit AdminApprovalSet(msg.sender, admin, approved);
     }
 
     // ------------------------------------------------------------------ groups
 
     /// @inheritdoc IKeyRegistry
     function createGroup(bytes32 groupId, string calldata topicFilter) external {
+        _checkRegistrar();
         if (groupId == bytes32(0)) revert ZeroId();
         if (_groups[groupId].admin != address(0)) revert GroupAlreadyExists(groupId);
-        uint256 length = bytes(topicFilter).length;
-        if (length > MAX_TOPIC_FILTER_LENGTH) revert TopicFilterTooLong(length, MAX_TOPIC_FILTER_LENGTH);
+        uint256 length = _checkTopicFilter(bytes(topicFilter));
 
         _groups[groupId] = GroupRecord({admin: msg.sender, epoch: 0, memberCount: 0});
         if (length != 0) _topicFilters[groupId] = topicFilter;
@@ -140,9 +156,22 @@ contract KeyRegistry is IKeyRegistry {
     /// @inheritdoc IKeyRegistry
     function transferGroupAdmin(bytes32 groupId, address newAdmin) external {
         _adminGroup(groupId);
-        if (newAdmin == address(0)) revert ZeroAddress();
-        _groups[groupId].admin = newAdmin;
-        emit GroupAdminTransferred(groupId, msg.sender, newAdmin);
+        _pendingAdmins[groupId] = newAdmin;
+        emit GroupAdminTransferStarted(groupId, msg.sender, newAdmin);
+    }
+
+    /// @inheritdoc IKeyRegistry
+    function acceptGroupAdmin(bytes32 groupId) external {
+        address previousAdmin = _groups[groupId].admin;
+        if (previousAdmin == address(0)) revert GroupNotFound(groupId);
+        address pendingAdmin = _pendingAdmins[groupId];
+        if (pendingAdmin == address(0) || pendingAdmin != msg.sender) {
+            revert NotPendingGroupAdmin(groupId, msg.sender);
+        }
+
+        _groups[groupId].admin = msg.sender;
+        delete _pendingAdmins[groupId];
+        emit GroupAdminTransferred(groupId, previousAdmin, msg.sender);
     }
 
     /// @inheritdoc IKeyRegistry
@@ -151,10 +180,11 @@ contract KeyRegistry is IKeyRegistry {
         NodeRecord memory node = _nodes[nodeId];
         if (node.status == NodeStatus.None) revert NodeNotFound(nodeId);
         if (node.status == NodeStatus.Revoked) revert NodeIsRevoked(nodeId);
-        if (_positionPlusOne[groupId][nodeId] != 0) revert AlreadyMember(groupId, nodeId);
-        if (node.groupCount >= MAX_GROUPS_PER_NODE) {
-            revert NodeGroupLimitReached(nodeId, MAX_GROUPS_PER_NODE);
+        // Consent: an admin that owns the node needs nothing more (and pays no extra slot read).
+        if (node.owner != msg.sender && !_adminApproved[node.owner][msg.sender]) {
+            revert AdminNotApproved(nodeId, node.owner, msg.sender);
         }
+        if (_positionPlusOne[groupId][nodeId] != 0) revert AlreadyMember(groupId, nodeId);
 
         uint32 count = group.memberCount;
         _memberAt[groupId][count] = nodeId;
@@ -163,7 +193,6 @@ contract KeyRegistry is IKeyRegistry {
         unchecked {
             group.memberCount = count + 1;
             group.epoch += 1;
-            _nodes[nodeId].groupCount = node.groupCount + 1;
         }
         _groups[groupId] = group;
         emit MemberAdded(groupId, nodeId, group.epoch, msg.sender);
@@ -172,7 +201,7 @@ contract KeyRegistry is IKeyRegistry {
     /// @inheritdoc IKeyRegistry
     function removeMember(bytes32 groupId, bytes32 nodeId) external {
         _adminGroup(groupId);
-        _removeMemberAndCount(groupId, nodeId);
+        _removeMember(groupId, nodeId);
     }
 
     /// @inheritdoc IKeyRegistry
@@ -181,7 +210,35 @@ contract KeyRegistry is IKeyRegistry {
         NodeRecord memory node = _nodes[nodeId];
         if (node.status == NodeStatus.None) revert NodeNotFound(nodeId);
         if (node.owner != msg.sender) revert NotNodeOwner(nodeId, msg.sender);
-        _removeMemberAndCount(groupId, nodeId);
+        _removeMember(groupId, nodeId);
+    }
+
+    // ------------------------------------------------------------------ closed registries
+
+    /// @inheritdoc IKeyRegistry
+    function setRegistrar(address registrar, bool allowed) external {
+        _checkOperator();
+        if (registrar == address(0)) revert ZeroAddress();
+        _registrars[registrar] = allowed;
+        emit RegistrarSet(registrar, allowed);
+    }
+
+    /// @inheritdoc IKeyRegistry
+    function transferOperator(address newOperator) external {
+        _checkOperator();
+        _pendingOperator = newOperator;
+        emit OperatorTransferStarted(msg.sender, newOperator);
+    }
+
+    /// @inheritdoc IKeyRegistry
+    function acceptOperator() external {
+        // An open registry never has a pending operator: nobody can offer the role there.
+        address pending = _pendingOperator;
+        if (pending == address(0) || pending != msg.sender) revert NotPendingOperator(msg.sender);
+        address previousOperator = _operator;
+        _operator = msg.sender;
+        delete _pendingOperator;
+        emit OperatorTransferred(previousOperator, msg.sender);
     }
 
     // ------------------------------------------------------------------ queries
@@ -194,16 +251,9 @@ contract KeyRegistry is IKeyRegistry {
             owner: node.owner,
             keyVersion: node.keyVersion,
             status: node.status,
-            groupCount: node.groupCount,
+            pendingOwner: _pendingOwners[nodeId],
             publicKey: abi.encodePacked(node.keyPrefix, _keyX[nodeId])
         });
-    }
-
-    /// @inheritdoc IKeyRegistry
-    function nodeGroupCount(bytes32 nodeId) external view returns (uint256) {
-        NodeRecord memory node = _nodes[nodeId];
-        if (node.status == NodeStatus.None) revert NodeNotFound(nodeId);
-        return node.groupCount;
     }
 
     /// @inheritdoc IKeyRegistry
@@ -214,6 +264,7 @@ contract KeyRegistry is IKeyRegistry {
             admin: group.admin,
             epoch: group.epoch,
             memberCount: group.memberCount,
+            pendingAdmin: _pendingAdmins[groupId],
             topicFilter: _topicFilters[groupId]
         });
     }
@@ -238,6 +289,26 @@ contract KeyRegistry is IKeyRegistry {
         for (uint256 i; i < limit; ++i) {
             members[i] = _memberAt[groupId][offset + i];
         }
+    }
+
+    /// @inheritdoc IKeyRegistry
+    function isAdminApproved(address owner, address admin) external view returns (bool) {
+        return _adminApproved[owner][admin];
+    }
+
+    /// @inheritdoc IKeyRegistry
+    function operator() external view returns (address) {
+        return _operator;
+    }
+
+    /// @inheritdoc IKeyRegistry
+    function pendingOperator() external view returns (address) {
+        return _pendingOperator;
+    }
+
+    /// @inheritdoc IKeyRegistry
+    function isRegistrar(address account) public view returns (bool) {
+        return _operator == address(0) || _registrars[account];
     }
 
     /// @inheritdoc IKeyRegistry
@@ -284,6 +355,16 @@ contract KeyRegistry is IKeyRegistry {
 
     // ------------------------------------------------------------------ internals
 
+    function _checkRegistrar() private view {
+        if (!isRegistrar(msg.sender)) revert NotRegistrar(msg.sender);
+    }
+
+    function _checkOperator() private view {
+        // An open registry has no operator: the zero address is not one.
+        address operator_ = _operator;
+        if (operator_ == address(0) || operator_ != msg.sender) revert NotOperator(msg.sender);
+    }
+
     function _ownedActiveNode(bytes32 nodeId) private view returns (NodeRecord memory node) {
         node = _nodes[nodeId];
         if (node.status == NodeStatus.None) revert NodeNotFound(nodeId);
@@ -297,25 +378,49 @@ contract KeyRegistry is IKeyRegistry {
         if (group.admin != msg.sender) revert NotGroupAdmin(groupId, msg.sender);
     }
 
-    /// Removes a member found by the caller's checks and updates the node's group count.
-    function _removeMemberAndCount(bytes32 groupId, bytes32 nodeId) private {
-        uint256 positionPlusOne = _positionPlusOne[groupId][nodeId];
-        if (positionPlusOne == 0) revert NotMember(groupId, nodeId);
-        uint64 epoch = _removeFromGroup(groupId, nodeId, positionPlusOne);
-        unchecked {
-            // A member's node has groupCount >= 1.
-            _nodes[nodeId].groupCount -= 1;
+    /// Returns the filter's length if it is a valid MQTT topic filter of printable ASCII, else reverts with the
+    /// first offending byte: outside 0x20-0x7e, a '+' that is not a whole level, a '#' that is not the whole
+    /// last level. One pass over calldata in assembly (about a quarter of the gas of the same loop over
+    /// `filter[i]`); each wildcard looks at its two neighbours only.
+    function _checkTopicFilter(bytes calldata filter) private pure returns (uint256 length) {
+        length = filter.length;
+        if (length > MAX_TOPIC_FILTER_LENGTH) revert TopicFilterTooLong(length, MAX_TOPIC_FILTER_LENGTH);
+        uint256 invalidPlusOne; // index + 1 of the first offending byte; 0 when there is none
+        assembly ("memory-safe") {
+            let end := add(filter.offset, length)
+            // The byte before the current one; '/' at the start, which is where a level begins too.
+            let previous := 0x2f
+            for { let p := filter.offset } lt(p, end) { p := add(p, 1) } {
+                let b := byte(0, calldataload(p))
+                // Below 0x20, sub wraps around to a huge number: one comparison covers both bounds.
+                let bad := iszero(lt(sub(b, 0x20), 0x5f))
+                // '+' fills its level: '/' (or the start) before it, '/' (or the end) after it.
+                if eq(b, 0x2b) {
+                    let next := add(p, 1)
+                    bad := or(
+                        iszero(eq(previous, 0x2f)),
+                        and(lt(next, end), iszero(eq(byte(0, calldataload(next)), 0x2f)))
+                    )
+                }
+                // '#' fills the last level: '/' (or the start) before it, and nothing after it.
+                if eq(b, 0x23) { bad := or(iszero(eq(previous, 0x2f)), lt(add(p, 1), end)) }
+                if bad {
+                    invalidPlusOne := add(sub(p, filter.offset), 1)
+                    break
+                }
+                previous := b
+            }
         }
-        emit MemberRemoved(groupId, nodeId, epoch, msg.sender);
+        if (invalidPlusOne != 0) revert InvalidTopicFilter(invalidPlusOne - 1);
     }
 
-    /// Swap-and-pop removal; returns the group's new epoch. Does not touch the node record.
-    function _removeFromGroup(bytes32 groupId, bytes32 nodeId, uint256 positionPlusOne)
-        private
-        returns (uint64 epoch)
-    {
+    /// Swap-and-pop removal of a member the caller's checks allow to go; bumps the epoch and emits.
+    function _removeMember(bytes32 groupId, bytes32 nodeId) private {
+        uint256 positionPlusOne = _positionPlusOne[groupId][nodeId];
+        if (positionPlusOne == 0) revert NotMember(groupId, nodeId);
         GroupRecord memory group = _groups[groupId];
         uint256 last;
+        uint64 epoch;
         unchecked {
             // The node is a member, so memberCount >= 1 and positionPlusOne >= 1.
             last = uint256(group.memberCount) - 1;
@@ -334,27 +439,7 @@ contract KeyRegistry is IKeyRegistry {
         group.memberCount = uint32(last);
         group.epoch = epoch;
         _groups[groupId] = group;
-    }
-
-    function _checkGroupListLength(bytes32 nodeId, uint256 groupCount, bytes32[] calldata groups)
-        private
-        pure
-    {
-        if (groups.length != groupCount) {
-            revert GroupListLengthMismatch(nodeId, groupCount, groups.length);
-        }
-    }
-
-    /// Entry `i` of a group list: strictly above entry i-1 (so no duplicates) and a group holding the node.
-    /// With the length equal to groupCount, this proves the list is exactly the node's groups.
-    function _checkedGroupListEntry(bytes32 nodeId, bytes32[] calldata groups, uint256 i)
-        private
-        view
-        returns (bytes32 groupId)
-    {
-        groupId = groups[i];
-        if (i != 0 && groupId <= groups[i - 1]) revert GroupListNotAscending(i);
-        if (_positionPlusOne[groupId][nodeId] == 0) revert NotMember(groupId, nodeId);
+        emit MemberRemoved(groupId, nodeId, epoch, msg.sender);
     }
 
     function _nodeKeyDigest(bytes32 nodeId, address owner, bytes calldata publicKey, uint32 keyVersion)

@@ -52,6 +52,9 @@ contract FixtureTest is TestBase {
             vm.store(registryAddress, bytes32(vm.parseUint(slots[i])), value);
         }
         IKeyRegistry registry = IKeyRegistry(registryAddress);
+        // The paper fixture is an open registry: anyone registers nodes and creates groups.
+        assertEq(registry.operator(), address(0), "open registry");
+        assertTrue(registry.isRegistrar(address(0xBAD)), "anyone is a registrar");
         address owner = vm.parseJsonAddress(paper, ".owner");
         assertEq(vm.addr(vm.parseJsonUint(paper, ".ownerPrivateKey")), owner, "owner key");
 
@@ -70,7 +73,8 @@ contract FixtureTest is TestBase {
             assertEq(node.publicKey, publicKey, "registered key");
             assertEq(node.owner, owner, "node owner");
             assertEq(node.keyVersion, 1, "key version");
-            assertEq(node.groupCount, 1, "one group each");
+            assertEq(uint256(node.status), uint256(IKeyRegistry.NodeStatus.Active), "active");
+            assertEq(node.pendingOwner, address(0), "no pending owner");
         }
 
         for (uint256 g; g < 2; ++g) {
@@ -81,6 +85,7 @@ contract FixtureTest is TestBase {
             );
             IKeyRegistry.Group memory group = registry.getGroup(groupId);
             assertEq(group.admin, owner, "admin");
+            assertEq(group.pendingAdmin, address(0), "no pending admin");
             assertEq(
                 group.topicFilter, vm.parseJsonString(paper, string.concat(path, ".topicFilter")), "filter"
             );

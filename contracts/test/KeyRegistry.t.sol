@@ -2,7 +2,7 @@
 pragma solidity 0.8.30;
 
 import {TestBase} from "./utils/TestBase.sol";
-import {vm} from "./utils/Vm.sol";
+import {Vm, vm} from "./utils/Vm.sol";
 import {IKeyRegistry} from "../src/IKeyRegistry.sol";
 import {KeyRegistry} from "../src/KeyRegistry.sol";
 
@@ -25,10 +25,13 @@ contract KeyRegistryTest is TestBase {
     uint256 internal keyC;
 
     function setUp() public {
-        registry = new KeyRegistry();
+        registry = new KeyRegistry(address(0));
         keyA = testNodeKey("1111");
         keyB = testNodeKey("1112");
         keyC = testNodeKey("1113");
+        // OWNER's nodes may join ADMIN's groups (consent has its own tests in Consent.t.sol).
+        vm.prank(OWNER);
+        registry.setAdminApproval(ADMIN, true);
     }
 
     // ------------------------------------------------------------------ helpers
@@ -58,9 +61,12 @@ contract KeyRegistryTest is TestBase {
         _add(GROUP_2, NODE_A);
     }
 
-    function _bothGroups() internal pure returns (bytes32[] memory list) {
-        list = new bytes32[](2);
-        (list[0], list[1]) = (GROUP_1, GROUP_2);
+    /// Logs the registry emitted since vm.recordLogs() (expectEmit's reference events come from this contract).
+    function _registryLogCount() internal returns (uint256 count) {
+        Vm.Log[] memory logs = vm.getRecordedLogs();
+        for (uint256 i; i < logs.length; ++i) {
+            if (logs[i].emitter == address(registry)) ++count;
+        }
     }
 
     function _rotationProof(bytes32 nodeId, uint256 newKey, uint32 version)
@@ -83,9 +89,8 @@ contract KeyRegistryTest is TestBase {
         assertEq(node.owner, OWNER, "owner");
         assertEq(node.keyVersion, 1, "keyVersion");
         assertEq(uint256(node.status), uint256(IKeyRegistry.NodeStatus.Active), "status");
-        assertEq(node.groupCount, 0, "groupCount");
+        assertEq(node.pendingOwner, address(0), "pendingOwner");
         assertEq(node.publicKey, publicKey, "publicKey");
-        assertEq(registry.nodeGroupCount(NODE_A), 0, "nodeGroupCount");
     }
 
     function test_registerNode_AcceptsRecoveryIdAsV() public {
@@ -128,7 +133,7 @@ contract KeyRegistryTest is TestBase {
     function test_RevertWhen_registerNode_IdWasRevoked() public {
         _register(NODE_A, keyA);
         vm.prank(OWNER);
-        registry.revokeNode(NODE_A, none());
+        registry.revokeNode(NODE_A);
         (bytes memory publicKey, bytes memory signature) = proof(registry, keyA, NODE_A, OWNER, 1);
         vm.expectRevert(abi.encodeWithSelector(IKeyRegistry.NodeAlreadyRegistered.selector, NODE_A));
         vm.prank(OWNER);
@@ -220,25 +225,22 @@ contract KeyRegistryTest is TestBase {
 
     // ------------------------------------------------------------------ rotateKey
 
-    function test_rotateKey_ReplacesKeyAndBumpsEveryGroupEpoch() public {
+    function test_rotateKey_ReplacesKeyAndTouchesNoGroup() public {
         _paperSetup();
         (bytes memory publicKey, bytes memory signature) = _rotationProof(NODE_A, keyC, 2);
 
+        vm.recordLogs();
         vm.expectEmit(address(registry));
         emit IKeyRegistry.NodeKeyRotated(NODE_A, publicKey, 2, OWNER);
-        vm.expectEmit(address(registry));
-        emit IKeyRegistry.GroupEpochBumped(GROUP_1, NODE_A, 3, 2);
-        vm.expectEmit(address(registry));
-        emit IKeyRegistry.GroupEpochBumped(GROUP_2, NODE_A, 2, 2);
         vm.prank(OWNER);
-        registry.rotateKey(NODE_A, publicKey, signature, _bothGroups());
+        registry.rotateKey(NODE_A, publicKey, signature);
+        assertEq(_registryLogCount(), 1, "one event, no group event");
 
         IKeyRegistry.Node memory node = registry.getNode(NODE_A);
         assertEq(node.publicKey, publicKey, "new key");
         assertEq(node.keyVersion, 2, "version");
-        assertEq(node.groupCount, 2, "groups kept");
-        assertEq(registry.getGroup(GROUP_1).epoch, 3, "group 1 epoch");
-        assertEq(registry.getGroup(GROUP_2).epoch, 2, "group 2 epoch");
+        assertEq(registry.getGroup(GROUP_1).epoch, 2, "group 1 epoch unchanged");
+        assertEq(registry.getGroup(GROUP_2).epoch, 1, "group 2 epoch unchanged");
         assertTrue(registry.isMember(GROUP_1, NODE_A) && registry.isMember(GROUP_2, NODE_A), "still member");
     }
 
@@ -246,10 +248,10 @@ contract KeyRegistryTest is TestBase {
         _register(NODE_A, keyA);
         (bytes memory publicKey, bytes memory signature) = _rotationProof(NODE_A, keyB, 2);
         vm.prank(OWNER);
-        registry.rotateKey(NODE_A, publicKey, signature, none());
+        registry.rotateKey(NODE_A, publicKey, signature);
         (publicKey, signature) = _rotationProof(NODE_A, keyC, 3);
         vm.prank(OWNER);
-        registry.rotateKey(NODE_A, publicKey, signature, none());
+        registry.rotateKey(NODE_A, publicKey, signature);
         assertEq(registry.getNode(NODE_A).keyVersion, 3, "two rotations");
         assertEq(registry.getNode(NODE_A).publicKey, compressedKey(keyC), "latest key");
     }
@@ -258,7 +260,7 @@ contract KeyRegistryTest is TestBase {
         (bytes memory publicKey, bytes memory signature) = _rotationProof(NODE_A, keyB, 2);
         vm.expectRevert(abi.encodeWithSelector(IKeyRegistry.NodeNotFound.selector, NODE_A));
         vm.prank(OWNER);
-        registry.rotateKey(NODE_A, publicKey, signature, none());
+        registry.rotateKey(NODE_A, publicKey, signature);
     }
 
     function test_RevertWhen_rotateKey_NotOwner() public {
@@ -266,17 +268,17 @@ contract KeyRegistryTest is TestBase {
         (bytes memory publicKey, bytes memory signature) = proof(registry, keyB, NODE_A, STRANGER, 2);
         vm.expectRevert(abi.encodeWithSelector(IKeyRegistry.NotNodeOwner.selector, NODE_A, STRANGER));
         vm.prank(STRANGER);
-        registry.rotateKey(NODE_A, publicKey, signature, none());
+        registry.rotateKey(NODE_A, publicKey, signature);
     }
 
     function test_RevertWhen_rotateKey_Revoked() public {
         _register(NODE_A, keyA);
         vm.prank(OWNER);
-        registry.revokeNode(NODE_A, none());
+        registry.revokeNode(NODE_A);
         (bytes memory publicKey, bytes memory signature) = _rotationProof(NODE_A, keyB, 2);
         vm.expectRevert(abi.encodeWithSelector(IKeyRegistry.NodeIsRevoked.selector, NODE_A));
         vm.prank(OWNER);
-        registry.rotateKey(NODE_A, publicKey, signature, none());
+        registry.rotateKey(NODE_A, publicKey, signature);
     }
 
     function test_RevertWhen_rotateKey_KeyUnchanged() public {
@@ -284,7 +286,7 @@ contract KeyRegistryTest is TestBase {
         (bytes memory publicKey, bytes memory signature) = _rotationProof(NODE_A, keyA, 2);
         vm.expectRevert(abi.encodeWithSelector(IKeyRegistry.PublicKeyUnchanged.selector, NODE_A));
         vm.prank(OWNER);
-        registry.rotateKey(NODE_A, publicKey, signature, none());
+        registry.rotateKey(NODE_A, publicKey, signature);
     }
 
     function test_RevertWhen_rotateKey_KeyMalformed() public {
@@ -294,7 +296,7 @@ contract KeyRegistryTest is TestBase {
             abi.encodeWithSelector(IKeyRegistry.PublicKeyNotOnCurve.selector, bytes32(uint256(5)))
         );
         vm.prank(OWNER);
-        registry.rotateKey(NODE_A, publicKey, new bytes(65), none());
+        registry.rotateKey(NODE_A, publicKey, new bytes(65));
     }
 
     function test_RevertWhen_rotateKey_SignedForWrongVersion() public {
@@ -305,145 +307,123 @@ contract KeyRegistryTest is TestBase {
             abi.encodeWithSelector(IKeyRegistry.InvalidSignature.selector, vm.addr(keyB), recovered)
         );
         vm.prank(OWNER);
-        registry.rotateKey(NODE_A, publicKey, signature, none());
+        registry.rotateKey(NODE_A, publicKey, signature);
         assertEq(registry.getNode(NODE_A).keyVersion, 1, "unchanged");
-    }
-
-    function test_RevertWhen_rotateKey_GroupListMissesAGroup() public {
-        _paperSetup();
-        (bytes memory publicKey, bytes memory signature) = _rotationProof(NODE_A, keyC, 2);
-        vm.expectRevert(abi.encodeWithSelector(IKeyRegistry.GroupListLengthMismatch.selector, NODE_A, 2, 1));
-        vm.prank(OWNER);
-        registry.rotateKey(NODE_A, publicKey, signature, one(GROUP_1));
-    }
-
-    function test_RevertWhen_rotateKey_GroupListTooLong() public {
-        _paperSetup();
-        (bytes memory publicKey, bytes memory signature) = _rotationProof(NODE_B, keyC, 2);
-        vm.expectRevert(abi.encodeWithSelector(IKeyRegistry.GroupListLengthMismatch.selector, NODE_B, 1, 2));
-        vm.prank(OWNER);
-        registry.rotateKey(NODE_B, publicKey, signature, _bothGroups());
-    }
-
-    function test_RevertWhen_rotateKey_GroupListDescending() public {
-        _paperSetup();
-        (bytes memory publicKey, bytes memory signature) = _rotationProof(NODE_A, keyC, 2);
-        bytes32[] memory list = new bytes32[](2);
-        (list[0], list[1]) = (GROUP_2, GROUP_1);
-        vm.expectRevert(abi.encodeWithSelector(IKeyRegistry.GroupListNotAscending.selector, 1));
-        vm.prank(OWNER);
-        registry.rotateKey(NODE_A, publicKey, signature, list);
-    }
-
-    function test_RevertWhen_rotateKey_GroupListDuplicate() public {
-        _paperSetup();
-        (bytes memory publicKey, bytes memory signature) = _rotationProof(NODE_A, keyC, 2);
-        bytes32[] memory list = new bytes32[](2);
-        (list[0], list[1]) = (GROUP_1, GROUP_1);
-        vm.expectRevert(abi.encodeWithSelector(IKeyRegistry.GroupListNotAscending.selector, 1));
-        vm.prank(OWNER);
-        registry.rotateKey(NODE_A, publicKey, signature, list);
-    }
-
-    function test_RevertWhen_rotateKey_GroupListHasForeignGroup() public {
-        _paperSetup();
-        (bytes memory publicKey, bytes memory signature) = _rotationProof(NODE_B, keyC, 2);
-        vm.expectRevert(abi.encodeWithSelector(IKeyRegistry.NotMember.selector, GROUP_2, NODE_B));
-        vm.prank(OWNER);
-        registry.rotateKey(NODE_B, publicKey, signature, one(GROUP_2));
     }
 
     // ------------------------------------------------------------------ revokeNode
 
-    function test_revokeNode_RemovesFromEveryGroupAndIsFinal() public {
+    function test_revokeNode_IsFinalAndKeepsMembershipsRecorded() public {
         _paperSetup();
+        vm.recordLogs();
         vm.expectEmit(address(registry));
         emit IKeyRegistry.NodeRevoked(NODE_A, OWNER);
-        vm.expectEmit(address(registry));
-        emit IKeyRegistry.MemberRemoved(GROUP_1, NODE_A, 3, OWNER);
-        vm.expectEmit(address(registry));
-        emit IKeyRegistry.MemberRemoved(GROUP_2, NODE_A, 2, OWNER);
         vm.prank(OWNER);
-        registry.revokeNode(NODE_A, _bothGroups());
+        registry.revokeNode(NODE_A);
+        assertEq(_registryLogCount(), 1, "one event, no group event");
 
         IKeyRegistry.Node memory node = registry.getNode(NODE_A);
         assertEq(uint256(node.status), uint256(IKeyRegistry.NodeStatus.Revoked), "revoked");
-        assertEq(node.groupCount, 0, "no groups");
         assertEq(node.publicKey, compressedKey(keyA), "key kept for the record");
+        assertEq(node.keyVersion, 1, "version kept");
+        // Revocation touches no group: the memberships stay recorded, epochs and counts unchanged.
+        assertTrue(registry.isMember(GROUP_1, NODE_A) && registry.isMember(GROUP_2, NODE_A), "still recorded");
+        assertEq(registry.getGroup(GROUP_1).epoch, 2, "group 1 epoch unchanged");
+        assertEq(registry.getGroup(GROUP_2).epoch, 1, "group 2 epoch unchanged");
+        assertEq(registry.getGroup(GROUP_1).memberCount, 2, "group 1 count unchanged");
+        assertEq(registry.groupMembers(GROUP_2, 0, 10)[0], NODE_A, "listed");
+
+        _group("hsu0003");
+        vm.expectRevert(abi.encodeWithSelector(IKeyRegistry.NodeIsRevoked.selector, NODE_A));
+        _add("hsu0003", NODE_A);
+    }
+
+    function test_revokeNode_AdminRemovesAndOwnerLeavesARevokedNode() public {
+        _paperSetup();
+        vm.prank(OWNER);
+        registry.revokeNode(NODE_A);
+
+        vm.expectEmit(address(registry));
+        emit IKeyRegistry.MemberRemoved(GROUP_1, NODE_A, 3, ADMIN);
+        vm.prank(ADMIN);
+        registry.removeMember(GROUP_1, NODE_A);
+        vm.expectEmit(address(registry));
+        emit IKeyRegistry.MemberRemoved(GROUP_2, NODE_A, 2, OWNER);
+        vm.prank(OWNER);
+        registry.leaveGroup(GROUP_2, NODE_A);
+
         assertTrue(!registry.isMember(GROUP_1, NODE_A) && !registry.isMember(GROUP_2, NODE_A), "removed");
-        assertTrue(registry.isMember(GROUP_1, NODE_B), "other member stays");
-        assertEq(registry.getGroup(GROUP_1).memberCount, 1, "group 1 count");
-        assertEq(registry.getGroup(GROUP_2).memberCount, 0, "group 2 count");
         bytes32[] memory members = registry.groupMembers(GROUP_1, 0, 10);
         assertEq(members.length, 1, "page length");
         assertEq(members[0], NODE_B, "swap and pop moved B");
+    }
 
+    function test_revokeNode_LeavesAPendingOfferThatNobodyCanAccept() public {
+        _register(NODE_A, keyA);
+        vm.prank(OWNER);
+        registry.transferNodeOwnership(NODE_A, STRANGER);
+        vm.prank(OWNER);
+        registry.revokeNode(NODE_A);
+        // Only events change state: the offer stays on record, as the event stream says, but is dead.
+        assertEq(registry.getNode(NODE_A).pendingOwner, STRANGER, "offer on record");
         vm.expectRevert(abi.encodeWithSelector(IKeyRegistry.NodeIsRevoked.selector, NODE_A));
-        _add(GROUP_1, NODE_A);
+        vm.prank(STRANGER);
+        registry.acceptNodeOwnership(NODE_A);
     }
 
     function test_RevertWhen_revokeNode_NodeNotFound() public {
         vm.expectRevert(abi.encodeWithSelector(IKeyRegistry.NodeNotFound.selector, NODE_A));
         vm.prank(OWNER);
-        registry.revokeNode(NODE_A, none());
+        registry.revokeNode(NODE_A);
     }
 
     function test_RevertWhen_revokeNode_NotOwner() public {
         _register(NODE_A, keyA);
         vm.expectRevert(abi.encodeWithSelector(IKeyRegistry.NotNodeOwner.selector, NODE_A, ADMIN));
         vm.prank(ADMIN);
-        registry.revokeNode(NODE_A, none());
+        registry.revokeNode(NODE_A);
     }
 
     function test_RevertWhen_revokeNode_AlreadyRevoked() public {
         _register(NODE_A, keyA);
         vm.prank(OWNER);
-        registry.revokeNode(NODE_A, none());
+        registry.revokeNode(NODE_A);
         vm.expectRevert(abi.encodeWithSelector(IKeyRegistry.NodeIsRevoked.selector, NODE_A));
         vm.prank(OWNER);
-        registry.revokeNode(NODE_A, none());
-    }
-
-    function test_RevertWhen_revokeNode_GroupListIncomplete() public {
-        _paperSetup();
-        vm.expectRevert(abi.encodeWithSelector(IKeyRegistry.GroupListLengthMismatch.selector, NODE_A, 2, 0));
-        vm.prank(OWNER);
-        registry.revokeNode(NODE_A, none());
-    }
-
-    function test_RevertWhen_revokeNode_GroupListNotAscending() public {
-        _paperSetup();
-        bytes32[] memory list = new bytes32[](2);
-        (list[0], list[1]) = (GROUP_2, GROUP_1);
-        vm.expectRevert(abi.encodeWithSelector(IKeyRegistry.GroupListNotAscending.selector, 1));
-        vm.prank(OWNER);
-        registry.revokeNode(NODE_A, list);
-    }
-
-    function test_RevertWhen_revokeNode_GroupListHasForeignGroup() public {
-        _paperSetup();
-        vm.expectRevert(abi.encodeWithSelector(IKeyRegistry.NotMember.selector, GROUP_2, NODE_B));
-        vm.prank(OWNER);
-        registry.revokeNode(NODE_B, one(GROUP_2));
+        registry.revokeNode(NODE_A);
     }
 
     // ------------------------------------------------------------------ transferNodeOwnership
 
-    function test_transferNodeOwnership_MovesControl() public {
+    function test_transferNodeOwnership_OffersOnly() public {
         _register(NODE_A, keyA);
         vm.expectEmit(address(registry));
-        emit IKeyRegistry.NodeOwnershipTransferred(NODE_A, OWNER, STRANGER);
+        emit IKeyRegistry.NodeOwnershipTransferStarted(NODE_A, OWNER, STRANGER);
         vm.prank(OWNER);
         registry.transferNodeOwnership(NODE_A, STRANGER);
+        IKeyRegistry.Node memory node = registry.getNode(NODE_A);
+        assertEq(node.owner, OWNER, "owner unchanged");
+        assertEq(node.pendingOwner, STRANGER, "pending owner");
+    }
+
+    function test_acceptNodeOwnership_MovesControl() public {
+        _register(NODE_A, keyA);
+        vm.prank(OWNER);
+        registry.transferNodeOwnership(NODE_A, STRANGER);
+        vm.expectEmit(address(registry));
+        emit IKeyRegistry.NodeOwnershipTransferred(NODE_A, OWNER, STRANGER);
+        vm.prank(STRANGER);
+        registry.acceptNodeOwnership(NODE_A);
         assertEq(registry.getNode(NODE_A).owner, STRANGER, "new owner");
+        assertEq(registry.getNode(NODE_A).pendingOwner, address(0), "offer consumed");
 
         vm.expectRevert(abi.encodeWithSelector(IKeyRegistry.NotNodeOwner.selector, NODE_A, OWNER));
         vm.prank(OWNER);
-        registry.revokeNode(NODE_A, none());
+        registry.revokeNode(NODE_A);
 
         (bytes memory publicKey, bytes memory signature) = proof(registry, keyB, NODE_A, STRANGER, 2);
         vm.prank(STRANGER);
-        registry.rotateKey(NODE_A, publicKey, signature, none());
+        registry.rotateKey(NODE_A, publicKey, signature);
         assertEq(registry.getNode(NODE_A).keyVersion, 2, "new owner rotated");
     }
 
@@ -460,20 +440,50 @@ contract KeyRegistryTest is TestBase {
         registry.transferNodeOwnership(NODE_A, STRANGER);
     }
 
+    function test_RevertWhen_acceptNodeOwnership_NodeNotFound() public {
+        vm.expectRevert(abi.encodeWithSelector(IKeyRegistry.NodeNotFound.selector, NODE_A));
+        vm.prank(STRANGER);
+        registry.acceptNodeOwnership(NODE_A);
+    }
+
+    function test_RevertWhen_acceptNodeOwnership_NoOffer() public {
+        _register(NODE_A, keyA);
+        vm.expectRevert(abi.encodeWithSelector(IKeyRegistry.NotPendingNodeOwner.selector, NODE_A, STRANGER));
+        vm.prank(STRANGER);
+        registry.acceptNodeOwnership(NODE_A);
+    }
+
     function test_RevertWhen_transferNodeOwnership_Revoked() public {
         _register(NODE_A, keyA);
         vm.prank(OWNER);
-        registry.revokeNode(NODE_A, none());
+        registry.revokeNode(NODE_A);
         vm.expectRevert(abi.encodeWithSelector(IKeyRegistry.NodeIsRevoked.selector, NODE_A));
         vm.prank(OWNER);
         registry.transferNodeOwnership(NODE_A, STRANGER);
     }
 
-    function test_RevertWhen_transferNodeOwnership_ZeroAddress() public {
-        _register(NODE_A, keyA);
+    // ------------------------------------------------------------------ setAdminApproval
+
+    function test_setAdminApproval_SetsAndEmits() public {
+        assertTrue(!registry.isAdminApproved(STRANGER, ADMIN), "not approved yet");
+        vm.expectEmit(address(registry));
+        emit IKeyRegistry.AdminApprovalSet(STRANGER, ADMIN, true);
+        vm.prank(STRANGER);
+        registry.setAdminApproval(ADMIN, true);
+        assertTrue(registry.isAdminApproved(STRANGER, ADMIN), "approved");
+        assertTrue(!registry.isAdminApproved(ADMIN, STRANGER), "directed");
+
+        vm.expectEmit(address(registry));
+        emit IKeyRegistry.AdminApprovalSet(STRANGER, ADMIN, false);
+        vm.prank(STRANGER);
+        registry.setAdminApproval(ADMIN, false);
+        assertTrue(!registry.isAdminApproved(STRANGER, ADMIN), "withdrawn");
+    }
+
+    function test_RevertWhen_setAdminApproval_ZeroAddress() public {
         vm.expectRevert(IKeyRegistry.ZeroAddress.selector);
         vm.prank(OWNER);
-        registry.transferNodeOwnership(NODE_A, address(0));
+        registry.setAdminApproval(address(0), true);
     }
 
     // ------------------------------------------------------------------ createGroup
@@ -496,10 +506,14 @@ contract KeyRegistryTest is TestBase {
         registry.createGroup(GROUP_1, "");
         assertEq(registry.getGroup(GROUP_1).topicFilter, "", "empty filter");
 
-        string memory longest = string(new bytes(registry.MAX_TOPIC_FILTER_LENGTH()));
+        bytes memory level = "a/";
+        bytes memory longest = new bytes(registry.MAX_TOPIC_FILTER_LENGTH());
+        for (uint256 i; i < longest.length; ++i) {
+            longest[i] = level[i % 2];
+        }
         vm.prank(ADMIN);
-        registry.createGroup(GROUP_2, longest);
-        assertEq(registry.getGroup(GROUP_2).topicFilter, longest, "longest filter");
+        registry.createGroup(GROUP_2, string(longest));
+        assertEq(registry.getGroup(GROUP_2).topicFilter, string(longest), "longest filter");
     }
 
     function test_RevertWhen_createGroup_ZeroId() public {
@@ -524,20 +538,49 @@ contract KeyRegistryTest is TestBase {
 
     // ------------------------------------------------------------------ transferGroupAdmin
 
-    function test_transferGroupAdmin_MovesControl() public {
-        _register(NODE_A, keyA);
+    function test_transferGroupAdmin_OffersOnly() public {
         _group(GROUP_1);
         vm.expectEmit(address(registry));
-        emit IKeyRegistry.GroupAdminTransferred(GROUP_1, ADMIN, STRANGER);
+        emit IKeyRegistry.GroupAdminTransferStarted(GROUP_1, ADMIN, STRANGER);
         vm.prank(ADMIN);
         registry.transferGroupAdmin(GROUP_1, STRANGER);
+        IKeyRegistry.Group memory group = registry.getGroup(GROUP_1);
+        assertEq(group.admin, ADMIN, "admin unchanged");
+        assertEq(group.pendingAdmin, STRANGER, "pending admin");
+    }
+
+    function test_acceptGroupAdmin_MovesControl() public {
+        _register(NODE_A, keyA);
+        _group(GROUP_1);
+        vm.prank(ADMIN);
+        registry.transferGroupAdmin(GROUP_1, STRANGER);
+        vm.expectEmit(address(registry));
+        emit IKeyRegistry.GroupAdminTransferred(GROUP_1, ADMIN, STRANGER);
+        vm.prank(STRANGER);
+        registry.acceptGroupAdmin(GROUP_1);
         assertEq(registry.getGroup(GROUP_1).admin, STRANGER, "new admin");
+        assertEq(registry.getGroup(GROUP_1).pendingAdmin, address(0), "offer consumed");
 
         vm.expectRevert(abi.encodeWithSelector(IKeyRegistry.NotGroupAdmin.selector, GROUP_1, ADMIN));
         _add(GROUP_1, NODE_A);
+        vm.prank(OWNER);
+        registry.setAdminApproval(STRANGER, true);
         vm.prank(STRANGER);
         registry.addMember(GROUP_1, NODE_A);
         assertTrue(registry.isMember(GROUP_1, NODE_A), "new admin added");
+    }
+
+    function test_RevertWhen_acceptGroupAdmin_GroupNotFound() public {
+        vm.expectRevert(abi.encodeWithSelector(IKeyRegistry.GroupNotFound.selector, GROUP_1));
+        vm.prank(STRANGER);
+        registry.acceptGroupAdmin(GROUP_1);
+    }
+
+    function test_RevertWhen_acceptGroupAdmin_NoOffer() public {
+        _group(GROUP_1);
+        vm.expectRevert(abi.encodeWithSelector(IKeyRegistry.NotPendingGroupAdmin.selector, GROUP_1, STRANGER));
+        vm.prank(STRANGER);
+        registry.acceptGroupAdmin(GROUP_1);
     }
 
     function test_RevertWhen_transferGroupAdmin_GroupNotFound() public {
@@ -551,13 +594,6 @@ contract KeyRegistryTest is TestBase {
         vm.expectRevert(abi.encodeWithSelector(IKeyRegistry.NotGroupAdmin.selector, GROUP_1, STRANGER));
         vm.prank(STRANGER);
         registry.transferGroupAdmin(GROUP_1, STRANGER);
-    }
-
-    function test_RevertWhen_transferGroupAdmin_ZeroAddress() public {
-        _group(GROUP_1);
-        vm.expectRevert(IKeyRegistry.ZeroAddress.selector);
-        vm.prank(ADMIN);
-        registry.transferGroupAdmin(GROUP_1, address(0));
     }
 
     // ------------------------------------------------------------------ addMember
@@ -575,7 +611,6 @@ contract KeyRegistryTest is TestBase {
 
         assertTrue(registry.isMember(GROUP_1, NODE_A) && registry.isMember(GROUP_1, NODE_B), "members");
         assertEq(registry.getGroup(GROUP_1).memberCount, 2, "count");
-        assertEq(registry.nodeGroupCount(NODE_A), 1, "node A group count");
         bytes32[] memory members = registry.groupMembers(GROUP_1, 0, 2);
         assertEq(members[0], NODE_A, "first");
         assertEq(members[1], NODE_B, "second");
@@ -605,8 +640,17 @@ contract KeyRegistryTest is TestBase {
         _register(NODE_A, keyA);
         _group(GROUP_1);
         vm.prank(OWNER);
-        registry.revokeNode(NODE_A, none());
+        registry.revokeNode(NODE_A);
         vm.expectRevert(abi.encodeWithSelector(IKeyRegistry.NodeIsRevoked.selector, NODE_A));
+        _add(GROUP_1, NODE_A);
+    }
+
+    function test_RevertWhen_addMember_AdminNotApproved() public {
+        registerAs(registry, STRANGER, NODE_A, keyA);
+        _group(GROUP_1);
+        vm.expectRevert(
+            abi.encodeWithSelector(IKeyRegistry.AdminNotApproved.selector, NODE_A, STRANGER, ADMIN)
+        );
         _add(GROUP_1, NODE_A);
     }
 
@@ -616,25 +660,6 @@ contract KeyRegistryTest is TestBase {
         _add(GROUP_1, NODE_A);
         vm.expectRevert(abi.encodeWithSelector(IKeyRegistry.AlreadyMember.selector, GROUP_1, NODE_A));
         _add(GROUP_1, NODE_A);
-    }
-
-    function test_RevertWhen_addMember_NodeGroupLimitReached() public {
-        _register(NODE_A, keyA);
-        uint256 limit = registry.MAX_GROUPS_PER_NODE();
-        bytes32[] memory groups = new bytes32[](limit);
-        for (uint256 i; i < limit; ++i) {
-            groups[i] = bytes32(i + 1);
-            _group(groups[i]);
-            _add(groups[i], NODE_A);
-        }
-        _group(GROUP_1);
-        vm.expectRevert(abi.encodeWithSelector(IKeyRegistry.NodeGroupLimitReached.selector, NODE_A, limit));
-        _add(GROUP_1, NODE_A);
-
-        // A node at the limit can still be revoked (and rotated) in one transaction.
-        vm.prank(OWNER);
-        registry.revokeNode(NODE_A, groups);
-        assertEq(registry.getGroup(groups[limit - 1]).memberCount, 0, "removed everywhere");
     }
 
     // ------------------------------------------------------------------ removeMember
@@ -657,7 +682,6 @@ contract KeyRegistryTest is TestBase {
         assertEq(members.length, 2, "count");
         assertEq(members[0], NODE_C, "last moved to the hole");
         assertEq(members[1], NODE_B, "second unchanged");
-        assertEq(registry.nodeGroupCount(NODE_A), 0, "A has no group");
 
         // The moved member's position was updated: removing it takes out C, not whatever sits at its old slot.
         vm.prank(ADMIN);
@@ -703,7 +727,7 @@ contract KeyRegistryTest is TestBase {
         vm.prank(OWNER);
         registry.leaveGroup(GROUP_2, NODE_A);
         assertTrue(!registry.isMember(GROUP_2, NODE_A), "left");
-        assertEq(registry.nodeGroupCount(NODE_A), 1, "one group left");
+        assertTrue(registry.isMember(GROUP_1, NODE_A), "other group kept");
     }
 
     function test_RevertWhen_leaveGroup_GroupNotFound() public {
@@ -736,14 +760,18 @@ contract KeyRegistryTest is TestBase {
 
     // ------------------------------------------------------------------ queries
 
+    function test_constructor_ZeroOperatorDeploysAnOpenRegistry() public {
+        vm.recordLogs();
+        KeyRegistry open = new KeyRegistry(address(0));
+        assertEq(vm.getRecordedLogs().length, 0, "no event");
+        assertEq(open.operator(), address(0), "no operator");
+        assertEq(open.pendingOperator(), address(0), "no pending operator");
+        assertTrue(open.isRegistrar(STRANGER) && open.isRegistrar(address(0)), "everyone registers");
+    }
+
     function test_RevertWhen_getNode_Unknown() public {
         vm.expectRevert(abi.encodeWithSelector(IKeyRegistry.NodeNotFound.selector, NODE_A));
         registry.getNode(NODE_A);
-    }
-
-    function test_RevertWhen_nodeGroupCount_Unknown() public {
-        vm.expectRevert(abi.encodeWithSelector(IKeyRegistry.NodeNotFound.selector, NODE_A));
-        registry.nodeGroupCount(NODE_A);
     }
 
     function test_RevertWhen_getGroup_Unknown() public {

@@ -18,7 +18,7 @@ contract ProofOfPossessionTest is TestBase {
     address internal nodeKeyAddress;
 
     function setUp() public {
-        registry = new KeyRegistry();
+        registry = new KeyRegistry(address(0));
         nodeKey = testNodeKey("1111");
         nodeKeyAddress = vm.addr(nodeKey);
     }
@@ -73,7 +73,7 @@ contract ProofOfPossessionTest is TestBase {
     }
 
     function test_RevertWhen_ProofIsFromAnotherRegistry() public {
-        KeyRegistry other = new KeyRegistry();
+        KeyRegistry other = new KeyRegistry(address(0));
         (bytes memory publicKey, bytes memory signature) = proof(other, nodeKey, NODE, OWNER, 1);
         vm.prank(OWNER);
         other.registerNode(NODE, publicKey, signature);
@@ -95,11 +95,11 @@ contract ProofOfPossessionTest is TestBase {
         uint256 secondKey = testNodeKey("1111 v2");
         (bytes memory secondPublicKey, bytes memory secondProof) = proof(registry, secondKey, NODE, OWNER, 2);
         vm.prank(OWNER);
-        registry.rotateKey(NODE, secondPublicKey, secondProof, none());
+        registry.rotateKey(NODE, secondPublicKey, secondProof);
         (bytes memory thirdPublicKey, bytes memory thirdProof) =
             proof(registry, testNodeKey("1111 v3"), NODE, OWNER, 3);
         vm.prank(OWNER);
-        registry.rotateKey(NODE, thirdPublicKey, thirdProof, none());
+        registry.rotateKey(NODE, thirdPublicKey, thirdProof);
 
         // Going back to key 2 with its old (version 2) proof must fail: version 4 is expected now.
         vm.expectRevert(
@@ -110,7 +110,7 @@ contract ProofOfPossessionTest is TestBase {
             )
         );
         vm.prank(OWNER);
-        registry.rotateKey(NODE, secondPublicKey, secondProof, none());
+        registry.rotateKey(NODE, secondPublicKey, secondProof);
     }
 
     function test_RevertWhen_SignatureIsHighS() public {
@@ -149,7 +149,7 @@ contract ProofOfPossessionTest is TestBase {
             abi.encodeWithSelector(IKeyRegistry.InvalidSignature.selector, vm.addr(newKey), nodeKeyAddress)
         );
         vm.prank(OWNER);
-        registry.rotateKey(NODE, newPublicKey, signature, none());
+        registry.rotateKey(NODE, newPublicKey, signature);
     }
 
     function _split(bytes memory signature) internal pure returns (bytes32 r, bytes32 s, uint8 v) {

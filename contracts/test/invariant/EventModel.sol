@@ -2,17 +2,21 @@
 pragma solidity 0.8.30;
 
 import {Vm} from "../utils/Vm.sol";
+import {TopicFilterReference} from "../utils/TopicFilterReference.sol";
 import {IKeyRegistry} from "../../src/IKeyRegistry.sol";
 
-/// The registry's state rebuilt from its logs alone, the way the bridge and an auditor would. It never calls
-/// the registry. Inconsistent logs (an epoch that does not grow by exactly one, an event about an unknown
-/// node or group) are recorded in `violation` rather than reverting, so the invariant test can report them.
+/// The registry's state rebuilt from its logs alone, the way the bridge and an auditor would: nodes (with
+/// pending owners), groups (with pending admins and members), admin approvals, operator, pending operator and
+/// registrars. It never calls the registry. Logs that break a rule (an epoch that does not grow by exactly one,
+/// an event about an unknown node or group, a member added without its owner's consent, a transfer accepted by
+/// someone it was not offered to, a registration by a non-registrar in a closed registry, an invalid topic
+/// filter) are recorded in `violation` rather than reverting, so the invariant test can report them.
 contract EventModel {
     struct NodeState {
         address owner;
         uint32 keyVersion;
         IKeyRegistry.NodeStatus status;
-        uint32 groupCount;
+        address pendingOwner;
         bytes publicKey;
     }
 
@@ -21,6 +25,7 @@ contract EventModel {
         address admin;
         uint64 epoch;
         uint32 memberCount;
+        address pendingAdmin;
         string topicFilter;
     }
 
@@ -31,6 +36,10 @@ contract EventModel {
     mapping(bytes32 => NodeState) internal _nodes;
     mapping(bytes32 => GroupState) internal _groups;
     mapping(bytes32 => mapping(bytes32 => bool)) public isMember;
+    mapping(address owner => mapping(address admin => bool)) public isAdminApproved;
+    address public operator;
+    address public pendingOperator;
+    mapping(address => bool) internal _registrars;
 
     constructor(address registry_) {
         registry = registry_;
@@ -42,6 +51,10 @@ contract EventModel {
 
     function group(bytes32 groupId) external view returns (GroupState memory) {
         return _groups[groupId];
+    }
+
+    function isRegistrar(address account) public view returns (bool) {
+        return operator == address(0) || _registrars[account];
     }
 
     function ingest(Vm.Log[] calldata logs) external {
@@ -58,60 +71,111 @@ contract EventModel {
             NodeState storage n = _nodes[log.topics[1]];
             if (n.status != IKeyRegistry.NodeStatus.None) _violate("NodeRegistered twice");
             (bytes memory publicKey, uint32 keyVersion) = abi.decode(log.data, (bytes, uint32));
-            n.owner = address(uint160(uint256(log.topics[2])));
+            n.owner = _address(log.topics[2]);
+            if (!isRegistrar(n.owner)) _violate("node registered by a non-registrar");
+            if (keyVersion != 1) _violate("registered with a key version other than 1");
             n.publicKey = publicKey;
             n.keyVersion = keyVersion;
             n.status = IKeyRegistry.NodeStatus.Active;
         } else if (topic == IKeyRegistry.NodeKeyRotated.selector) {
             NodeState storage n = _activeNode(log.topics[1]);
-            (bytes memory publicKey, uint32 keyVersion,) = abi.decode(log.data, (bytes, uint32, address));
+            (bytes memory publicKey, uint32 keyVersion, address actor) =
+                abi.decode(log.data, (bytes, uint32, address));
             if (keyVersion != n.keyVersion + 1) _violate("key version did not grow by one");
+            if (actor != n.owner) _violate("rotated by a non-owner");
             n.publicKey = publicKey;
             n.keyVersion = keyVersion;
         } else if (topic == IKeyRegistry.NodeRevoked.selector) {
-            _activeNode(log.topics[1]).status = IKeyRegistry.NodeStatus.Revoked;
+            NodeState storage n = _activeNode(log.topics[1]);
+            if (abi.decode(log.data, (address)) != n.owner) _violate("revoked by a non-owner");
+            n.status = IKeyRegistry.NodeStatus.Revoked;
+        } else if (topic == IKeyRegistry.NodeOwnershipTransferStarted.selector) {
+            NodeState storage n = _activeNode(log.topics[1]);
+            if (n.owner != _address(log.topics[2])) _violate("node offered by a non-owner");
+            n.pendingOwner = _address(log.topics[3]);
         } else if (topic == IKeyRegistry.NodeOwnershipTransferred.selector) {
             NodeState storage n = _activeNode(log.topics[1]);
-            if (n.owner != address(uint160(uint256(log.topics[2])))) _violate("transfer from a non-owner");
-            n.owner = address(uint160(uint256(log.topics[3])));
+            if (n.owner != _address(log.topics[2])) _violate("transfer from a non-owner");
+            address newOwner = _address(log.topics[3]);
+            if (newOwner == address(0) || newOwner != n.pendingOwner) {
+                _violate("node taken without an offer");
+            }
+            n.owner = newOwner;
+            n.pendingOwner = address(0);
         } else if (topic == IKeyRegistry.GroupCreated.selector) {
             GroupState storage g = _groups[log.topics[1]];
             if (g.exists) _violate("GroupCreated twice");
             g.exists = true;
-            g.admin = address(uint160(uint256(log.topics[2])));
+            g.admin = _address(log.topics[2]);
+            if (!isRegistrar(g.admin)) _violate("group created by a non-registrar");
             g.topicFilter = abi.decode(log.data, (string));
+            (bool valid,) = TopicFilterReference.check(bytes(g.topicFilter));
+            if (!valid) _violate("group created with an invalid topic filter");
+        } else if (topic == IKeyRegistry.GroupAdminTransferStarted.selector) {
+            GroupState storage g = _existingGroup(log.topics[1]);
+            if (g.admin != _address(log.topics[2])) _violate("group offered by a non-admin");
+            g.pendingAdmin = _address(log.topics[3]);
         } else if (topic == IKeyRegistry.GroupAdminTransferred.selector) {
             GroupState storage g = _existingGroup(log.topics[1]);
-            if (g.admin != address(uint160(uint256(log.topics[2])))) {
-                _violate("admin transfer from a non-admin");
+            if (g.admin != _address(log.topics[2])) _violate("admin transfer from a non-admin");
+            address newAdmin = _address(log.topics[3]);
+            if (newAdmin == address(0) || newAdmin != g.pendingAdmin) {
+                _violate("group taken without an offer");
             }
-            g.admin = address(uint160(uint256(log.topics[3])));
+            g.admin = newAdmin;
+            g.pendingAdmin = address(0);
+        } else if (topic == IKeyRegistry.AdminApprovalSet.selector) {
+            address admin = _address(log.topics[2]);
+            if (admin == address(0)) _violate("approval of the zero address");
+            isAdminApproved[_address(log.topics[1])][admin] = abi.decode(log.data, (bool));
         } else if (topic == IKeyRegistry.MemberAdded.selector) {
-            (bytes32 groupId, bytes32 nodeId) = (log.topics[1], log.topics[2]);
-            (uint64 epoch,) = abi.decode(log.data, (uint64, address));
-            if (isMember[groupId][nodeId]) _violate("added twice");
-            if (_activeNode(nodeId).status != IKeyRegistry.NodeStatus.Active) {
-                _violate("added a revoked node");
-            }
-            _bumpEpoch(groupId, epoch).memberCount += 1;
-            _nodes[nodeId].groupCount += 1;
-            isMember[groupId][nodeId] = true;
+            _memberAdded(log);
         } else if (topic == IKeyRegistry.MemberRemoved.selector) {
             (bytes32 groupId, bytes32 nodeId) = (log.topics[1], log.topics[2]);
-            (uint64 epoch,) = abi.decode(log.data, (uint64, address));
+            (uint64 epoch, address actor) = abi.decode(log.data, (uint64, address));
             if (!isMember[groupId][nodeId]) _violate("removed a non-member");
-            _bumpEpoch(groupId, epoch).memberCount -= 1;
-            _nodes[nodeId].groupCount -= 1;
+            GroupState storage g = _bumpEpoch(groupId, epoch);
+            if (actor != g.admin && actor != _nodes[nodeId].owner) {
+                _violate("removed by neither admin nor owner");
+            }
+            g.memberCount -= 1;
             isMember[groupId][nodeId] = false;
-        } else if (topic == IKeyRegistry.GroupEpochBumped.selector) {
-            (bytes32 groupId, bytes32 nodeId) = (log.topics[1], log.topics[2]);
-            (uint64 epoch, uint32 keyVersion) = abi.decode(log.data, (uint64, uint32));
-            if (!isMember[groupId][nodeId]) _violate("epoch bump for a non-member");
-            if (_nodes[nodeId].keyVersion != keyVersion) _violate("epoch bump with a stale key version");
-            _bumpEpoch(groupId, epoch);
+        } else if (topic == IKeyRegistry.OperatorTransferred.selector) {
+            address previous = _address(log.topics[1]);
+            address next = _address(log.topics[2]);
+            if (previous != operator) _violate("operator transfer from a non-operator");
+            // Only the deployment of a closed registry starts from zero; later moves need an accepted offer.
+            if (previous != address(0) && next != pendingOperator) {
+                _violate("operator role taken without offer");
+            }
+            if (next == address(0)) _violate("operator role moved to zero");
+            operator = next;
+            pendingOperator = address(0);
+        } else if (topic == IKeyRegistry.OperatorTransferStarted.selector) {
+            if (operator == address(0) || _address(log.topics[1]) != operator) {
+                _violate("operator role offered by a non-operator");
+            }
+            pendingOperator = _address(log.topics[2]);
+        } else if (topic == IKeyRegistry.RegistrarSet.selector) {
+            if (operator == address(0)) _violate("registrar set in an open registry");
+            _registrars[_address(log.topics[1])] = abi.decode(log.data, (bool));
         } else {
             _violate("unknown event");
         }
+    }
+
+    function _memberAdded(Vm.Log calldata log) internal {
+        (bytes32 groupId, bytes32 nodeId) = (log.topics[1], log.topics[2]);
+        (uint64 epoch, address actor) = abi.decode(log.data, (uint64, address));
+        if (isMember[groupId][nodeId]) _violate("added twice");
+        NodeState storage n = _activeNode(nodeId);
+        GroupState storage g = _bumpEpoch(groupId, epoch);
+        if (actor != g.admin) _violate("added by a non-admin");
+        if (actor != n.owner && !isAdminApproved[n.owner][actor]) {
+            _violate("added without the owner's consent");
+        }
+        g.memberCount += 1;
+        isMember[groupId][nodeId] = true;
     }
 
     function _activeNode(bytes32 nodeId) internal returns (NodeState storage n) {
@@ -128,6 +192,10 @@ contract EventModel {
         g = _existingGroup(groupId);
         if (epoch != g.epoch + 1) _violate("epoch did not grow by one");
         g.epoch = epoch;
+    }
+
+    function _address(bytes32 topic) internal pure returns (address) {
+        return address(uint160(uint256(topic)));
     }
 
     function _violate(string memory what) internal {

@@ -123,26 +123,4 @@ abstract contract TestBase {
         }
         return ecrecover(digest, v, r, s);
     }
-
-    function sorted(bytes32[] memory ids) internal pure returns (bytes32[] memory) {
-        for (uint256 i = 1; i < ids.length; ++i) {
-            bytes32 key = ids[i];
-            uint256 j = i;
-            while (j > 0 && ids[j - 1] > key) {
-                ids[j] = ids[j - 1];
-                --j;
-            }
-            ids[j] = key;
-        }
-        return ids;
-    }
-
-    function one(bytes32 id) internal pure returns (bytes32[] memory list) {
-        list = new bytes32[](1);
-        list[0] = id;
-    }
-
-    function none() internal pure returns (bytes32[] memory) {
-        return new bytes32[](0);
-    }
 }

@@ -36,6 +36,7 @@ interface Vm {
     function assume(bool condition) external pure;
     function label(address account, string calldata newLabel) external;
     function snapshotState() external returns (uint256 snapshotId);
+    function cool(address target) external;
     function revertToState(uint256 snapshotId) external returns (bool success);
 
     // keys
@@ -46,6 +47,7 @@ interface Vm {
     // expectations and recording
     function expectRevert(bytes4 revertData) external;
     function expectRevert(bytes calldata revertData) external;
+    function expectEmit() external;
     function expectEmit(address emitter) external;
     function recordLogs() external;
     function getRecordedLogs() external returns (Log[] memory);
@@ -84,6 +86,8 @@ interface Vm {
     function writeJson(string calldata json, string calldata path) external;
     function removeFile(string calldata path) external;
     function envOr(string calldata name, bool defaultValue) external view returns (bool);
+    function envOr(string calldata name, address defaultValue) external view returns (address);
+    function setEnv(string calldata name, string calldata value) external;
     function toString(uint256 value) external pure returns (string memory);
     function toString(bytes32 value) external pure returns (string memory);
     function toString(address value) external pure returns (string memory);
