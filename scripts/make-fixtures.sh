@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Regenerates anvil-fixtures/ (the paper's setup on a local chain) deterministically:
 #   1. starts Anvil on a free loopback port (chain id 31337, default mnemonic, fixed block timestamps),
-#   2. deploys KeyRegistry with scripts/deploy.sh,
+#   2. deploys an open KeyRegistry (operator zero: anyone registers) with scripts/deploy.sh,
 #   3. registers nodes 1111..1114 (TEST-ONLY keys: keccak256("anchormq test node <id>")) owned by account 0,
-#      creates hsu0001 {1111, 1112} and hsu0002 {1113, 1114} administered by account 0, all with cast send,
+#      creates hsu0001 {1111, 1112} and hsu0002 {1113, 1114} administered by account 0, all with cast send
+#      (account 0 owns the nodes it adds, so no admin approval is needed),
 #   4. stops Anvil, which dumps its state to anvil-fixtures/paper-state.json,
 #   5. writes anvil-fixtures/paper.json (what the Rust side reads).
 # Prints the gasUsed of the registerNode and addMember receipts (full transaction gas) on stderr.
@@ -48,8 +49,9 @@ next_block() {
 
 next_block
 # The deployment record goes to the work dir: the repository's deployments/ is for real chains.
+# Open whatever ANCHORMQ_REGISTRY_OPERATOR says in the caller's environment.
 ANCHORMQ_DEPLOYMENTS_DIR="$work" "$ROOT/scripts/deploy.sh" --rpc-url "$rpc" --private-key "$owner_key" \
-  >"$work/deployment.json"
+  --operator 0x0000000000000000000000000000000000000000 >"$work/deployment.json"
 registry="$(node -p "require('$work/deployment.json').address")"
 
 send() {
