@@ -234,7 +234,7 @@ impl RegistryClient {
         .await
     }
 
-    /// Rotates `node` to `new_key`; finds the node's groups from the chain's logs.
+    /// Rotates `node` to `new_key` (constant gas: no group is touched).
     pub async fn rotate_key(
         &self,
         node: B256,
@@ -242,24 +242,21 @@ impl RegistryClient {
     ) -> Result<TxOutcome, ChainError> {
         let current = self.node(node).await?;
         let proof = self.prove_possession(node, new_key, current.keyVersion + 1)?;
-        let groups = self.node_groups(node).await?;
         self.send(
             "rotateKey",
-            self.registry
-                .rotateKey(node, compressed(new_key), proof, groups),
+            self.registry.rotateKey(node, compressed(new_key), proof),
         )
         .await
     }
 
-    /// Revokes `node` for good, removing it from all its groups.
+    /// Revokes `node` for good (constant gas: no group is touched).
     pub async fn revoke_node(&self, node: B256) -> Result<TxOutcome, ChainError> {
-        let groups = self.node_groups(node).await?;
-        self.send("revokeNode", self.registry.revokeNode(node, groups))
+        self.send("revokeNode", self.registry.revokeNode(node))
             .await
     }
 
-    /// Gives `node` to `new_owner`.
-    pub async fn transfer_node(
+    /// Offers `node` to `new_owner`, who must accept it; `Address::ZERO` withdraws the offer.
+    pub async fn offer_node(
         &self,
         node: B256,
         new_owner: Address,
@@ -269,6 +266,65 @@ impl RegistryClient {
             self.registry.transferNodeOwnership(node, new_owner),
         )
         .await
+    }
+
+    /// Takes ownership of a node offered to the sending account.
+    pub async fn accept_node(&self, node: B256) -> Result<TxOutcome, ChainError> {
+        self.send(
+            "acceptNodeOwnership",
+            self.registry.acceptNodeOwnership(node),
+        )
+        .await
+    }
+
+    /// Allows (or stops allowing) `admin` to add the sending account's nodes to its groups.
+    pub async fn set_admin_approval(
+        &self,
+        admin: Address,
+        approved: bool,
+    ) -> Result<TxOutcome, ChainError> {
+        self.send(
+            "setAdminApproval",
+            self.registry.setAdminApproval(admin, approved),
+        )
+        .await
+    }
+
+    /// Whether `owner` approved `admin` to add its nodes.
+    pub async fn is_admin_approved(
+        &self,
+        owner: Address,
+        admin: Address,
+    ) -> Result<bool, ChainError> {
+        self.registry
+            .isAdminApproved(owner, admin)
+            .call()
+            .await
+            .map_err(|e| ChainError::from_contract("isAdminApproved", e))
+    }
+
+    /// Allows (or stops allowing) `registrar` in a closed registry (operator only).
+    pub async fn set_registrar(
+        &self,
+        registrar: Address,
+        allowed: bool,
+    ) -> Result<TxOutcome, ChainError> {
+        self.send(
+            "setRegistrar",
+            self.registry.setRegistrar(registrar, allowed),
+        )
+        .await
+    }
+
+    /// The operator of a closed registry, `None` for an open one.
+    pub async fn operator(&self) -> Result<Option<Address>, ChainError> {
+        let operator = self
+            .registry
+            .operator()
+            .call()
+            .await
+            .map_err(|e| ChainError::from_contract("operator", e))?;
+        Ok((!operator.is_zero()).then_some(operator))
     }
 
     /// Creates `group` administered by the sending account.
@@ -284,8 +340,9 @@ impl RegistryClient {
         .await
     }
 
-    /// Gives the admin role of `group` to `new_admin`.
-    pub async fn transfer_group_admin(
+    /// Offers the admin role of `group` to `new_admin`, who must accept it; `Address::ZERO`
+    /// withdraws the offer.
+    pub async fn offer_group_admin(
         &self,
         group: B256,
         new_admin: Address,
@@ -295,6 +352,12 @@ impl RegistryClient {
             self.registry.transferGroupAdmin(group, new_admin),
         )
         .await
+    }
+
+    /// Takes the admin role of a group offered to the sending account.
+    pub async fn accept_group_admin(&self, group: B256) -> Result<TxOutcome, ChainError> {
+        self.send("acceptGroupAdmin", self.registry.acceptGroupAdmin(group))
+            .await
     }
 
     /// Adds `node` to `group`.
@@ -380,7 +443,7 @@ impl RegistryClient {
             .map_err(|e| ChainError::from_contract("nodeKeyDigest", e))
     }
 
-    /// The groups `node` is in now, strictly ascending, rebuilt from its MemberAdded/MemberRemoved logs.
+    /// The groups `node` is recorded in now, strictly ascending, rebuilt from its MemberAdded/MemberRemoved logs.
     pub async fn node_groups(&self, node: B256) -> Result<Vec<B256>, ChainError> {
         let head = self
             .provider

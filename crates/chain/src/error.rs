@@ -14,7 +14,7 @@ fn describe_revert(error: &IKeyRegistryErrors) -> String {
     use IKeyRegistryErrors as E;
     match error {
         E::ZeroId(_) => "the ID must not be zero".into(),
-        E::ZeroAddress(_) => "the new owner or admin must not be the zero address".into(),
+        E::ZeroAddress(_) => "the account must not be the zero address".into(),
         E::NodeAlreadyRegistered(e) => format!("node {} is already registered", show_id(&e.nodeId)),
         E::NodeNotFound(e) => format!("node {} is not registered", show_id(&e.nodeId)),
         E::NotNodeOwner(e) => format!(
@@ -63,25 +63,43 @@ fn describe_revert(error: &IKeyRegistryErrors) -> String {
             show_id(&e.nodeId),
             show_id(&e.groupId)
         ),
-        E::NodeGroupLimitReached(e) => {
-            format!(
-                "node {} is already in the maximum of {} groups",
-                show_id(&e.nodeId),
-                e.limit
-            )
-        }
         E::TopicFilterTooLong(e) => format!(
             "topic filter is {} bytes, at most {} allowed",
             e.length, e.limit
         ),
-        E::GroupListLengthMismatch(e) => format!(
-            "node {} is in {} groups but {} were listed",
-            show_id(&e.nodeId),
-            e.expected,
-            e.given
+        E::InvalidTopicFilter(e) => format!(
+            "topic filter is not a valid MQTT topic filter at byte {}: only printable ASCII, '+' as a \
+             whole level and '#' as the whole last level are allowed",
+            e.index
         ),
-        E::GroupListNotAscending(e) => {
-            format!("group list is not strictly ascending at index {}", e.index)
+        E::NotPendingNodeOwner(e) => format!(
+            "node {} was not offered to account {}",
+            show_id(&e.nodeId),
+            e.caller
+        ),
+        E::NotPendingGroupAdmin(e) => format!(
+            "the admin role of group {} was not offered to account {}",
+            show_id(&e.groupId),
+            e.caller
+        ),
+        E::AdminNotApproved(e) => format!(
+            "the owner {} of node {} has not approved admin {}: the owner must run \
+             `anchormq node approve-admin --admin {}` first",
+            e.owner,
+            show_id(&e.nodeId),
+            e.admin,
+            e.admin
+        ),
+        E::NotRegistrar(e) => format!(
+            "this registry is closed and account {} is not a registrar: ask its operator to add it",
+            e.caller
+        ),
+        E::NotOperator(e) => format!(
+            "account {} is not the registry's operator (an open registry has none)",
+            e.caller
+        ),
+        E::NotPendingOperator(e) => {
+            format!("the operator role was not offered to account {}", e.caller)
         }
     }
 }

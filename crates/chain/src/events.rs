@@ -98,7 +98,7 @@ pub enum RegistryEvent {
         /// Account that sent the transaction.
         actor: Address,
     },
-    /// A node left a group (removed, left, or revoked).
+    /// A node left a group (removed by the admin, or left by its owner).
     MemberRemoved {
         /// Group ID.
         group: B256,
@@ -109,16 +109,53 @@ pub enum RegistryEvent {
         /// Account that sent the transaction.
         actor: Address,
     },
-    /// A group's epoch increased because a member rotated its key.
-    GroupEpochBumped {
+    /// A node's owner offered it to another account (zero: the offer was withdrawn).
+    NodeOwnershipTransferStarted {
+        /// Node ID.
+        node: B256,
+        /// Current owner.
+        owner: Address,
+        /// Account that may accept.
+        pending: Address,
+    },
+    /// A group's admin offered the role to another account (zero: the offer was withdrawn).
+    GroupAdminTransferStarted {
         /// Group ID.
         group: B256,
-        /// The member whose key changed.
-        node: B256,
-        /// The group's new epoch.
-        epoch: u64,
-        /// The member's new key version.
-        key_version: u32,
+        /// Current admin.
+        admin: Address,
+        /// Account that may accept.
+        pending: Address,
+    },
+    /// A node owner allowed (or stopped allowing) an admin to add its nodes to the admin's groups.
+    AdminApprovalSet {
+        /// The node owner.
+        owner: Address,
+        /// The group admin.
+        admin: Address,
+        /// Allowed or not.
+        approved: bool,
+    },
+    /// The operator role of a closed registry moved.
+    OperatorTransferred {
+        /// Previous operator (zero at deployment).
+        from: Address,
+        /// New operator.
+        to: Address,
+    },
+    /// The operator offered its role to another account (zero: the offer was withdrawn).
+    OperatorTransferStarted {
+        /// Current operator.
+        operator: Address,
+        /// Account that may accept.
+        pending: Address,
+    },
+    /// The operator allowed (or stopped allowing) an account to register nodes and create groups.
+    RegistrarSet {
+        /// The account.
+        registrar: Address,
+        /// Allowed or not.
+        allowed: bool,
     },
 }
 
@@ -134,7 +171,12 @@ impl RegistryEvent {
             Self::GroupAdminTransferred { .. } => "GroupAdminTransferred",
             Self::MemberAdded { .. } => "MemberAdded",
             Self::MemberRemoved { .. } => "MemberRemoved",
-            Self::GroupEpochBumped { .. } => "GroupEpochBumped",
+            Self::NodeOwnershipTransferStarted { .. } => "NodeOwnershipTransferStarted",
+            Self::GroupAdminTransferStarted { .. } => "GroupAdminTransferStarted",
+            Self::AdminApprovalSet { .. } => "AdminApprovalSet",
+            Self::OperatorTransferred { .. } => "OperatorTransferred",
+            Self::OperatorTransferStarted { .. } => "OperatorTransferStarted",
+            Self::RegistrarSet { .. } => "RegistrarSet",
         }
     }
 
@@ -145,10 +187,10 @@ impl RegistryEvent {
             | Self::NodeKeyRotated { node, .. }
             | Self::NodeRevoked { node, .. }
             | Self::NodeOwnershipTransferred { node, .. }
+            | Self::NodeOwnershipTransferStarted { node, .. }
             | Self::MemberAdded { node, .. }
-            | Self::MemberRemoved { node, .. }
-            | Self::GroupEpochBumped { node, .. } => Some(*node),
-            Self::GroupCreated { .. } | Self::GroupAdminTransferred { .. } => None,
+            | Self::MemberRemoved { node, .. } => Some(*node),
+            _ => None,
         }
     }
 
@@ -157,9 +199,9 @@ impl RegistryEvent {
         match self {
             Self::GroupCreated { group, .. }
             | Self::GroupAdminTransferred { group, .. }
+            | Self::GroupAdminTransferStarted { group, .. }
             | Self::MemberAdded { group, .. }
-            | Self::MemberRemoved { group, .. }
-            | Self::GroupEpochBumped { group, .. } => Some(*group),
+            | Self::MemberRemoved { group, .. } => Some(*group),
             _ => None,
         }
     }
@@ -212,11 +254,32 @@ impl From<IKeyRegistryEvents> for RegistryEvent {
                 epoch: e.epoch,
                 actor: e.actor,
             },
-            E::GroupEpochBumped(e) => Self::GroupEpochBumped {
-                group: e.groupId,
+            E::NodeOwnershipTransferStarted(e) => Self::NodeOwnershipTransferStarted {
                 node: e.nodeId,
-                epoch: e.epoch,
-                key_version: e.keyVersion,
+                owner: e.owner,
+                pending: e.pendingOwner,
+            },
+            E::GroupAdminTransferStarted(e) => Self::GroupAdminTransferStarted {
+                group: e.groupId,
+                admin: e.admin,
+                pending: e.pendingAdmin,
+            },
+            E::AdminApprovalSet(e) => Self::AdminApprovalSet {
+                owner: e.owner,
+                admin: e.admin,
+                approved: e.approved,
+            },
+            E::OperatorTransferred(e) => Self::OperatorTransferred {
+                from: e.previousOperator,
+                to: e.newOperator,
+            },
+            E::OperatorTransferStarted(e) => Self::OperatorTransferStarted {
+                operator: e.operator,
+                pending: e.pendingOperator,
+            },
+            E::RegistrarSet(e) => Self::RegistrarSet {
+                registrar: e.registrar,
+                allowed: e.allowed,
             },
         }
     }

@@ -27,7 +27,7 @@ pub struct NodeRecord {
     pub key_version: u32,
     /// Active or revoked.
     pub status: NodeStatus,
-    /// Groups the node is currently a member of.
+    /// Groups the node is recorded in (a revoked node stays recorded until removed).
     pub groups: BTreeSet<B256>,
     /// The last event that changed this record.
     pub updated_at: LogPosition,
@@ -40,9 +40,9 @@ pub struct GroupRecord {
     pub admin: Address,
     /// MQTT topic filter the group protects (may be empty).
     pub topic_filter: String,
-    /// Increases on every change of who can read.
+    /// Increases on every membership change.
     pub epoch: u64,
-    /// Current members.
+    /// Recorded members (revoked nodes included until removed; they read and send nothing).
     pub members: BTreeSet<B256>,
     /// The last event that changed this record.
     pub updated_at: LogPosition,
@@ -152,6 +152,14 @@ impl RegistryState {
                 record.key_version = *key_version;
                 record.updated_at = at;
                 changed.nodes.insert(*node);
+                // Group notes carry each member's key version: the node's groups change with it
+                // (the chain bumps no epoch; members re-key when a member's key changes).
+                for group in &record.groups {
+                    if let Some(group_record) = self.groups.get_mut(group) {
+                        group_record.updated_at = at;
+                        changed.groups.insert(*group);
+                    }
+                }
             }
             RegistryEvent::NodeRevoked { node, .. } => {
                 let record = self
@@ -238,20 +246,14 @@ impl RegistryState {
                 record.updated_at = at;
                 changed.groups.insert(*group);
             }
-            RegistryEvent::GroupEpochBumped {
-                group, node, epoch, ..
-            } => {
-                let record = self
-                    .groups
-                    .get_mut(group)
-                    .ok_or_else(|| fail(format!("unknown group {group}")))?;
-                if !record.members.contains(node) {
-                    return Err(fail(format!("node {node} is not a member")));
-                }
-                record.epoch = *epoch;
-                record.updated_at = at;
-                changed.groups.insert(*group);
-            }
+            // Offers, approvals and registrar roles change who may send future transactions,
+            // not what any note says.
+            RegistryEvent::NodeOwnershipTransferStarted { .. }
+            | RegistryEvent::GroupAdminTransferStarted { .. }
+            | RegistryEvent::AdminApprovalSet { .. }
+            | RegistryEvent::OperatorTransferred { .. }
+            | RegistryEvent::OperatorTransferStarted { .. }
+            | RegistryEvent::RegistrarSet { .. } => {}
         }
         self.position = Some(at);
         Ok(changed)

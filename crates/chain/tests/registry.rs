@@ -170,20 +170,17 @@ async fn every_operation_round_trips_and_reverts_are_decoded() {
         vec![group("hsu0001")]
     );
 
-    // Rotation finds the node's groups itself and bumps their epochs.
+    // Rotation is one constant-gas transaction that touches no group: the epoch stays.
     let rotated = chain
         .admin
         .rotate_key(node("1111"), &random_key())
         .await
         .expect("rotates");
-    assert!(rotated.events.iter().any(|e| matches!(
+    assert!(rotated.events.iter().all(|e| matches!(
         e.event,
-        RegistryEvent::GroupEpochBumped {
-            epoch: 2,
-            key_version: 2,
-            ..
-        }
+        RegistryEvent::NodeKeyRotated { key_version: 2, .. }
     )));
+    assert_eq!(chain.admin.group(group("hsu0001")).await.unwrap().epoch, 1);
 
     // Another account is neither admin nor owner.
     let stranger = RegistryClient::connect(
@@ -218,18 +215,56 @@ async fn every_operation_round_trips_and_reverts_are_decoded() {
         .revoke_node(node("1111"))
         .await
         .expect("revokes");
+    // Revocation touches no group either: the node stays recorded, revoked, and reads nothing.
     assert!(
         revoked
             .events
             .iter()
-            .any(|e| matches!(e.event, RegistryEvent::MemberRemoved { .. }))
+            .all(|e| matches!(e.event, RegistryEvent::NodeRevoked { .. }))
+    );
+    assert_eq!(chain.admin.group(group("hsu0001")).await.unwrap().epoch, 1);
+
+    // A stranger's group cannot take in someone else's node without the owner's consent.
+    stranger
+        .create_group(group("evil"), "hsu/0001/#")
+        .await
+        .expect("anyone may create a group");
+    chain
+        .admin
+        .register_node(node("1112"), &random_key())
+        .await
+        .unwrap();
+    let error = stranger
+        .add_member(group("evil"), node("1112"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error.revert(),
+            Some(IKeyRegistryErrors::AdminNotApproved(_))
+        ),
+        "{error}"
     );
     assert!(
-        !chain
-            .admin
-            .is_member(group("hsu0001"), node("1111"))
-            .await
-            .unwrap()
+        error.to_string().contains("has not approved admin"),
+        "{error}"
+    );
+    chain
+        .admin
+        .set_admin_approval(stranger.sender().unwrap(), true)
+        .await
+        .unwrap();
+    stranger
+        .add_member(group("evil"), node("1112"))
+        .await
+        .expect("with consent");
+    let error = stranger.create_group(group("bad"), "a+").await.unwrap_err();
+    assert!(
+        matches!(
+            error.revert(),
+            Some(IKeyRegistryErrors::InvalidTopicFilter(_))
+        ),
+        "{error}"
     );
 }
 
@@ -290,7 +325,6 @@ async fn the_stream_rebuilds_exactly_the_contract_state() {
         assert_eq!(on_chain.publicKey, record.public_key);
         assert_eq!(on_chain.keyVersion, record.key_version);
         assert_eq!(on_chain.owner, record.owner);
-        assert_eq!(on_chain.groupCount as usize, record.groups.len());
     }
     for (id, record) in &state.groups {
         let on_chain = chain.admin.group(*id).await.unwrap();
@@ -302,8 +336,14 @@ async fn the_stream_rebuilds_exactly_the_contract_state() {
     }
     assert_eq!(
         state.groups[&group("hsu0001")].epoch,
-        5,
-        "3 adds, 1 removal, 1 rotation of a member"
+        4,
+        "3 adds and 1 removal; a member's rotation bumps no epoch"
+    );
+    // the revoked node stays recorded in its group, as on chain
+    assert!(
+        state.groups[&group("hsu0002")]
+            .members
+            .contains(&node("1114"))
     );
 }
 
