@@ -16,6 +16,7 @@ mod config;
 mod error;
 mod metrics;
 mod mirror;
+pub mod notes;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;

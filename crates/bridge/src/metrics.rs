@@ -35,6 +35,8 @@ pub struct Metrics {
     pub range_refusals: AtomicU64,
     /// Errors that stopped a batch (it is retried).
     pub errors: AtomicU64,
+    /// Notes built with chain data left out (a refused topic filter, an unreadable key).
+    pub chain_data_refused: AtomicU64,
 }
 
 impl Metrics {
@@ -42,7 +44,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let lag = get(&self.chain_head).saturating_sub(get(&self.mirrored_block));
-        let rows: [(&str, &str, &str, u64); 10] = [
+        let rows: [(&str, &str, &str, u64); 11] = [
             (
                 "anchormq_bridge_events_processed_total",
                 "counter",
@@ -102,6 +104,12 @@ impl Metrics {
                 "counter",
                 "Batches that failed and were retried.",
                 get(&self.errors),
+            ),
+            (
+                "anchormq_bridge_chain_data_refused_total",
+                "counter",
+                "Notes built with chain data left out (invalid topic filter: group mirrored as claiming no topic; unreadable key: no note). The log names the group or node.",
+                get(&self.chain_data_refused),
             ),
         ];
         let mut out = String::new();

@@ -6,14 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use anchormq_chain::{
-    B256, Changed, EventStream, GroupRecord, LogPosition, NodeRecord, PositionedEvent,
-    RegistryState, StreamError, StreamItem, StreamPosition, StreamStats,
+    B256, Changed, EventStream, PositionedEvent, RegistryState, StreamError, StreamItem,
+    StreamPosition, StreamStats,
 };
 use anchormq_core::chunk::Chunk;
-use anchormq_core::{
-    ChainPosition, GroupId, GroupNote, Member, NodeId, NodeNote, NodePublicKey, NodeSecretKey,
-    NodeStatus, Registry, Topics,
-};
+use anchormq_core::{GroupId, NodeId, NodeSecretKey, Registry, Topics};
 use anchormq_mqtt::{Link, LinkEvent, QoS};
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -22,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::checkpoint::Checkpoint;
 use crate::error::BridgeError;
 use crate::metrics::Metrics;
+use crate::notes;
 
 /// A note's subject: which retained topics it owns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -297,16 +295,7 @@ impl Mirror {
 
     /// Publishes a subject's note as retained chunks and clears chunk topics it no longer uses.
     async fn publish_subject(&mut self, subject: Subject) -> Result<Option<u64>, BridgeError> {
-        let chunks = match subject {
-            Subject::Node(id) => match self.state.nodes.get(&B256::from(id)) {
-                Some(record) => self.node_note(id, record)?.sign(&self.key).chunks(),
-                None => Vec::new(),
-            },
-            Subject::Group(id) => match self.state.groups.get(&B256::from(id)) {
-                Some(record) => self.group_note(id, record)?.sign(&self.key).chunks(),
-                None => Vec::new(),
-            },
-        };
+        let chunks = self.note_chunks(subject);
         let topic = |index: u16| match subject {
             Subject::Node(id) => self.topics.node_note(&NodeId::from_bytes(id), index),
             Subject::Group(id) => self.topics.group_note(&GroupId::from_bytes(id), index),
@@ -344,60 +333,43 @@ impl Mirror {
             .await
     }
 
-    fn position(&self, at: &LogPosition) -> ChainPosition {
-        ChainPosition {
-            chain_id: self.registry.chain_id,
-            registry: self.registry.address,
-            block_number: at.block_number,
-            block_hash: at.block_hash.0,
-            tx_hash: at.tx_hash.0,
-            log_index: at.log_index,
+    /// The signed chunks of a subject's note; none for a subject the chain no longer has, or one
+    /// the chain describes in a way no note can carry (logged and counted, never fatal).
+    fn note_chunks(&self, subject: Subject) -> Vec<Vec<u8>> {
+        let made = match subject {
+            Subject::Node(id) => match self.state.nodes.get(&B256::from(id)) {
+                Some(record) => notes::node_note(&self.registry, &B256::from(id), record)
+                    .map(|note| Some(note.sign(&self.key))),
+                None => Ok(None),
+            },
+            Subject::Group(id) => match self.state.groups.get(&B256::from(id)) {
+                Some(record) => {
+                    notes::group_note(&self.registry, &self.state, &B256::from(id), record).map(
+                        |(note, refused)| {
+                            if let Some(refused) = refused {
+                                self.refuse(&refused);
+                            }
+                            Some(note.sign(&self.key))
+                        },
+                    )
+                }
+                None => Ok(None),
+            },
+        };
+        match made {
+            Ok(note) => note.map(|n| n.chunks()).unwrap_or_default(),
+            Err(refused) => {
+                self.refuse(&refused);
+                Vec::new()
+            }
         }
     }
 
-    fn node_note(&self, id: [u8; 32], record: &NodeRecord) -> Result<NodeNote, BridgeError> {
-        let node = NodeId::from_bytes(id);
-        let public_key = NodePublicKey::from_compressed(&record.public_key).map_err(|_| {
-            BridgeError::BadChainData(format!("node {node} has an invalid public key on chain"))
-        })?;
-        Ok(NodeNote {
-            position: self.position(&record.updated_at),
-            node,
-            key_version: u64::from(record.key_version),
-            status: match record.status {
-                anchormq_chain::NodeStatus::Active => NodeStatus::Active,
-                anchormq_chain::NodeStatus::Revoked => NodeStatus::Revoked,
-            },
-            public_key,
-        })
-    }
-
-    fn group_note(&self, id: [u8; 32], record: &GroupRecord) -> Result<GroupNote, BridgeError> {
-        let group = GroupId::from_bytes(id);
-        let members = record
-            .members
-            .iter()
-            .map(|member| {
-                let key_version = self
-                    .state
-                    .nodes
-                    .get(member)
-                    .map_or(0, |n| u64::from(n.key_version));
-                Member {
-                    node: NodeId::from_bytes(member.0),
-                    key_version,
-                }
-            })
-            .collect();
-        GroupNote::new(
-            self.position(&record.updated_at),
-            group,
-            record.epoch,
-            record.topic_filter.clone(),
-            Some(record.admin.0.0),
-            members,
-        )
-        .map_err(|e| BridgeError::BadChainData(format!("group {group}: {e}")))
+    fn refuse(&self, refused: &notes::Unrepresentable) {
+        self.metrics
+            .chain_data_refused
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(target: "anchormq::bridge", reason = %refused, "chain data the notes cannot carry");
     }
 }
 
