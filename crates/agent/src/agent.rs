@@ -244,7 +244,8 @@ impl Agent {
         let (link, events) = Link::start(&config.broker, token.clone())?;
         let topics = Topics::new(&config.registry);
         let book = KeyBook::new(config.registry, config.bridge_key);
-        let opener = Opener::new(config.node, config.node_key.clone(), book);
+        let mut opener = Opener::new(config.node, config.node_key.clone(), book);
+        opener.set_trust(config.trust.clone());
         let inner = Arc::new(Inner {
             token: token.clone(),
             node: config.node,
@@ -552,18 +553,26 @@ impl Inner {
         }
     }
 
+    /// The group to seal for: `group` if given (it must be trusted), else the one trusted group
+    /// whose topic filter matches `topic` and that has this node as a member. Groups others made
+    /// over the same topics are not candidates, so they can neither capture nor block a topic.
     async fn resolve_group(
         &self,
         topic: &str,
         group: Option<GroupId>,
     ) -> Result<GroupId, AgentError> {
         if let Some(group) = group {
-            return self
+            let admin = self
                 .wait_until(self.wait_timeout, |st| {
-                    st.opener.book().group(&group).map(|_| group)
+                    let note = st.opener.book().group(&group)?;
+                    Some((!st.opener.trust().accepts(note)).then(|| note.admin()))
                 })
                 .await
-                .ok_or_else(|| self.no_group_note(group));
+                .ok_or_else(|| self.no_group_note(group))?;
+            return match admin {
+                None => Ok(group),
+                Some(admin) => Err(AgentError::UntrustedGroup { group, admin }),
+            };
         }
         let describe = |notes: &[&anchormq_core::GroupNote]| {
             notes
@@ -574,8 +583,15 @@ impl Inner {
         };
         let found = self
             .wait_until(self.wait_timeout, |st| {
-                let matching = st.opener.book().groups_for_topic(topic);
-                match matching.as_slice() {
+                let trust = st.opener.trust();
+                let usable: Vec<_> = st
+                    .opener
+                    .book()
+                    .groups_for_topic(topic)
+                    .into_iter()
+                    .filter(|n| trust.accepts(n) && n.member(&self.node).is_some())
+                    .collect();
+                match usable.as_slice() {
                     [] => None,
                     [one] => Some(Ok(one.group())),
                     many => Some(Err(AgentError::AmbiguousTopic {
@@ -585,22 +601,38 @@ impl Inner {
                 }
             })
             .await;
-        match found {
-            Some(result) => result,
-            None => {
-                let known = {
-                    let st = lock(&self.state);
-                    let all: Vec<_> = st.opener.book().groups().collect();
-                    if all.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        describe(&all)
-                    }
-                };
+        if let Some(result) = found {
+            return result;
+        }
+        // Nothing usable: say why, naming the closest candidate.
+        let st = lock(&self.state);
+        let book = st.opener.book();
+        let matching = book.groups_for_topic(topic);
+        let trusted: Vec<_> = matching
+            .iter()
+            .filter(|n| st.opener.trust().accepts(n))
+            .collect();
+        match (trusted.as_slice(), matching.first()) {
+            ([one], _) => Err(AgentError::NotMember {
+                node: self.node,
+                group: one.group(),
+                epoch: one.epoch(),
+                waited: self.wait_timeout,
+            }),
+            ([], Some(untrusted)) => Err(AgentError::UntrustedGroup {
+                group: untrusted.group(),
+                admin: untrusted.admin(),
+            }),
+            _ => {
+                let all: Vec<_> = book.groups().collect();
                 Err(AgentError::NoGroupForTopic {
                     topic: topic.to_owned(),
                     waited: self.wait_timeout,
-                    known,
+                    known: if all.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        describe(&all)
+                    },
                 })
             }
         }
@@ -1016,7 +1048,15 @@ impl Reader {
                             })
                             .or_insert((epoch, None));
                     }
-                    if st.opener.membership(&group).is_ok() && st.key_filters.insert(group) {
+                    let trusted = st
+                        .opener
+                        .book()
+                        .group(&group)
+                        .is_some_and(|note| st.opener.trust().accepts(note));
+                    if trusted
+                        && st.opener.membership(&group).is_ok()
+                        && st.key_filters.insert(group)
+                    {
                         new_filters.push(self.inner.topics.sender_keys_filter(&group));
                     }
                     touched.push(group);

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use anchormq_core::{NodeId, NodePublicKey, NodeSecretKey, Registry};
+use anchormq_core::{NodeId, NodePublicKey, NodeSecretKey, Registry, Trust};
 use anchormq_mqtt::{BrokerConfig, QoS};
 
 /// Agent settings. [`AgentConfig::new`] fills in the defaults.
@@ -18,6 +18,9 @@ pub struct AgentConfig {
     pub node: NodeId,
     /// This node's secret key (must match its on-chain key; `Debug` redacts it).
     pub node_key: NodeSecretKey,
+    /// The groups this agent seals for and opens: by default every group it is a member of
+    /// (joining needs the owner's consent on chain); naming groups or admins narrows it.
+    pub trust: Trust,
     /// How long to wait for notes that are needed (group note, own node note, membership, the
     /// broker's acknowledgement of a sender-key note) before failing with an error naming them.
     pub wait_timeout: Duration,
@@ -51,6 +54,7 @@ impl AgentConfig {
             bridge_key,
             node,
             node_key,
+            trust: Trust::default(),
             wait_timeout: Duration::from_secs(10),
             epoch_grace: Duration::from_secs(2),
             qos: QoS::AtLeastOnce,

@@ -70,6 +70,17 @@ pub enum AgentError {
         /// How long the agent waited.
         waited: Duration,
     },
+    /// The group is not one this agent's configuration accepts.
+    #[error(
+        "group {group} (admin {}) is not trusted by this agent: allow it with --trust-group {group} or --trust-admin {}",
+        show_admin(.admin), show_admin(.admin)
+    )]
+    UntrustedGroup {
+        /// The group.
+        group: GroupId,
+        /// Its admin, as the group note names it.
+        admin: Option<[u8; 20]>,
+    },
     /// This node is revoked on chain and can no longer send.
     #[error("node {node} is revoked on chain: it can no longer send")]
     Revoked {
@@ -147,4 +158,8 @@ pub enum AgentError {
     /// Sealing failed (topic outside the group's filter, message too large, ...).
     #[error("cannot seal the message: {0}")]
     Seal(SealError),
+}
+
+fn show_admin(admin: &Option<[u8; 20]>) -> String {
+    admin.map_or_else(|| "unknown".to_owned(), |a| format!("0x{}", hex::encode(a)))
 }

@@ -288,7 +288,22 @@ async fn late_joiner_reads_with_retained_notes_and_rotation_rekeys() {
         .await
         .expect("rotateKey");
     assert!(!rotated.events.is_empty());
-    assert_eq!(a1111.wait_for_epoch(hsu1, 3).await.expect("epoch 3"), 3);
+    // No epoch bump: the group note now lists 1112 at key version 2, and 1111 re-keys for that.
+    anchormq_localstack::await_condition(
+        "the group note lists 1112's new key version",
+        common::WAIT,
+        Duration::from_millis(20),
+        || async {
+            a1111
+                .key_book()
+                .group(&hsu1)
+                .and_then(|g| g.member(&n1112).map(|m| m.key_version))
+                == Some(2)
+        },
+    )
+    .await
+    .expect("group note updated");
+    assert_eq!(a1111.wait_for_group(hsu1).await.expect("group"), 2);
     anchormq_localstack::await_condition(
         "1111 republishes its sender-key note after the rotation",
         common::WAIT,
@@ -324,7 +339,7 @@ async fn late_joiner_reads_with_retained_notes_and_rotation_rekeys() {
     let got = message(next(&mut new_sub).await);
     assert_eq!(
         (got.payload.as_slice(), got.epoch),
-        (&b"after rotation"[..], 3)
+        (&b"after rotation"[..], 2)
     );
     // the old key no longer opens anything new: the sender key was wrapped for the new one
     let refused = unreadable(next(&mut sub).await);
@@ -333,7 +348,7 @@ async fn late_joiner_reads_with_retained_notes_and_rotation_rekeys() {
         OpenError::MissingSenderKey {
             sender: node("1111"),
             group: hsu1,
-            epoch: 3
+            epoch: 2
         }
     );
 }

@@ -373,6 +373,17 @@ pub enum OpenError {
         /// The group.
         group: GroupId,
     },
+    /// The group is not one this node accepts (see [`crate::Trust`]).
+    #[error(
+        "group {group} (admin {}) is not trusted by this node: allow it with --trust-group {group} or --trust-admin {}",
+        show_admin(.admin), show_admin(.admin)
+    )]
+    UntrustedGroup {
+        /// The group.
+        group: GroupId,
+        /// Its admin, as the group note names it.
+        admin: Option<[u8; 20]>,
+    },
     /// The message arrived on a topic outside the group's topic filter (moved by someone).
     #[error("topic {topic:?} is outside {group}'s topic filter; message refused")]
     TopicOutsideGroup {
@@ -528,4 +539,8 @@ pub enum GroupNoteError {
     /// More members than the format's u32 count can hold.
     #[error("too many members")]
     TooManyMembers,
+}
+
+fn show_admin(admin: &Option<[u8; 20]>) -> String {
+    admin.map_or_else(|| "unknown".to_owned(), |a| format!("0x{}", hex::encode(a)))
 }

@@ -44,6 +44,7 @@ pub mod replay;
 pub mod sender_key;
 pub mod session;
 pub mod topics;
+pub mod trust;
 mod wire;
 
 pub use chunk::{ChunkAssembler, NoteKind, SignedNote};
@@ -61,3 +62,4 @@ pub use replay::{ReplayVerdict, ReplayWindow};
 pub use sender_key::{SenderKey, SenderKeyNote, StreamId, WrappedKey};
 pub use session::{Ingested, Message, Opened, Opener, OpenerLimits, Sealer, SenderKeyNoteBuild};
 pub use topics::{Topics, topic_matches};
+pub use trust::Trust;

@@ -22,6 +22,7 @@ use crate::notes::{GroupNote, KeyBook, NoteUpdate};
 use crate::replay::{BoundedMap, ReplayVerdict, ReplayWindow};
 use crate::sender_key::{Recipient, SenderKey, SenderKeyNote, StreamId};
 use crate::topics::{topic_matches, validate_topic_name};
+use crate::trust::Trust;
 
 /// Send side for one (group, epoch): holds the node key, a fresh sender key
 /// and the sequence counter.
@@ -319,6 +320,7 @@ pub struct Opener {
     /// Each group's note from before its latest epoch change, for [`Opener::open_with_grace`].
     previous: HashMap<GroupId, GroupNote>,
     limits: OpenerLimits,
+    trust: Trust,
 }
 
 impl std::fmt::Debug for Opener {
@@ -354,7 +356,18 @@ impl Opener {
             parked: Vec::new(),
             previous: HashMap::new(),
             limits,
+            trust: Trust::default(),
         }
+    }
+
+    /// Refuses envelopes of groups `trust` does not accept ([`OpenError::UntrustedGroup`]).
+    pub fn set_trust(&mut self, trust: Trust) {
+        self.trust = trust;
+    }
+
+    /// The groups this opener accepts.
+    pub const fn trust(&self) -> &Trust {
+        &self.trust
     }
 
     /// The local node.
@@ -502,6 +515,12 @@ impl Opener {
             .book
             .group(&group)
             .ok_or(OpenError::UnknownGroup { group })?;
+        if !self.trust.accepts(note) {
+            return Err(OpenError::UntrustedGroup {
+                group,
+                admin: note.admin(),
+            });
+        }
         if !topic_matches(note.topic_filter(), topic) {
             return Err(OpenError::TopicOutsideGroup {
                 topic: topic.to_owned(),
@@ -705,6 +724,24 @@ mod tests {
         let good = sealer.seal("g/x", b"fine", &mut rng).expect("seal");
         assert!(
             matches!(opener.open("g/x", &good), Ok(Opened::Message(m)) if m.seq == 0 && m.plaintext == b"fine")
+        );
+
+        // A local policy that names other groups refuses this one before any crypto is done,
+        // and the refusal says how to allow it.
+        let next = sealer.seal("g/x", b"refused", &mut rng).expect("seal");
+        opener.set_trust(Trust::new([GroupId::from_label("other").expect("id")], []));
+        let refused = opener.open("g/x", &next).expect_err("untrusted");
+        assert_eq!(
+            refused,
+            OpenError::UntrustedGroup {
+                group: g,
+                admin: None
+            }
+        );
+        assert!(refused.to_string().contains("--trust-group g"), "{refused}");
+        opener.set_trust(Trust::new([g], []));
+        assert!(
+            matches!(opener.open("g/x", &next), Ok(Opened::Message(m)) if m.plaintext == b"refused")
         );
     }
 
