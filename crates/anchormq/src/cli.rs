@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use anchormq_chain::Address;
+use anchormq_core::GroupId;
 use clap::{Args, Parser, Subcommand};
 
 use crate::commands;
@@ -93,6 +95,25 @@ pub struct Globals {
     /// Operator account's encrypted JSON keystore; password from ANCHORMQ_KEYSTORE_PASSWORD or a prompt.
     #[arg(long, global = true, env = "ANCHORMQ_KEYSTORE", value_name = "FILE")]
     pub keystore: Option<PathBuf>,
+    /// `pub`/`sub`: accept only these groups (repeat, or comma-separate). With no --trust-group
+    /// and no --trust-admin, every group this node is a member of is accepted.
+    #[arg(
+        long,
+        global = true,
+        env = "ANCHORMQ_TRUST_GROUPS",
+        value_name = "GROUP",
+        value_delimiter = ','
+    )]
+    pub trust_group: Vec<GroupId>,
+    /// `pub`/`sub`: accept the groups administered by these accounts (repeat, or comma-separate).
+    #[arg(
+        long,
+        global = true,
+        env = "ANCHORMQ_TRUST_ADMINS",
+        value_name = "ADDRESS",
+        value_delimiter = ','
+    )]
+    pub trust_admin: Vec<Address>,
 }
 
 impl std::fmt::Debug for Globals {
@@ -115,6 +136,8 @@ impl std::fmt::Debug for Globals {
             .field("bridge_key", &self.bridge_key)
             .field("private_key", &redacted(self.private_key.is_some()))
             .field("keystore", &self.keystore)
+            .field("trust_group", &self.trust_group)
+            .field("trust_admin", &self.trust_admin)
             .finish()
     }
 }

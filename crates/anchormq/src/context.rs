@@ -7,7 +7,7 @@ use std::time::Duration;
 use alloy::providers::{Provider, ProviderBuilder};
 use anchormq_bridge::BridgeSettings;
 use anchormq_chain::{Address, Deployment, PrivateKeySigner, RegistryClient, redact_url};
-use anchormq_core::{NodePublicKey, NodeSecretKey, Registry};
+use anchormq_core::{NodePublicKey, NodeSecretKey, Registry, Trust};
 use anchormq_mqtt::{BrokerConfig, Credentials};
 use eyre::{WrapErr, bail, eyre};
 use serde::Deserialize;
@@ -36,6 +36,8 @@ pub struct FileConfig {
     password: Option<String>,
     bridge_key: Option<String>,
     keystore: Option<PathBuf>,
+    trust_groups: Option<Vec<String>>,
+    trust_admins: Option<Vec<String>>,
     /// Settings of `anchormq bridge` (same fields as its TOML file).
     #[serde(default)]
     bridge: Option<BridgeSettings>,
@@ -95,6 +97,24 @@ impl Context {
         if g.private_key.is_none() {
             g.keystore = g.keystore.take().or(file.keystore);
         }
+        if g.trust_group.is_empty() {
+            for group in file.trust_groups.unwrap_or_default() {
+                g.trust_group.push(
+                    group
+                        .parse()
+                        .map_err(|e| eyre!("config file: trust_groups: {group:?}: {e}"))?,
+                );
+            }
+        }
+        if g.trust_admin.is_empty() {
+            for admin in file.trust_admins.unwrap_or_default() {
+                g.trust_admin.push(
+                    admin
+                        .parse()
+                        .map_err(|e| eyre!("config file: trust_admins: {admin:?}: {e}"))?,
+                );
+            }
+        }
         Ok(Self {
             globals,
             bridge_file: file.bridge,
@@ -109,6 +129,14 @@ impl Context {
     /// The `[bridge]` table of the config file.
     pub fn bridge_file(&self) -> Option<&BridgeSettings> {
         self.bridge_file.as_ref()
+    }
+
+    /// The groups `pub` and `sub` accept.
+    pub fn trust(&self) -> Trust {
+        Trust::new(
+            self.globals.trust_group.iter().copied(),
+            self.globals.trust_admin.iter().map(|a| a.0.0),
+        )
     }
 
     /// The RPC URL.

@@ -358,7 +358,6 @@ async fn registry_commands_bridge_pubsub_audit_and_verify() {
             ("MemberAdded", "1111"),
             ("MemberAdded", "1112"),
             ("NodeKeyRotated", "1112"),
-            ("GroupEpochBumped", "1112"),
         ]
     );
     assert!(entries.iter().all(|e| {
@@ -620,35 +619,105 @@ async fn registry_commands_bridge_pubsub_audit_and_verify() {
     let _ = bridge.wait().await;
 }
 
-/// `up --paper` prints working settings; commands pasted from them work; Ctrl-C stops it cleanly.
-#[tokio::test(flavor = "multi_thread")]
-async fn up_prints_working_settings_and_stops_on_sigint() {
-    use tokio::io::AsyncBufReadExt;
-    let mut up = Command::new(BIN);
-    up.args(["up", "--paper"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let mut up = up.spawn().expect("up starts");
-    let mut lines = tokio::io::BufReader::new(up.stdout.take().expect("stdout")).lines();
-    let mut exports = Vec::new();
-    let found = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(assignment) = line.strip_prefix("export ") {
-                let assignment = assignment.split_whitespace().next().unwrap_or_default();
-                if let Some((key, value)) = assignment.split_once('=') {
-                    exports.push((key.to_owned(), value.to_owned()));
+/// A running `anchormq up --paper`, with the settings it printed.
+struct UpPaper {
+    child: tokio::process::Child,
+    /// The `export` lines, in order.
+    exports: Vec<(String, String)>,
+    /// The folder holding the paper nodes' key files (`<id>.key`).
+    key_dir: std::path::PathBuf,
+}
+
+impl UpPaper {
+    async fn start() -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let mut up = Command::new(BIN);
+        up.args(["up", "--paper"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let mut child = up.spawn().expect("up starts");
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut exports = Vec::new();
+        let mut key_dir = None;
+        let read = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(assignment) = line.strip_prefix("export ") {
+                    let assignment = assignment.split_whitespace().next().unwrap_or_default();
+                    if let Some((key, value)) = assignment.split_once('=') {
+                        exports.push((key.to_owned(), value.to_owned()));
+                    }
                 }
-                if assignment.starts_with("ANCHORMQ_PRIVATE_KEY=") {
+                if let Some(rest) = line.strip_prefix("anchormq pub --as 1111 --key ") {
+                    let path = rest.split_whitespace().next().unwrap_or_default();
+                    key_dir = std::path::Path::new(path).parent().map(|p| p.to_owned());
                     return true;
                 }
             }
+            false
+        })
+        .await;
+        assert!(matches!(read, Ok(true)), "up printed its settings");
+        // keep draining stdout so up never blocks on a full pipe
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self {
+            child,
+            exports,
+            key_dir: key_dir.expect("key folder"),
         }
-        false
-    })
-    .await;
-    assert!(matches!(found, Ok(true)), "up printed its settings");
-    let keys: Vec<&str> = exports.iter().map(|(k, _)| k.as_str()).collect();
+    }
+
+    fn env(&self) -> Vec<(&str, &str)> {
+        self.exports
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
+    fn key(&self, id: &str) -> String {
+        self.key_dir.join(format!("{id}.key")).display().to_string()
+    }
+
+    async fn verify_agrees(&self) {
+        let env = self.env();
+        await_condition(
+            "verify to agree on up's stack",
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            || {
+                let env = env.clone();
+                async move {
+                    anchormq(&["verify", "--quiet-ms", "300"], &env)
+                        .await
+                        .status
+                        .success()
+                }
+            },
+        )
+        .await
+        .expect("the bridge of up mirrors the chain");
+    }
+
+    async fn interrupt(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("pid").to_string();
+        let killed = Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .await
+            .expect("kill runs");
+        assert!(killed.success());
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("up stops after SIGINT")
+            .expect("exit status")
+    }
+}
+
+/// `up --paper` prints working settings; commands pasted from them work; Ctrl-C stops it cleanly.
+#[tokio::test(flavor = "multi_thread")]
+async fn up_prints_working_settings_and_stops_on_sigint() {
+    let up = UpPaper::start().await;
+    let keys: Vec<&str> = up.exports.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(
         keys,
         [
@@ -660,40 +729,362 @@ async fn up_prints_working_settings_and_stops_on_sigint() {
             "ANCHORMQ_PRIVATE_KEY"
         ]
     );
+    let output = anchormq(&["group", "show", "--id", "hsu0002", "--json"], &up.env()).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let group: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("JSON");
+    assert_eq!(group["members"], serde_json::json!(["1113", "1114"]));
+    up.verify_agrees().await;
+    assert_eq!(up.interrupt().await.code(), Some(0));
+}
+
+/// A running `anchormq sub`, started and subscribed.
+struct Sub {
+    child: tokio::process::Child,
+    /// Everything it writes on stderr after "subscribed to", once it exits.
+    stderr: tokio::sync::oneshot::Receiver<String>,
+}
+
+impl Sub {
+    /// Starts `anchormq sub ARGS` and returns once it says it is subscribed.
+    async fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let mut sub = Command::new(BIN);
+        sub.arg("sub")
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = sub.spawn().expect("sub starts");
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.starts_with("subscribed to") {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert!(matches!(ready, Ok(true)), "sub did not get ready");
+        let (tx, stderr) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let mut rest = String::new();
+            while let Ok(Some(line)) = lines.next_line().await {
+                rest.push_str(&line);
+                rest.push('\n');
+            }
+            let _ = tx.send(rest);
+        });
+        Self { child, stderr }
+    }
+
+    /// Waits for it to exit: exit code, stdout, the rest of stderr.
+    async fn finish(self) -> (Option<i32>, String, String) {
+        let output = tokio::time::timeout(Duration::from_secs(90), self.child.wait_with_output())
+            .await
+            .expect("sub exits")
+            .expect("sub output");
+        let rest = self.stderr.await.unwrap_or_default();
+        (output.status.code(), stdout(&output), rest)
+    }
+}
+
+/// A stranger's attack campaign against a running `anchormq up --paper`: invalid topic filters,
+/// forced memberships, groups over the paper's topics, ID squatting and griefing of the owner's
+/// nodes and groups. The bridge keeps running, `verify` stays clean, and the paper's outcomes
+/// (1111 -> hsu0001 read by 1112, not by 1113) are unchanged, through the CLI as a user runs it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_strangers_attack_campaign_changes_no_paper_outcome() {
+    use anchormq_chain::bindings::IKeyRegistry::IKeyRegistryErrors as E;
+    use anchormq_chain::{B256, Deployment, PrivateKeySigner, RegistryClient};
+
+    let mut up = UpPaper::start().await;
+    up.verify_agrees().await;
+    let exports = up.exports.clone();
     let env: Vec<(&str, &str)> = exports
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let output = anchormq(&["group", "show", "--id", "hsu0002", "--json"], &env).await;
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    let group: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("JSON");
-    assert_eq!(group["members"], serde_json::json!(["1113", "1114"]));
-    await_condition(
-        "verify to agree on up's stack",
-        Duration::from_secs(30),
-        Duration::from_millis(200),
-        || {
-            let env = env.clone();
-            async move {
-                anchormq(&["verify", "--quiet-ms", "300"], &env)
-                    .await
-                    .status
-                    .success()
-            }
-        },
+    let value = |key: &str| {
+        env.iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| (*v).to_owned())
+            .expect(key)
+    };
+    let attacker_key = DEV_ACCOUNTS[7].private_key();
+    let mut attacker_env: Vec<(&str, &str)> = env
+        .iter()
+        .copied()
+        .filter(|(k, _)| *k != "ANCHORMQ_PRIVATE_KEY")
+        .collect();
+    attacker_env.push(("ANCHORMQ_PRIVATE_KEY", attacker_key));
+    let deployment = Deployment {
+        chain_id: value("ANCHORMQ_CHAIN_ID").parse().expect("chain id"),
+        address: value("ANCHORMQ_REGISTRY").parse().expect("registry"),
+        deploy_block: 0,
+        tx_hash: None,
+    };
+    let signer: PrivateKeySigner = attacker_key.parse().expect("key");
+    let attacker = RegistryClient::connect(&value("ANCHORMQ_RPC"), deployment, Some(signer))
+        .await
+        .expect("attacker client");
+    let id = |label: &str| {
+        B256::from(
+            *anchormq_core::GroupId::from_label(label)
+                .expect("id")
+                .as_bytes(),
+        )
+    };
+
+    // 1. Topic filters that once stopped the bridge: refused on chain, whoever sends them.
+    for filter in ["a+", "#/x", "x\0y", "caf\u{e9}/#"] {
+        let error = attacker
+            .create_group(id("evil1"), filter)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error.revert(), Some(E::InvalidTopicFilter(_))),
+            "{filter:?}: {error}"
+        );
+    }
+    // 2. Groups over the paper's topics, created and mined.
+    for (group, filter) in [("evilall", "#"), ("evil0001", "hsu/0001/#")] {
+        let out = anchormq(
+            &["group", "create", "--id", group, "--topic", filter],
+            &attacker_env,
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    // 3. Forced memberships: the paper's nodes cannot be put in the stranger's groups.
+    for node in ["1111", "1112", "1113"] {
+        let out = anchormq(
+            &["group", "add", "--id", "evil0001", "--node", node],
+            &attacker_env,
+        )
+        .await;
+        assert_one_line_error(&out, 1, "has not approved admin");
+    }
+    // 4. Squatting: the paper's IDs are taken; a fresh one goes to whoever registers first, and
+    //    `group add --expect-key` catches it before an operator adds the squatted ID.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let squat_key = dir.path().join("squat.key");
+    let out = anchormq(
+        &[
+            "node",
+            "keygen",
+            "--out",
+            squat_key.to_str().expect("utf-8"),
+        ],
+        &[],
     )
-    .await
-    .expect("the bridge of up mirrors the chain");
-    let pid = up.id().expect("pid").to_string();
-    let killed = Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .await
-        .expect("kill runs");
-    assert!(killed.success());
-    let status = tokio::time::timeout(Duration::from_secs(30), up.wait())
-        .await
-        .expect("up stops after SIGINT")
-        .expect("exit status");
-    assert_eq!(status.code(), Some(0));
+    .await;
+    assert_eq!(out.status.code(), Some(0));
+    let out = anchormq(
+        &[
+            "node",
+            "register",
+            "--id",
+            "1111",
+            "--key",
+            squat_key.to_str().expect("utf-8"),
+        ],
+        &attacker_env,
+    )
+    .await;
+    assert_one_line_error(&out, 1, "node 1111 is already registered");
+    let out = anchormq(
+        &[
+            "node",
+            "register",
+            "--id",
+            "1115",
+            "--key",
+            squat_key.to_str().expect("utf-8"),
+        ],
+        &attacker_env,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let operator_key = anchormq_core::NodeSecretKey::generate(&mut rand_core::OsRng);
+    let out = anchormq(
+        &[
+            "group",
+            "add",
+            "--id",
+            "hsu0001",
+            "--node",
+            "1115",
+            "--expect-key",
+            &operator_key.public_key().to_string(),
+        ],
+        &env,
+    )
+    .await;
+    assert_one_line_error(&out, 1, "not the expected");
+    assert!(
+        stdout(&out).contains("node 1115: owner"),
+        "{}",
+        stdout(&out)
+    );
+    // the stranger's own node in its own group over hsu/0001/#: allowed, and harmless
+    let out = anchormq(
+        &["group", "add", "--id", "evil0001", "--node", "1115"],
+        &attacker_env,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // 5. Griefing the owner's nodes and groups: every attempt is refused.
+    for (args, needle) in [
+        (vec!["node", "revoke", "--id", "1111"], "is not the owner"),
+        (
+            vec![
+                "node",
+                "transfer",
+                "--id",
+                "1111",
+                "--to",
+                DEV_ACCOUNTS[7].address,
+            ],
+            "is not the owner",
+        ),
+        (
+            vec!["group", "remove", "--id", "hsu0001", "--node", "1112"],
+            "is not the admin of group hsu0001",
+        ),
+        (
+            vec!["group", "leave", "--id", "hsu0001", "--node", "1112"],
+            "is not the owner",
+        ),
+        (
+            vec![
+                "group",
+                "transfer",
+                "--id",
+                "hsu0001",
+                "--to",
+                DEV_ACCOUNTS[7].address,
+            ],
+            "is not the admin of group hsu0001",
+        ),
+        (
+            vec!["group", "accept", "--id", "hsu0001"],
+            "was not offered",
+        ),
+        (vec!["node", "accept", "--id", "1112"], "was not offered"),
+    ] {
+        let out = anchormq(&args, &attacker_env).await;
+        assert_one_line_error(&out, 1, needle);
+    }
+
+    // The bridge is still up and mirrors everything, the stranger's groups included.
+    assert!(
+        up.child.try_wait().expect("wait").is_none(),
+        "up is still running"
+    );
+    up.verify_agrees().await;
+
+    // The paper's outcomes, through pub and sub as a user runs them.
+    let reader = Sub::start(
+        &[
+            "--as",
+            "1112",
+            "--key",
+            &up.key("1112"),
+            "-t",
+            "hsu/0001/#",
+            "-C",
+            "1",
+            "--json",
+            "-W",
+            "60",
+        ],
+        &env,
+    )
+    .await;
+    let outsider = Sub::start(
+        &[
+            "--as",
+            "1113",
+            "--key",
+            &up.key("1113"),
+            "-t",
+            "hsu/0001/#",
+            "-C",
+            "1",
+            "-W",
+            "10",
+        ],
+        &env,
+    )
+    .await;
+    // no --group: the stranger's groups on '#' and 'hsu/0001/#' neither capture nor block it
+    let out = anchormq(
+        &[
+            "pub",
+            "--as",
+            "1111",
+            "--key",
+            &up.key("1111"),
+            "-t",
+            "hsu/0001/temperature",
+            "-m",
+            "21.5 C",
+            "-q",
+            "1",
+        ],
+        &env,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (code, out, err) = reader.finish().await;
+    assert_eq!(code, Some(0), "{err}");
+    let message: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON");
+    assert_eq!(
+        (
+            message["group"].as_str(),
+            message["sender"].as_str(),
+            message["payload"].as_str()
+        ),
+        (Some("hsu0001"), Some("1111"), Some("21.5 C"))
+    );
+    let (code, out, err) = outsider.finish().await;
+    assert_ne!(code, Some(0));
+    assert!(out.is_empty(), "1113 read something: {out}");
+    assert!(
+        err.contains("node 1113 is not a member of hsu0001"),
+        "{err}"
+    );
+
+    // An agent that trusts only the operator's groups refuses the stranger's group by name.
+    let mut trusting = env.clone();
+    trusting.push(("ANCHORMQ_TRUST_ADMINS", DEV_ACCOUNTS[0].address));
+    let out = anchormq(
+        &[
+            "pub",
+            "--as",
+            "1111",
+            "--key",
+            &up.key("1111"),
+            "--group",
+            "evil0001",
+            "-t",
+            "hsu/0001/x",
+            "-m",
+            "x",
+            "--wait",
+            "5",
+        ],
+        &trusting,
+    )
+    .await;
+    assert_one_line_error(&out, 1, "group evil0001 (admin");
+    assert!(
+        stderr(&out).contains("--trust-group evil0001"),
+        "{}",
+        stderr(&out)
+    );
+
+    assert_eq!(up.interrupt().await.code(), Some(0));
 }

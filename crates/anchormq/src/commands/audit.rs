@@ -245,15 +245,49 @@ pub fn details(event: &RegistryEvent) -> String {
             show_id(node),
             show_id(group)
         ),
-        RegistryEvent::GroupEpochBumped {
-            group,
+        RegistryEvent::NodeOwnershipTransferStarted {
             node,
-            epoch,
-            key_version,
-        } => format!(
-            "group {} epoch {epoch}: member {} now at key v{key_version}",
-            show_id(group),
-            show_id(node)
-        ),
+            owner,
+            pending,
+        } => {
+            if pending.is_zero() {
+                format!("node {} offer withdrawn by owner {owner}", show_id(node))
+            } else {
+                format!("node {} offered by {owner} to {pending}", show_id(node))
+            }
+        }
+        RegistryEvent::GroupAdminTransferStarted {
+            group,
+            admin,
+            pending,
+        } => {
+            if pending.is_zero() {
+                format!("group {} offer withdrawn by admin {admin}", show_id(group))
+            } else {
+                format!("group {} offered by {admin} to {pending}", show_id(group))
+            }
+        }
+        RegistryEvent::AdminApprovalSet {
+            owner,
+            admin,
+            approved,
+        } => {
+            if *approved {
+                format!("owner {owner} approved admin {admin} to add its nodes")
+            } else {
+                format!("owner {owner} withdrew the approval of admin {admin}")
+            }
+        }
+        RegistryEvent::OperatorTransferred { from, to } => format!("operator {from} -> {to}"),
+        RegistryEvent::OperatorTransferStarted { operator, pending } => {
+            format!("operator role offered by {operator} to {pending}")
+        }
+        RegistryEvent::RegistrarSet { registrar, allowed } => {
+            if *allowed {
+                format!("registrar {registrar} allowed")
+            } else {
+                format!("registrar {registrar} removed")
+            }
+        }
     }
 }

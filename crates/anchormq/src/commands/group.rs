@@ -1,23 +1,29 @@
-//! `anchormq group …`: create groups, add and remove members, show a group.
+//! `anchormq group …`: create groups, add and remove members, hand the admin role on, show a group.
 
 use alloy::primitives::B256;
-use anchormq_chain::show_id;
-use anchormq_core::{GroupId, NodeId};
+use anchormq_chain::{Address, RegistryEvent, TxOutcome, show_id};
+use anchormq_core::{GroupId, NodeId, NodePublicKey};
 use clap::{Args, Subcommand};
-use eyre::WrapErr;
+use eyre::{WrapErr, bail, eyre};
 
 use crate::commands::node::report;
-use crate::context::Context;
+use crate::context::{Context, parse_public_key};
 
 /// Group commands.
 #[derive(Debug, Subcommand)]
 pub enum GroupCommand {
     /// Create a group administered by the operator account.
     Create(Create),
-    /// Add a node to a group (bumps its epoch).
-    Add(Membership),
+    /// Add a node to a group (bumps its epoch); shows the node's owner and key first.
+    Add(Add),
     /// Remove a node from a group (bumps its epoch).
     Remove(Membership),
+    /// Take one of the operator account's nodes out of a group (bumps its epoch).
+    Leave(Membership),
+    /// Offer the admin role to another account; it moves when that account runs `group accept`.
+    Transfer(Transfer),
+    /// Take the admin role of a group offered to the operator account.
+    Accept(Accept),
     /// Show a group as the registry stores it.
     Show(Show),
 }
@@ -27,8 +33,11 @@ impl GroupCommand {
     pub async fn execute(self, context: &Context) -> eyre::Result<()> {
         match self {
             Self::Create(c) => c.execute(context).await,
-            Self::Add(c) => c.execute(context, true).await,
-            Self::Remove(c) => c.execute(context, false).await,
+            Self::Add(c) => c.execute(context).await,
+            Self::Remove(c) => c.execute(context, Change::Remove).await,
+            Self::Leave(c) => c.execute(context, Change::Leave).await,
+            Self::Transfer(c) => c.execute(context).await,
+            Self::Accept(c) => c.execute(context).await,
             Self::Show(c) => c.execute(context).await,
         }
     }
@@ -65,7 +74,78 @@ impl Create {
     }
 }
 
-/// `group add` / `group remove`.
+/// `group add`.
+#[derive(Debug, Args)]
+pub struct Add {
+    /// Group ID.
+    #[arg(long)]
+    pub id: GroupId,
+    /// Node ID.
+    #[arg(long)]
+    pub node: NodeId,
+    /// Refuse unless the node's key on chain is this public key (hex, as `node keygen` prints it):
+    /// catches an ID registered by someone else before it is added.
+    #[arg(long, value_name = "PUBKEY_HEX")]
+    pub expect_key: Option<String>,
+}
+
+impl Add {
+    /// Shows whose node it is, checks `--expect-key`, then sends `addMember`.
+    pub async fn execute(self, context: &Context) -> eyre::Result<()> {
+        let expected = self
+            .expect_key
+            .as_deref()
+            .map(parse_public_key)
+            .transpose()
+            .wrap_err("--expect-key")?;
+        let client = context.writer().await?;
+        let node_id = B256::from(*self.node.as_bytes());
+        let node = client
+            .node(node_id)
+            .await
+            .wrap_err_with(|| format!("reading node {}", self.node))?;
+        let key = NodePublicKey::from_compressed(&node.publicKey)
+            .map_err(|e| eyre!("node {} has an unreadable key on chain: {e}", self.node))?;
+        println!(
+            "node {}: owner {}, key {} (version {})",
+            self.node, node.owner, key, node.keyVersion
+        );
+        if let Some(expected) = expected
+            && expected != key
+        {
+            bail!(
+                "node {} has key {key} on chain, not the expected {expected} (--expect-key): \
+                 the ID may belong to someone else; nothing was sent",
+                self.node
+            );
+        }
+        let outcome = client
+            .add_member(B256::from(*self.id.as_bytes()), node_id)
+            .await
+            .wrap_err_with(|| format!("adding node {} to group {}", self.node, self.id))?;
+        report(
+            &format!(
+                "added node {} to group {}{}",
+                self.node,
+                self.id,
+                epoch_of(&outcome)
+            ),
+            &outcome,
+        );
+        Ok(())
+    }
+}
+
+/// Which membership change `group remove` / `group leave` sends.
+#[derive(Debug, Clone, Copy)]
+pub enum Change {
+    /// The admin removes a member.
+    Remove,
+    /// The node's owner takes it out.
+    Leave,
+}
+
+/// `group remove` / `group leave`.
 #[derive(Debug, Args)]
 pub struct Membership {
     /// Group ID.
@@ -77,44 +157,92 @@ pub struct Membership {
 }
 
 impl Membership {
-    /// Sends `addMember` or `removeMember`.
-    pub async fn execute(self, context: &Context, add: bool) -> eyre::Result<()> {
+    /// Sends `removeMember` or `leaveGroup`.
+    pub async fn execute(self, context: &Context, change: Change) -> eyre::Result<()> {
         let client = context.writer().await?;
         let group = B256::from(*self.id.as_bytes());
         let node = B256::from(*self.node.as_bytes());
-        let outcome = if add {
-            client.add_member(group, node).await
-        } else {
-            client.remove_member(group, node).await
+        let outcome = match change {
+            Change::Remove => client.remove_member(group, node).await,
+            Change::Leave => client.leave_group(group, node).await,
         }
-        .wrap_err_with(|| {
-            format!(
-                "{} node {} {} group {}",
-                if add { "adding" } else { "removing" },
-                self.node,
-                if add { "to" } else { "from" },
-                self.id
-            )
-        })?;
-        let epoch = outcome
-            .events
-            .iter()
-            .find_map(|e| match e.event {
-                anchormq_chain::RegistryEvent::MemberAdded { epoch, .. }
-                | anchormq_chain::RegistryEvent::MemberRemoved { epoch, .. } => Some(epoch),
-                _ => None,
-            })
-            .map_or_else(String::new, |epoch| format!(" (epoch {epoch})"));
+        .wrap_err_with(|| format!("removing node {} from group {}", self.node, self.id))?;
         report(
             &format!(
-                "{} node {} {} group {}{epoch}",
-                if add { "added" } else { "removed" },
+                "removed node {} from group {}{}",
                 self.node,
-                if add { "to" } else { "from" },
-                self.id
+                self.id,
+                epoch_of(&outcome)
             ),
             &outcome,
         );
+        Ok(())
+    }
+}
+
+/// The group's new epoch from a membership change's events, as " (epoch N)".
+fn epoch_of(outcome: &TxOutcome) -> String {
+    outcome
+        .events
+        .iter()
+        .find_map(|e| match e.event {
+            RegistryEvent::MemberAdded { epoch, .. }
+            | RegistryEvent::MemberRemoved { epoch, .. } => Some(epoch),
+            _ => None,
+        })
+        .map_or_else(String::new, |epoch| format!(" (epoch {epoch})"))
+}
+
+/// `group transfer`.
+#[derive(Debug, Args)]
+pub struct Transfer {
+    /// Group ID.
+    #[arg(long)]
+    pub id: GroupId,
+    /// The account the admin role is offered to (the zero address withdraws the offer).
+    #[arg(long, value_name = "ADDRESS")]
+    pub to: Address,
+}
+
+impl Transfer {
+    /// Sends `transferGroupAdmin` (an offer: nothing moves until the new admin accepts).
+    pub async fn execute(self, context: &Context) -> eyre::Result<()> {
+        let client = context.writer().await?;
+        let outcome = client
+            .offer_group_admin(B256::from(*self.id.as_bytes()), self.to)
+            .await
+            .wrap_err_with(|| format!("offering group {} to {}", self.id, self.to))?;
+        let summary = if self.to.is_zero() {
+            format!("withdrew the offer of group {}", self.id)
+        } else {
+            format!(
+                "offered the admin role of group {} to {}; it moves when that account runs \
+                 `anchormq group accept --id {}`",
+                self.id, self.to, self.id
+            )
+        };
+        report(&summary, &outcome);
+        Ok(())
+    }
+}
+
+/// `group accept`.
+#[derive(Debug, Args)]
+pub struct Accept {
+    /// Group ID.
+    #[arg(long)]
+    pub id: GroupId,
+}
+
+impl Accept {
+    /// Sends `acceptGroupAdmin`.
+    pub async fn execute(self, context: &Context) -> eyre::Result<()> {
+        let client = context.writer().await?;
+        let outcome = client
+            .accept_group_admin(B256::from(*self.id.as_bytes()))
+            .await
+            .wrap_err_with(|| format!("accepting group {}", self.id))?;
+        report(&format!("now the admin of group {}", self.id), &outcome);
         Ok(())
     }
 }
@@ -149,6 +277,7 @@ impl Show {
             let value = serde_json::json!({
                 "group": self.id.to_string(),
                 "admin": group.admin.to_string(),
+                "pendingAdmin": (!group.pendingAdmin.is_zero()).then(|| group.pendingAdmin.to_string()),
                 "topicFilter": group.topicFilter,
                 "epoch": group.epoch,
                 "members": members,
@@ -157,6 +286,9 @@ impl Show {
         } else {
             println!("group:        {}", self.id);
             println!("admin:        {}", group.admin);
+            if !group.pendingAdmin.is_zero() {
+                println!("offered to:   {}", group.pendingAdmin);
+            }
             println!("topic filter: {:?}", group.topicFilter);
             println!("epoch:        {}", group.epoch);
             println!(

@@ -1,4 +1,5 @@
-//! `anchormq node …`: make a node key, and register, rotate, revoke, transfer and show nodes.
+//! `anchormq node …`: make a node key; register, rotate, revoke, transfer and show nodes; approve
+//! the group admins that may add the operator's nodes.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -18,12 +19,16 @@ pub enum NodeCommand {
     Keygen(Keygen),
     /// Register a node with its key, owned by the operator account.
     Register(Register),
-    /// Replace a node's key (bumps the epoch of each of its groups).
+    /// Replace a node's key (constant gas; members re-key on their own).
     Rotate(Rotate),
-    /// Revoke a node for good (removes it from all its groups).
+    /// Revoke a node for good (constant gas; it can read and send nothing after).
     Revoke(Revoke),
-    /// Give a node to another owner account.
+    /// Offer a node to another account; it becomes the owner when that account runs `node accept`.
     Transfer(Transfer),
+    /// Take ownership of a node offered to the operator account.
+    Accept(Accept),
+    /// Let a group admin add the operator account's nodes to its groups (or stop it with --revoke).
+    ApproveAdmin(ApproveAdmin),
     /// Show a node as the registry stores it.
     Show(Show),
 }
@@ -37,6 +42,8 @@ impl NodeCommand {
             Self::Rotate(c) => c.execute(context).await,
             Self::Revoke(c) => c.execute(context).await,
             Self::Transfer(c) => c.execute(context).await,
+            Self::Accept(c) => c.execute(context).await,
+            Self::ApproveAdmin(c) => c.execute(context).await,
             Self::Show(c) => c.execute(context).await,
         }
     }
@@ -150,7 +157,7 @@ pub struct Revoke {
 }
 
 impl Revoke {
-    /// Sends `revokeNode` with the node's current groups.
+    /// Sends `revokeNode`.
     pub async fn execute(self, context: &Context) -> eyre::Result<()> {
         let client = context.writer().await?;
         let outcome = client
@@ -168,23 +175,85 @@ pub struct Transfer {
     /// Node ID.
     #[arg(long)]
     pub id: NodeId,
-    /// The new owner account.
+    /// The account the node is offered to (0x0000000000000000000000000000000000000000 withdraws
+    /// the offer).
     #[arg(long, value_name = "ADDRESS")]
     pub to: Address,
 }
 
 impl Transfer {
-    /// Sends `transferNodeOwnership`.
+    /// Sends `transferNodeOwnership` (an offer: nothing moves until the new owner accepts).
     pub async fn execute(self, context: &Context) -> eyre::Result<()> {
         let client = context.writer().await?;
         let outcome = client
-            .transfer_node(B256::from(*self.id.as_bytes()), self.to)
+            .offer_node(B256::from(*self.id.as_bytes()), self.to)
             .await
-            .wrap_err_with(|| format!("transferring node {}", self.id))?;
-        report(
-            &format!("node {} now belongs to {}", self.id, self.to),
-            &outcome,
-        );
+            .wrap_err_with(|| format!("offering node {} to {}", self.id, self.to))?;
+        let summary = if self.to.is_zero() {
+            format!("withdrew the offer of node {}", self.id)
+        } else {
+            format!(
+                "offered node {} to {}; it moves when that account runs `anchormq node accept --id {}`",
+                self.id, self.to, self.id
+            )
+        };
+        report(&summary, &outcome);
+        Ok(())
+    }
+}
+
+/// `node accept`.
+#[derive(Debug, Args)]
+pub struct Accept {
+    /// Node ID.
+    #[arg(long)]
+    pub id: NodeId,
+}
+
+impl Accept {
+    /// Sends `acceptNodeOwnership`.
+    pub async fn execute(self, context: &Context) -> eyre::Result<()> {
+        let client = context.writer().await?;
+        let outcome = client
+            .accept_node(B256::from(*self.id.as_bytes()))
+            .await
+            .wrap_err_with(|| format!("accepting node {}", self.id))?;
+        report(&format!("now the owner of node {}", self.id), &outcome);
+        Ok(())
+    }
+}
+
+/// `node approve-admin`.
+#[derive(Debug, Args)]
+pub struct ApproveAdmin {
+    /// The group admin account.
+    #[arg(long, value_name = "ADDRESS")]
+    pub admin: Address,
+    /// Withdraw the approval instead (existing memberships stay; `group leave` ends them).
+    #[arg(long)]
+    pub revoke: bool,
+}
+
+impl ApproveAdmin {
+    /// Sends `setAdminApproval`.
+    pub async fn execute(self, context: &Context) -> eyre::Result<()> {
+        let client = context.writer().await?;
+        let outcome = client
+            .set_admin_approval(self.admin, !self.revoke)
+            .await
+            .wrap_err_with(|| format!("setting the approval of admin {}", self.admin))?;
+        let summary = if self.revoke {
+            format!(
+                "admin {} may no longer add this account's nodes",
+                self.admin
+            )
+        } else {
+            format!(
+                "admin {} may now add this account's nodes to its groups",
+                self.admin
+            )
+        };
+        report(&summary, &outcome);
         Ok(())
     }
 }
@@ -226,6 +295,7 @@ impl Show {
             let value = serde_json::json!({
                 "node": self.id.to_string(),
                 "owner": node.owner.to_string(),
+                "pendingOwner": (!node.pendingOwner.is_zero()).then(|| node.pendingOwner.to_string()),
                 "keyVersion": node.keyVersion,
                 "status": status,
                 "publicKey": public_key,
@@ -235,6 +305,9 @@ impl Show {
         } else {
             println!("node:        {}", self.id);
             println!("owner:       {}", node.owner);
+            if !node.pendingOwner.is_zero() {
+                println!("offered to:  {}", node.pendingOwner);
+            }
             println!("key version: {}", node.keyVersion);
             println!("status:      {status}");
             println!("public key:  {public_key}");

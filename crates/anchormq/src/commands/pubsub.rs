@@ -59,6 +59,7 @@ pub async fn start_agent(
     );
     config.wait_timeout = Duration::from_secs(identity.wait.max(1));
     config.qos = qos;
+    config.trust = context.trust();
     Agent::start(config, shutdown)
         .await
         .wrap_err("cannot start the agent")

@@ -7,14 +7,10 @@ use std::time::Duration;
 use alloy::primitives::B256;
 use alloy::providers::Provider;
 use alloy::rpc::types::Filter;
-use anchormq_chain::{
-    LogReader, NodeStatus as ChainNodeStatus, PositionedEvent, RangeConfig, RegistryClient,
-    RegistryState,
-};
+use anchormq_bridge::notes;
+use anchormq_chain::{LogReader, PositionedEvent, RangeConfig, RegistryClient, RegistryState};
 use anchormq_core::chunk::Assembly;
-use anchormq_core::{
-    ChunkAssembler, GroupId, KeyBook, NodeId, NodePublicKey, NodeStatus, NoteUpdate, Topics,
-};
+use anchormq_core::{ChunkAssembler, GroupId, KeyBook, NodeId, NodePublicKey, NoteUpdate, Topics};
 use anchormq_mqtt::{Link, LinkEvent, QoS};
 use clap::Args;
 use eyre::{WrapErr, eyre};
@@ -267,27 +263,27 @@ pub fn compare(
             Err(e) => differences.push(forged(format!("does not verify: {e}"))),
         }
     }
+    // What the bridge must publish for this state: the same mapping it uses.
     for (id, record) in &state.nodes {
         let node = NodeId::from_bytes(id.0);
         let subject = format!("node {node}");
+        let Ok(expected) = notes::node_note(registry, id, record) else {
+            // the bridge publishes no note for a node it cannot represent
+            continue;
+        };
         let Some(note) = book.node(&node).filter(|_| valid_nodes.contains(&node)) else {
             differences.push(Difference {
                 kind: DifferenceKind::Missing,
                 subject,
                 detail: format!(
                     "no valid note on the broker (chain: key v{}, {:?})",
-                    record.key_version, record.status
+                    expected.key_version, expected.status
                 ),
             });
             continue;
         };
-        let status = match record.status {
-            ChainNodeStatus::Active => NodeStatus::Active,
-            ChainNodeStatus::Revoked => NodeStatus::Revoked,
-        };
-        if note.key_version != u64::from(record.key_version)
-            || note.status != status
-            || note.public_key.to_bytes().as_slice() != record.public_key.as_ref()
+        if (note.key_version, note.status, note.public_key)
+            != (expected.key_version, expected.status, expected.public_key)
         {
             differences.push(Difference {
                 kind: DifferenceKind::Stale,
@@ -297,9 +293,9 @@ pub fn compare(
                     note.key_version,
                     note.status,
                     note.position.block_number,
-                    record.key_version,
-                    record.status,
-                    record.updated_at.block_number
+                    expected.key_version,
+                    expected.status,
+                    expected.position.block_number
                 ),
             });
         }
@@ -307,56 +303,51 @@ pub fn compare(
     for (id, record) in &state.groups {
         let group = GroupId::from_bytes(id.0);
         let subject = format!("group {group}");
+        let Ok((expected, _)) = notes::group_note(registry, state, id, record) else {
+            continue;
+        };
         let Some(note) = book.group(&group).filter(|_| valid_groups.contains(&group)) else {
             differences.push(Difference {
                 kind: DifferenceKind::Missing,
                 subject,
                 detail: format!(
                     "no valid note on the broker (chain: epoch {}, {} members)",
-                    record.epoch,
-                    record.members.len()
+                    expected.epoch(),
+                    expected.members().len()
                 ),
             });
             continue;
         };
-        let expected: BTreeMap<NodeId, u64> = record
-            .members
-            .iter()
-            .map(|m| {
-                let version = state.nodes.get(m).map_or(0, |n| u64::from(n.key_version));
-                (NodeId::from_bytes(m.0), version)
-            })
-            .collect();
-        let held: BTreeMap<NodeId, u64> = note
-            .members()
-            .iter()
-            .map(|m| (m.node, m.key_version))
-            .collect();
         let mut problems = Vec::new();
-        if note.epoch() != record.epoch {
-            problems.push(format!("epoch {} vs chain {}", note.epoch(), record.epoch));
+        if note.epoch() != expected.epoch() {
+            problems.push(format!(
+                "epoch {} vs chain {}",
+                note.epoch(),
+                expected.epoch()
+            ));
         }
-        if note.topic_filter() != record.topic_filter {
+        if note.topic_filter() != expected.topic_filter() {
             problems.push(format!(
                 "topic filter {:?} vs chain {:?}",
                 note.topic_filter(),
-                record.topic_filter
+                expected.topic_filter()
             ));
         }
-        if note.admin().is_some_and(|a| a != record.admin.0.0) {
+        if note.admin() != expected.admin() {
             problems.push("admin differs".into());
         }
-        if held != expected {
-            let show = |m: &BTreeMap<NodeId, u64>| {
-                m.iter()
-                    .map(|(n, v)| format!("{n}@v{v}"))
+        if note.members() != expected.members() {
+            let show = |members: &[anchormq_core::Member]| {
+                members
+                    .iter()
+                    .map(|m| format!("{}@v{}", m.node, m.key_version))
                     .collect::<Vec<_>>()
                     .join(",")
             };
             problems.push(format!(
                 "members [{}] vs chain [{}]",
-                show(&held),
-                show(&expected)
+                show(note.members()),
+                show(expected.members())
             ));
         }
         if !problems.is_empty() {
@@ -367,7 +358,7 @@ pub fn compare(
                     "{} (note block {}, chain block {})",
                     problems.join("; "),
                     note.position().block_number,
-                    record.updated_at.block_number
+                    expected.position().block_number
                 ),
             });
         }
