@@ -21,6 +21,7 @@ async fn late_joiner_reads_retained_context() -> eyre::Result<()> {
     let stack = LocalStack::start(StackOptions {
         paper: true,
         broker: None,
+        ..StackOptions::default()
     })
     .await?;
     let shutdown = CancellationToken::new();
@@ -71,6 +72,7 @@ async fn broker_restart_during_qos1_stream_loses_nothing() -> eyre::Result<()> {
     let stack = LocalStack::start(StackOptions {
         paper: true,
         broker: Some(broker),
+        ..StackOptions::default()
     })
     .await?;
     let shutdown = CancellationToken::new();
@@ -141,6 +143,7 @@ async fn hundred_nodes_in_one_group() -> eyre::Result<()> {
             &mosquitto.url(),
             "e2e",
         )?),
+        ..StackOptions::default()
     })
     .await?;
     // Over WebSocket receipts arrive with the block instead of by polling.

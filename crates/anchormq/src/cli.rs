@@ -151,6 +151,9 @@ pub enum Command {
     /// Groups and their members on chain.
     #[command(subcommand)]
     Group(commands::group::GroupCommand),
+    /// Registrars of a closed registry (its operator only).
+    #[command(subcommand)]
+    Registrar(commands::registrar::RegistrarCommand),
     /// Run the bridge: mirror the registry as signed, retained MQTT key notes.
     Bridge(commands::bridge::BridgeCommand),
     /// History of keys and memberships, read from the chain's logs.
@@ -187,6 +190,7 @@ impl Cli {
         match self.command {
             Command::Node(command) => command.execute(&context).await,
             Command::Group(command) => command.execute(&context).await,
+            Command::Registrar(command) => command.execute(&context).await,
             Command::Bridge(command) => command.execute(&context).await,
             Command::Audit(command) => command.execute(&context).await,
             Command::Verify(command) => command.execute(&context).await,

@@ -620,20 +620,26 @@ async fn registry_commands_bridge_pubsub_audit_and_verify() {
     let _ = bridge.wait().await;
 }
 
-/// A running `anchormq up --paper`, with the settings it printed.
+/// A running `anchormq up`, with the settings it printed.
 struct UpPaper {
     child: tokio::process::Child,
     /// The `export` lines, in order.
     exports: Vec<(String, String)>,
-    /// The folder holding the paper nodes' key files (`<id>.key`).
-    key_dir: std::path::PathBuf,
+    /// The folder holding the paper nodes' key files (`<id>.key`), with `--paper`.
+    key_dir: Option<std::path::PathBuf>,
 }
 
 impl UpPaper {
     async fn start() -> Self {
+        Self::start_with(&["--paper"]).await
+    }
+
+    /// Starts `anchormq up ARGS` and reads what it prints up to its example commands.
+    async fn start_with(args: &[&str]) -> Self {
         use tokio::io::AsyncBufReadExt;
         let mut up = Command::new(BIN);
-        up.args(["up", "--paper"])
+        up.arg("up")
+            .args(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true);
@@ -654,6 +660,9 @@ impl UpPaper {
                     key_dir = std::path::Path::new(path).parent().map(|p| p.to_owned());
                     return true;
                 }
+                if line.starts_with("anchormq node register") {
+                    return true;
+                }
             }
             false
         })
@@ -664,7 +673,7 @@ impl UpPaper {
         Self {
             child,
             exports,
-            key_dir: key_dir.expect("key folder"),
+            key_dir,
         }
     }
 
@@ -676,7 +685,12 @@ impl UpPaper {
     }
 
     fn key(&self, id: &str) -> String {
-        self.key_dir.join(format!("{id}.key")).display().to_string()
+        self.key_dir
+            .as_ref()
+            .expect("up --paper wrote key files")
+            .join(format!("{id}.key"))
+            .display()
+            .to_string()
     }
 
     async fn verify_agrees(&self) {
@@ -938,7 +952,10 @@ async fn a_strangers_attack_campaign_changes_no_paper_outcome() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     // 5. Griefing the owner's nodes and groups: every attempt is refused.
     for (args, needle) in [
-        (vec!["node", "revoke", "--id", "1111"], "does not own node 1111"),
+        (
+            vec!["node", "revoke", "--id", "1111"],
+            "does not own node 1111",
+        ),
         (
             vec![
                 "node",
@@ -1087,5 +1104,69 @@ async fn a_strangers_attack_campaign_changes_no_paper_outcome() {
         stderr(&out)
     );
 
+    assert_eq!(up.interrupt().await.code(), Some(0));
+}
+
+/// `up --closed`: only registrars register nodes and create groups; the operator adds registrars
+/// with `anchormq registrar add`, and a stranger is refused with an error that says what to do.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_registry_admits_only_the_operators_registrars() {
+    let up = UpPaper::start_with(&["--closed"]).await;
+    let operator_env = up.env();
+    let mut stranger_env: Vec<(&str, &str)> = operator_env
+        .iter()
+        .copied()
+        .filter(|(k, _)| *k != "ANCHORMQ_PRIVATE_KEY")
+        .collect();
+    stranger_env.push(("ANCHORMQ_PRIVATE_KEY", DEV_ACCOUNTS[7].private_key()));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("node.key");
+    let key = key.to_str().expect("utf-8");
+    assert!(
+        anchormq(&["node", "keygen", "--out", key], &[])
+            .await
+            .status
+            .success()
+    );
+
+    let out = anchormq(
+        &["node", "register", "--id", "2001", "--key", key],
+        &stranger_env,
+    )
+    .await;
+    assert_one_line_error(&out, 1, "this registry is closed and account");
+    let out = anchormq(
+        &["group", "create", "--id", "line9", "--topic", "f/9/#"],
+        &stranger_env,
+    )
+    .await;
+    assert_one_line_error(&out, 1, "is not a registrar");
+    // only the operator names registrars
+    let out = anchormq(
+        &["registrar", "add", "--account", DEV_ACCOUNTS[7].address],
+        &stranger_env,
+    )
+    .await;
+    assert_one_line_error(&out, 1, "is not the registry's operator");
+    let out = anchormq(
+        &["registrar", "add", "--account", DEV_ACCOUNTS[7].address],
+        &operator_env,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let out = anchormq(
+        &["node", "register", "--id", "2001", "--key", key],
+        &stranger_env,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = anchormq(
+        &["group", "create", "--id", "line9", "--topic", "f/9/#"],
+        &stranger_env,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    up.verify_agrees().await;
     assert_eq!(up.interrupt().await.code(), Some(0));
 }

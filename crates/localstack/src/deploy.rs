@@ -290,6 +290,16 @@ fn flexible_u64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Er
 /// the process list) and `ANCHORMQ_DEPLOYMENTS_DIR` set to a temp dir. It reads
 /// `<chainId>.json` from that dir, or else the deployment JSON the script prints on stdout.
 pub async fn deploy_registry(anvil: &Anvil, private_key: &str) -> Result<Deployment, DeployError> {
+    deploy_registry_with_operator(anvil, private_key, None).await
+}
+
+/// Like [`deploy_registry`], but a closed registry when `operator` is given: only the registrars
+/// that operator names may register nodes and create groups.
+pub async fn deploy_registry_with_operator(
+    anvil: &Anvil,
+    private_key: &str,
+    operator: Option<&str>,
+) -> Result<Deployment, DeployError> {
     let _one_at_a_time = DEPLOY_LOCK.lock().await;
     let root = repo_root();
     let script = root.join("scripts/deploy.sh");
@@ -313,6 +323,7 @@ pub async fn deploy_registry(anvil: &Anvil, private_key: &str) -> Result<Deploym
         .args(["--rpc-url", &url])
         .env("ANCHORMQ_DEPLOYER_KEY", private_key)
         .env(DEPLOYMENTS_DIR_ENV, out_dir.path())
+        .env("ANCHORMQ_REGISTRY_OPERATOR", operator.unwrap_or_default())
         .current_dir(&root);
     let shown = format!("{} --rpc-url {url}", script.display());
     let (stdout, output) = run_step(command, &shown).await?;

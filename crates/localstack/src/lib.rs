@@ -26,7 +26,7 @@ pub use anvil::{Anvil, AnvilBuilder, AnvilError, DEFAULT_CHAIN_ID, DEV_ACCOUNTS,
 pub use broker::{BrokerError, BrokerSettings, EmbeddedBroker};
 pub use deploy::{
     DEPLOYMENTS_DIR_ENV, DeployError, Deployment, FixtureGroup, FixtureNode, PaperFixture,
-    SecretHex, deploy_registry,
+    SecretHex, deploy_registry, deploy_registry_with_operator,
 };
 pub use mosquitto::{Credentials, Mosquitto, MosquittoBuilder, MosquittoError};
 pub use paths::repo_root;

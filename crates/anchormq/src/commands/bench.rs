@@ -47,6 +47,7 @@ impl BenchCommand {
         let stack = LocalStack::start(StackOptions {
             paper: true,
             broker: external,
+            ..StackOptions::default()
         })
         .await?;
         stack.bridge_caught_up(Duration::from_secs(30)).await?;

@@ -37,6 +37,7 @@ impl DemoCommand {
         let stack = LocalStack::start(StackOptions {
             paper: true,
             broker: external,
+            ..StackOptions::default()
         })
         .await?;
         let result = run(&stack).await;

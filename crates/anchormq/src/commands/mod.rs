@@ -7,6 +7,7 @@ pub mod demo;
 pub mod group;
 pub mod node;
 pub mod pubsub;
+pub mod registrar;
 pub mod stack;
 pub mod up;
 pub mod verify;

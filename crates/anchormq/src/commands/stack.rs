@@ -8,7 +8,9 @@ use std::time::Duration;
 use anchormq_bridge::{BridgeSettings, Metrics};
 use anchormq_chain::{Deployment, PrivateKeySigner, RegistryClient};
 use anchormq_core::{NodeId, NodeSecretKey, Registry, Topics};
-use anchormq_localstack::{Anvil, DEV_ACCOUNTS, EmbeddedBroker, PaperFixture, deploy_registry};
+use anchormq_localstack::{
+    Anvil, DEV_ACCOUNTS, EmbeddedBroker, PaperFixture, deploy_registry_with_operator,
+};
 use anchormq_mqtt::BrokerConfig;
 use eyre::{WrapErr, eyre};
 use tokio::task::JoinHandle;
@@ -22,6 +24,8 @@ use crate::context::core_registry;
 pub struct StackOptions {
     /// Load the paper fixture (nodes 1111..1114, groups hsu0001, hsu0002) instead of deploying.
     pub paper: bool,
+    /// Deploy a closed registry operated by dev account 0, which is also its first registrar.
+    pub closed: bool,
     /// Use this broker instead of starting an embedded one.
     pub broker: Option<BrokerConfig>,
 }
@@ -73,10 +77,25 @@ impl LocalStack {
             (anvil, deployment, Some(fixture))
         } else {
             let anvil = Anvil::spawn().await.wrap_err("cannot start Anvil")?;
-            let deployed = deploy_registry(&anvil, DEV_ACCOUNTS[0].private_key())
-                .await
-                .wrap_err("cannot deploy the registry")?;
-            (anvil, to_chain_deployment(&deployed)?, None)
+            let operator = options.closed.then_some(DEV_ACCOUNTS[0].address);
+            let deployed =
+                deploy_registry_with_operator(&anvil, DEV_ACCOUNTS[0].private_key(), operator)
+                    .await
+                    .wrap_err("cannot deploy the registry")?;
+            let deployment = to_chain_deployment(&deployed)?;
+            if options.closed {
+                let signer: PrivateKeySigner = DEV_ACCOUNTS[0]
+                    .private_key()
+                    .parse()
+                    .wrap_err("dev account key")?;
+                let operator = signer.address();
+                RegistryClient::connect(&anvil.http_url(), deployment, Some(signer))
+                    .await?
+                    .set_registrar(operator, true)
+                    .await
+                    .wrap_err("cannot make dev account 0 a registrar")?;
+            }
+            (anvil, deployment, None)
         };
         let (broker, embedded) = match options.broker {
             Some(config) => (config, None),

@@ -16,6 +16,10 @@ pub struct UpCommand {
     /// instead of deploying an empty registry.
     #[arg(long)]
     pub paper: bool,
+    /// Deploy a closed registry: only registrars may register nodes and create groups. Its
+    /// operator and first registrar is the printed dev account; `anchormq registrar add` adds more.
+    #[arg(long, conflicts_with = "paper")]
+    pub closed: bool,
 }
 
 impl UpCommand {
@@ -27,6 +31,7 @@ impl UpCommand {
         };
         let stack = LocalStack::start(StackOptions {
             paper: self.paper,
+            closed: self.closed,
             broker: external,
         })
         .await?;
@@ -51,6 +56,13 @@ impl UpCommand {
             stack.deployment.chain_id, stack.deployment.deploy_block
         );
         println!("  bridge key:     {bridge}");
+        if self.closed {
+            println!(
+                "  closed registry: operator and only registrar is dev account 0 {}; \
+                 `anchormq registrar add --account ADDRESS` allows another",
+                DEV_ACCOUNTS[0].address
+            );
+        }
         println!(
             "  operator key:   {}  (anvil dev account 0 {}: TEST ONLY, publicly known)",
             DEV_ACCOUNTS[0].private_key(),
