@@ -9,9 +9,13 @@ step "forge fmt --check"
 (cd contracts && forge fmt --check)
 step "forge test"
 (cd contracts && forge test)
+step "forge snapshot --check (gas of the GasTest and GroupSizeGasTest contracts)"
+(cd contracts && forge snapshot --mc Gas --check)
 step "cargo fmt --check"
 cargo fmt --all --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+step "cargo doc --no-deps (warnings denied)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 step "cargo test"
 cargo test --workspace --locked

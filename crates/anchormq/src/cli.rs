@@ -48,7 +48,7 @@ pub struct Globals {
         value_name = "BLOCK"
     )]
     pub deploy_block: Option<u64>,
-    /// Deployment file written by scripts/deploy.sh. Default: deployments/<chainId>.json.
+    /// Deployment file written by scripts/deploy.sh. Default: `deployments/<chainId>.json`.
     #[arg(
         long,
         global = true,

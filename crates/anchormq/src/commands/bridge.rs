@@ -19,7 +19,7 @@ pub struct BridgeCommand {
     /// The bridge's signing key file (anchormq node key format; `anchormq node keygen` makes one).
     #[arg(long, env = "ANCHORMQ_BRIDGE_SIGNING_KEY", value_name = "FILE")]
     pub key: Option<PathBuf>,
-    /// Checkpoint file (default anchormq-bridge-<chainId>.checkpoint.json).
+    /// Checkpoint file (default `anchormq-bridge-<chainId>.checkpoint.json`).
     #[arg(long, env = "ANCHORMQ_CHECKPOINT", value_name = "FILE")]
     pub checkpoint: Option<PathBuf>,
     /// Blocks to wait before mirroring an event (default 0).
@@ -28,7 +28,7 @@ pub struct BridgeCommand {
     /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9464.
     #[arg(long, env = "ANCHORMQ_METRICS", value_name = "ADDR")]
     pub metrics: Option<String>,
-    /// MQTT client ID (default anchormq-bridge-<chainId>).
+    /// MQTT client ID (default `anchormq-bridge-<chainId>`).
     #[arg(long, env = "ANCHORMQ_BRIDGE_CLIENT_ID")]
     pub client_id: Option<String>,
     /// Polling interval for http(s) RPCs, in milliseconds (default 500).
