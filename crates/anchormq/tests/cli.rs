@@ -852,6 +852,26 @@ async fn a_strangers_attack_campaign_changes_no_paper_outcome() {
         )
     };
 
+    // 1112 reads hsu0001 all through the campaign; 1111 publishes before and after it.
+    let reader = Sub::start(
+        &[
+            "--as",
+            "1112",
+            "--key",
+            &up.key("1112"),
+            "-t",
+            "hsu/0001/#",
+            "-C",
+            "2",
+            "--json",
+            "-W",
+            "60",
+        ],
+        &env,
+    )
+    .await;
+    paper_publish(&up, &env, "before the campaign").await;
+
     // 1. Topic filters that once stopped the bridge: refused on chain, whoever sends them.
     for filter in ["a+", "#/x", "x\0y", "caf\u{e9}/#"] {
         let error = attacker
@@ -1004,23 +1024,6 @@ async fn a_strangers_attack_campaign_changes_no_paper_outcome() {
     up.verify_agrees().await;
 
     // The paper's outcomes, through pub and sub as a user runs them.
-    let reader = Sub::start(
-        &[
-            "--as",
-            "1112",
-            "--key",
-            &up.key("1112"),
-            "-t",
-            "hsu/0001/#",
-            "-C",
-            "1",
-            "--json",
-            "-W",
-            "60",
-        ],
-        &env,
-    )
-    .await;
     let outsider = Sub::start(
         &[
             "--as",
@@ -1038,34 +1041,29 @@ async fn a_strangers_attack_campaign_changes_no_paper_outcome() {
     )
     .await;
     // no --group: the stranger's groups on '#' and 'hsu/0001/#' neither capture nor block it
-    let out = anchormq(
-        &[
-            "pub",
-            "--as",
-            "1111",
-            "--key",
-            &up.key("1111"),
-            "-t",
-            "hsu/0001/temperature",
-            "-m",
-            "21.5 C",
-            "-q",
-            "1",
-        ],
-        &env,
-    )
-    .await;
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    paper_publish(&up, &env, "after the campaign").await;
     let (code, out, err) = reader.finish().await;
     assert_eq!(code, Some(0), "{err}");
-    let message: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON");
+    let messages: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    let seen: Vec<_> = messages
+        .iter()
+        .map(|m| {
+            (
+                m["group"].as_str(),
+                m["sender"].as_str(),
+                m["payload"].as_str(),
+            )
+        })
+        .collect();
     assert_eq!(
-        (
-            message["group"].as_str(),
-            message["sender"].as_str(),
-            message["payload"].as_str()
-        ),
-        (Some("hsu0001"), Some("1111"), Some("21.5 C"))
+        seen,
+        [
+            (Some("hsu0001"), Some("1111"), Some("before the campaign")),
+            (Some("hsu0001"), Some("1111"), Some("after the campaign"))
+        ]
     );
     let (code, out, err) = outsider.finish().await;
     assert_ne!(code, Some(0));
@@ -1169,4 +1167,27 @@ async fn a_closed_registry_admits_only_the_operators_registrars() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     up.verify_agrees().await;
     assert_eq!(up.interrupt().await.code(), Some(0));
+}
+
+/// `anchormq pub` as the paper's 1111 on hsu/0001/temperature, without --group; must succeed.
+async fn paper_publish(up: &UpPaper, env: &[(&str, &str)], message: &str) {
+    let key = up.key("1111");
+    let out = anchormq(
+        &[
+            "pub",
+            "--as",
+            "1111",
+            "--key",
+            &key,
+            "-t",
+            "hsu/0001/temperature",
+            "-m",
+            message,
+            "-q",
+            "1",
+        ],
+        env,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
