@@ -61,5 +61,5 @@ pub use notes::{
 pub use replay::{ReplayVerdict, ReplayWindow};
 pub use sender_key::{SenderKey, SenderKeyNote, StreamId, WrappedKey};
 pub use session::{Ingested, Message, Opened, Opener, OpenerLimits, Sealer, SenderKeyNoteBuild};
-pub use topics::{Topics, topic_matches};
+pub use topics::{NoteTopic, Topics, topic_matches};
 pub use trust::Trust;

@@ -78,6 +78,71 @@ impl Topics {
     pub fn events(&self) -> String {
         format!("{}/events", self.prefix)
     }
+
+    /// What an anchormq topic of this registry names; `None` for any other topic (an
+    /// application topic, another registry's). A topic under the prefix that is not one this
+    /// layout builds is [`NoteTopic::Unknown`]: something else was published there.
+    pub fn parse(&self, topic: &str) -> Option<NoteTopic> {
+        let rest = topic.strip_prefix(&self.prefix)?.strip_prefix('/')?;
+        let parts: Vec<&str> = rest.split('/').collect();
+        let chunk = |s: &str| {
+            // only the canonical decimal form this layout builds
+            s.parse::<u16>().ok().filter(|c| c.to_string() == s)
+        };
+        let id = |s: &str| s.parse::<NodeId>().ok().filter(|n| n.topic_segment() == s);
+        let group = |s: &str| s.parse::<GroupId>().ok().filter(|g| g.topic_segment() == s);
+        let parsed = match parts.as_slice() {
+            ["events"] => Some(NoteTopic::Events),
+            ["node", node, c] => id(node)
+                .zip(chunk(c))
+                .map(|(node, chunk)| NoteTopic::Node { node, chunk }),
+            ["group", g, c] => group(g)
+                .zip(chunk(c))
+                .map(|(group, chunk)| NoteTopic::Group { group, chunk }),
+            ["senderkey", g, sender, c] => match (group(g), id(sender), chunk(c)) {
+                (Some(group), Some(sender), Some(chunk)) => Some(NoteTopic::SenderKey {
+                    group,
+                    sender,
+                    chunk,
+                }),
+                _ => None,
+            },
+            _ => None,
+        };
+        Some(parsed.unwrap_or(NoteTopic::Unknown))
+    }
+}
+
+/// An anchormq topic, as [`Topics::parse`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NoteTopic {
+    /// Chunk `chunk` of a node note.
+    Node {
+        /// The node.
+        node: NodeId,
+        /// Chunk index.
+        chunk: u16,
+    },
+    /// Chunk `chunk` of a group note.
+    Group {
+        /// The group.
+        group: GroupId,
+        /// Chunk index.
+        chunk: u16,
+    },
+    /// Chunk `chunk` of a sender's sender-key note for a group.
+    SenderKey {
+        /// The group.
+        group: GroupId,
+        /// The sending node.
+        sender: NodeId,
+        /// Chunk index.
+        chunk: u16,
+    },
+    /// The live event feed.
+    Events,
+    /// Under the registry's prefix, but not a topic of the layout.
+    Unknown,
 }
 
 fn check_common(s: &str) -> Result<(), TopicError> {
@@ -142,6 +207,52 @@ pub fn topic_matches(filter: &str, topic: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parse_reads_back_every_topic_the_layout_builds() {
+        let t = Topics::new(&Registry {
+            chain_id: 1,
+            address: [0xcd; 20],
+        });
+        let g = GroupId::from_label("hsu0001").expect("ok");
+        let odd = GroupId::from_label("a b").expect("ok");
+        let n = NodeId::from_label("1111").expect("ok");
+        for (topic, parsed) in [
+            (t.node_note(&n, 3), NoteTopic::Node { node: n, chunk: 3 }),
+            (
+                t.group_note(&odd, 0),
+                NoteTopic::Group {
+                    group: odd,
+                    chunk: 0,
+                },
+            ),
+            (
+                t.sender_key(&g, &n, 7),
+                NoteTopic::SenderKey {
+                    group: g,
+                    sender: n,
+                    chunk: 7,
+                },
+            ),
+            (t.events(), NoteTopic::Events),
+        ] {
+            assert_eq!(t.parse(&topic), Some(parsed), "{topic}");
+        }
+        let prefix = t.prefix();
+        for unknown in [
+            format!("{prefix}/node/zzzz"),
+            format!("{prefix}/node/1111/01"),
+            format!("{prefix}/node/1111/70000"),
+            // the hex form of an ID the layout writes as a label
+            format!("{prefix}/group/{}/0", g.to_hex()),
+            format!("{prefix}/other"),
+            format!("{prefix}/"),
+        ] {
+            assert_eq!(t.parse(&unknown), Some(NoteTopic::Unknown), "{unknown}");
+        }
+        assert_eq!(t.parse("hsu/0001/temp"), None);
+        assert_eq!(t.parse(&format!("{prefix}x/node/1111/0")), None);
+    }
 
     #[test]
     fn layout() {
