@@ -72,6 +72,7 @@ interface Vm {
         pure
         returns (string[] memory);
     function parseUint(string calldata value) external pure returns (uint256);
+    function parseBytes(string calldata value) external pure returns (bytes memory);
     function parseBytes32(string calldata value) external pure returns (bytes32);
     function toLowercase(string calldata input) external pure returns (string memory);
     function serializeUint(string calldata objectKey, string calldata valueKey, uint256 value)
