@@ -23,12 +23,16 @@
 //!
 //! Splitting is canonical: every piece but the last is exactly
 //! [`MAX_PIECE_LEN`] bytes, so a note has one chunk encoding.
+//!
+//! This module never reads a note body: the header's kind, subject and order
+//! are handed over by [`SignedNote`], which learns them from the note type
+//! (see [`crate::frame`]).
 
 use sha2::{Digest, Sha256};
 
 use crate::error::{ChunkError, DecodeError};
-use crate::keys::NodeSecretKey;
-use crate::notes::{NOTE_DOMAIN, NOTE_VERSION, split_signed};
+/// The note types a chunk carries, also reachable under this module as before.
+pub use crate::frame::{NoteKind, SignedNote};
 use crate::wire::{Reader, put_u16, put_u32, put_u64};
 
 /// Chunk format version.
@@ -42,136 +46,30 @@ pub const MAX_PIECE_LEN: usize = MAX_CHUNK_LEN - CHUNK_HEADER_LEN;
 /// Largest signed note accepted (bounds reassembly memory).
 pub const MAX_NOTE_LEN: usize = 16 * 1024 * 1024;
 
-/// The kind of a signed note.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum NoteKind {
-    /// Node note (bridge-signed).
-    Node = 1,
-    /// Group note (bridge-signed).
-    Group = 2,
-    /// Sender-key note (signed by the sending node).
-    SenderKey = 3,
-}
-
-impl NoteKind {
-    pub(crate) const fn from_byte(b: u8) -> Option<Self> {
-        match b {
-            1 => Some(Self::Node),
-            2 => Some(Self::Group),
-            3 => Some(Self::SenderKey),
-            _ => None,
-        }
-    }
-}
-
-/// A complete signed note with its routing facts (kind, subject, order).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SignedNote {
-    kind: NoteKind,
-    subject: [u8; 32],
-    order: u64,
-    bytes: Vec<u8>,
-}
-
-impl SignedNote {
-    pub(crate) fn seal(
-        kind: NoteKind,
-        subject: [u8; 32],
-        order: u64,
-        body: &[u8],
-        key: &NodeSecretKey,
-    ) -> Self {
-        let mut bytes = Vec::with_capacity(2 + body.len() + 64);
-        bytes.push(NOTE_VERSION);
-        bytes.push(kind as u8);
-        bytes.extend_from_slice(body);
-        let sig = key.sign_parts(NOTE_DOMAIN, &[&bytes]);
-        bytes.extend_from_slice(&sig.0);
-        Self {
-            kind,
-            subject,
-            order,
-            bytes,
-        }
-    }
-
-    /// Reads the routing facts out of complete note bytes (no signature check).
-    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, DecodeError> {
-        let (kind, subject, order) = routing(&bytes)?;
-        Ok(Self {
-            kind,
-            subject,
-            order,
-            bytes,
+/// The chunks of `note`, in index order; the header's kind, subject and order
+/// are the ones the frame read or wrote.
+pub(crate) fn split(note: &SignedNote) -> Vec<Vec<u8>> {
+    let bytes = note.as_bytes();
+    let hash: [u8; 32] = Sha256::digest(bytes).into();
+    let pieces: Vec<&[u8]> = bytes.chunks(MAX_PIECE_LEN).collect();
+    let count = pieces.len() as u16;
+    pieces
+        .iter()
+        .enumerate()
+        .map(|(i, piece)| {
+            Chunk {
+                kind: note.kind(),
+                subject: *note.subject(),
+                order: note.order(),
+                content_hash: hash,
+                index: i as u16,
+                count,
+                total_len: bytes.len() as u32,
+                piece: piece.to_vec(),
+            }
+            .encode()
         })
-    }
-
-    /// The note kind.
-    pub const fn kind(&self) -> NoteKind {
-        self.kind
-    }
-    /// Node ID (node note) or group ID (group and sender-key notes).
-    pub const fn subject(&self) -> &[u8; 32] {
-        &self.subject
-    }
-    /// Block number (chain notes) or epoch (sender-key notes).
-    pub const fn order(&self) -> u64 {
-        self.order
-    }
-    /// The complete signed note.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes
-    }
-    /// Takes the bytes.
-    pub fn into_bytes(self) -> Vec<u8> {
-        self.bytes
-    }
-
-    /// The MQTT payloads, in index order. Publish chunk `i` on the note's topic
-    /// with chunk index `i` (see [`crate::topics`]).
-    pub fn chunks(&self) -> Vec<Vec<u8>> {
-        let hash: [u8; 32] = Sha256::digest(&self.bytes).into();
-        let pieces: Vec<&[u8]> = self.bytes.chunks(MAX_PIECE_LEN).collect();
-        let count = pieces.len() as u16;
-        pieces
-            .iter()
-            .enumerate()
-            .map(|(i, piece)| {
-                Chunk {
-                    kind: self.kind,
-                    subject: self.subject,
-                    order: self.order,
-                    content_hash: hash,
-                    index: i as u16,
-                    count,
-                    total_len: self.bytes.len() as u32,
-                    piece: piece.to_vec(),
-                }
-                .encode()
-            })
-            .collect()
-    }
-}
-
-/// Routing facts from note bytes: kind, subject, order.
-fn routing(bytes: &[u8]) -> Result<(NoteKind, [u8; 32], u64), DecodeError> {
-    let parts = split_signed(bytes)?;
-    let mut r = Reader::new(parts.body);
-    match parts.kind {
-        NoteKind::Node | NoteKind::Group => {
-            let _chain = r.u64("position.chain_id")?;
-            let _registry: [u8; 20] = r.array("position.registry")?;
-            let block = r.u64("position.block_number")?;
-            let _rest = r.bytes(32 + 32 + 8, "position")?;
-            Ok((parts.kind, r.array("note.subject")?, block))
-        }
-        NoteKind::SenderKey => {
-            let group = r.array("sender_key.group")?;
-            let _sender: [u8; 32] = r.array("sender_key.sender")?;
-            Ok((parts.kind, group, r.u64("sender_key.epoch")?))
-        }
-    }
+        .collect()
 }
 
 /// One decoded chunk.
@@ -389,8 +287,9 @@ fn finish(header: &Chunk, bytes: Vec<u8>) -> Result<SignedNote, ChunkError> {
     if hash != header.content_hash {
         return Err(ChunkError::HashMismatch);
     }
-    let note = SignedNote::from_bytes(bytes).map_err(ChunkError::Decode)?;
-    if note.kind != header.kind || note.subject != header.subject || note.order != header.order {
+    // the frame decodes the note and says what its kind, subject and order are
+    let note = SignedNote::from_bytes(bytes)?;
+    if (note.kind(), note.subject(), note.order()) != (header.kind, &header.subject, header.order) {
         return Err(ChunkError::HeaderMismatch);
     }
     Ok(note)
@@ -399,20 +298,35 @@ fn finish(header: &Chunk, bytes: Vec<u8>) -> Result<SignedNote, ChunkError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand_core::OsRng;
+    use crate::ids::{GroupId, NodeId};
+    use crate::keys::NodeSecretKey;
+    use crate::notes::{ChainPosition, GroupNote, Member};
 
+    /// A group note of 5,000 members: three chunks.
     fn big_note(seed: u8) -> SignedNote {
-        let key = NodeSecretKey::generate(&mut OsRng);
-        // a sender-key-shaped body large enough for three chunks
-        let mut body = vec![seed; 72];
-        body.extend(std::iter::repeat_n(seed, 2 * MAX_PIECE_LEN));
-        SignedNote::seal(
-            NoteKind::SenderKey,
-            [seed; 32],
-            u64::from_be_bytes([seed; 8]),
-            &body,
-            &key,
-        )
+        let position = ChainPosition {
+            chain_id: 1,
+            registry: [seed; 20],
+            block_number: u64::from(seed),
+            block_hash: [seed; 32],
+            tx_hash: [seed; 32],
+            log_index: 0,
+        };
+        let members = (0..5000u32)
+            .map(|i| {
+                let mut id = [seed; 32];
+                id[..4].copy_from_slice(&i.to_be_bytes());
+                Member {
+                    node: NodeId::from_bytes(id),
+                    key_version: 1,
+                }
+            })
+            .collect();
+        let group = GroupId::from_bytes([seed; 32]);
+        let key = NodeSecretKey::from_bytes(&[seed; 32]).expect("valid key");
+        GroupNote::new(position, group, 1, "", None, members)
+            .expect("valid")
+            .sign(&key)
     }
 
     #[test]

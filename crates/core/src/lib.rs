@@ -7,6 +7,8 @@
 //!
 //! - [`ids`]: `NodeId` / `GroupId` (Solidity `bytes32("1111")` style labels);
 //! - [`keys`]: node secret keys (key file format), public keys, low-S ECDSA;
+//! - [`frame`]: the signed-note frame every note travels in, with the one
+//!   signer and the one strict decoder for all note kinds;
 //! - [`notes`]: node and group notes signed by the bridge, and [`KeyBook`],
 //!   the reader that refuses forged, foreign or rolled-back notes;
 //! - [`chunk`]: splitting any signed note into MQTT-sized chunks and back;
@@ -36,6 +38,7 @@
 pub mod chunk;
 pub mod envelope;
 pub mod error;
+pub mod frame;
 pub mod fuzz_entry;
 pub mod ids;
 pub mod keys;
@@ -47,12 +50,13 @@ pub mod topics;
 pub mod trust;
 mod wire;
 
-pub use chunk::{ChunkAssembler, NoteKind, SignedNote};
+pub use chunk::ChunkAssembler;
 pub use envelope::{Envelope, SUITE_V1, VERSION_V1};
 pub use error::{
     ChunkError, DecodeError, GroupNoteError, IdError, IngestError, KeyError, KeyFileError,
     MembershipError, NoteError, OpenError, SealError, SenderIssue, SenderKeyError, TopicError,
 };
+pub use frame::{NoteKind, SignedNote};
 pub use ids::{GroupId, NodeId};
 pub use keys::{NodePublicKey, NodeSecretKey, Signature};
 pub use notes::{

@@ -1,27 +1,20 @@
 //! Key notes: the bridge's signed MQTT mirror of the KeyRegistry, and
 //! [`KeyBook`], the reader that holds the last good note per node and group.
 //!
-//! Every note is `version (1) || kind (1) || body || signature (64)`; the
-//! signature is ECDSA-secp256k1 (low S) over
-//! SHA-256(`"anchormq/v1 note\0"` || version || kind || body). Node and group
-//! notes are signed by the bridge key; sender-key notes by the sending node
-//! (see [`crate::sender_key`]).
+//! Node and group notes are bodies in the signed-note frame of
+//! [`crate::frame`], signed by the bridge key (sender-key notes, signed by the
+//! sending node, are in [`crate::sender_key`]).
 
 use std::collections::HashMap;
 
 use sha2::{Digest, Sha256};
 
-use crate::chunk::{NoteKind, SignedNote};
 use crate::error::{DecodeError, GroupNoteError, MembershipError, NoteError};
+use crate::frame::{self, NoteBody, NoteKind, SignedNote};
 use crate::ids::{GroupId, NodeId};
-use crate::keys::{NodePublicKey, NodeSecretKey, Signature};
+use crate::keys::{NodePublicKey, NodeSecretKey};
 use crate::topics::{topic_matches, validate_topic_filter};
 use crate::wire::{Reader, put_u16, put_u32, put_u64};
-
-/// Version byte of every signed note.
-pub const NOTE_VERSION: u8 = 1;
-/// Domain separation prefix of note signatures.
-pub(crate) const NOTE_DOMAIN: &[u8] = b"anchormq/v1 note\0";
 
 /// A 20-byte Ethereum address.
 pub type Address = [u8; 20];
@@ -136,6 +129,33 @@ impl NodeNote {
     /// Body length on the wire.
     pub const BODY_LEN: usize = ChainPosition::LEN + 32 + 8 + 1 + 33;
 
+    /// Signs the note with the bridge key.
+    pub fn sign(&self, bridge_key: &NodeSecretKey) -> SignedNote {
+        frame::sign(self, bridge_key)
+    }
+
+    /// Decodes a signed node note without checking the signature; returns the
+    /// note and the raw signature bytes.
+    pub fn decode_signed(bytes: &[u8]) -> Result<(Self, [u8; 64]), DecodeError> {
+        frame::decode(bytes).map(frame::Framed::into_parts)
+    }
+}
+
+impl NoteBody for NodeNote {
+    const KIND: NoteKind = NoteKind::Node;
+
+    fn subject(&self) -> [u8; 32] {
+        *self.node.as_bytes()
+    }
+
+    fn order(&self) -> u64 {
+        self.position.block_number
+    }
+
+    fn body_len(&self) -> usize {
+        Self::BODY_LEN
+    }
+
     fn encode_body(&self, out: &mut Vec<u8>) {
         self.position.encode(out);
         out.extend_from_slice(self.node.as_bytes());
@@ -158,32 +178,6 @@ impl NodeNote {
             status,
             public_key,
         })
-    }
-
-    /// Signs the note with the bridge key.
-    pub fn sign(&self, bridge_key: &NodeSecretKey) -> SignedNote {
-        let mut body = Vec::with_capacity(Self::BODY_LEN);
-        self.encode_body(&mut body);
-        SignedNote::seal(
-            NoteKind::Node,
-            *self.node.as_bytes(),
-            self.position.block_number,
-            &body,
-            bridge_key,
-        )
-    }
-
-    /// Decodes a signed node note without checking the signature; returns the
-    /// note and the raw signature bytes.
-    pub fn decode_signed(bytes: &[u8]) -> Result<(Self, [u8; 64]), DecodeError> {
-        let parts = split_signed(bytes)?;
-        if parts.kind != NoteKind::Node {
-            return Err(DecodeError::malformed("note.kind"));
-        }
-        let mut r = Reader::new(parts.body);
-        let note = Self::decode_body(&mut r)?;
-        r.finish()?;
-        Ok((note, parts.signature))
     }
 }
 
@@ -294,6 +288,42 @@ impl GroupNote {
         })
     }
 
+    /// Signs the note with the bridge key.
+    pub fn sign(&self, bridge_key: &NodeSecretKey) -> SignedNote {
+        frame::sign(self, bridge_key)
+    }
+
+    /// Decodes a signed group note without checking the signature.
+    pub fn decode_signed(bytes: &[u8]) -> Result<(Self, [u8; 64]), DecodeError> {
+        frame::decode(bytes).map(frame::Framed::into_parts)
+    }
+}
+
+impl NoteBody for GroupNote {
+    const KIND: NoteKind = NoteKind::Group;
+
+    fn subject(&self) -> [u8; 32] {
+        *self.group.as_bytes()
+    }
+
+    fn order(&self) -> u64 {
+        self.position.block_number
+    }
+
+    fn body_len(&self) -> usize {
+        let admin = if self.admin.is_some() { 20 } else { 0 };
+        // position, ID, epoch, filter length, filter, admin flag, admin, member count, members
+        ChainPosition::LEN
+            + 32
+            + 8
+            + 2
+            + self.topic_filter.len()
+            + 1
+            + admin
+            + 4
+            + 40 * self.members.len()
+    }
+
     fn encode_body(&self, out: &mut Vec<u8>) {
         self.position.encode(out);
         out.extend_from_slice(self.group.as_bytes());
@@ -356,33 +386,6 @@ impl GroupNote {
             members,
         })
     }
-
-    /// Signs the note with the bridge key.
-    pub fn sign(&self, bridge_key: &NodeSecretKey) -> SignedNote {
-        let mut body = Vec::with_capacity(
-            ChainPosition::LEN + 64 + self.topic_filter.len() + 40 * self.members.len(),
-        );
-        self.encode_body(&mut body);
-        SignedNote::seal(
-            NoteKind::Group,
-            *self.group.as_bytes(),
-            self.position.block_number,
-            &body,
-            bridge_key,
-        )
-    }
-
-    /// Decodes a signed group note without checking the signature.
-    pub fn decode_signed(bytes: &[u8]) -> Result<(Self, [u8; 64]), DecodeError> {
-        let parts = split_signed(bytes)?;
-        if parts.kind != NoteKind::Group {
-            return Err(DecodeError::malformed("note.kind"));
-        }
-        let mut r = Reader::new(parts.body);
-        let note = Self::decode_body(&mut r)?;
-        r.finish()?;
-        Ok((note, parts.signature))
-    }
 }
 
 /// The registry allows a group without a topic filter (`""`): it claims no
@@ -393,39 +396,6 @@ fn check_group_filter(filter: &str) -> Result<(), crate::error::TopicError> {
     } else {
         validate_topic_filter(filter)
     }
-}
-
-/// A signed note split into its parts (signature not yet checked).
-pub(crate) struct SignedParts<'a> {
-    pub(crate) kind: NoteKind,
-    pub(crate) body: &'a [u8],
-    /// version || kind || body: what the signature covers after the domain.
-    pub(crate) signed: &'a [u8],
-    pub(crate) signature: [u8; 64],
-}
-
-pub(crate) fn split_signed(bytes: &[u8]) -> Result<SignedParts<'_>, DecodeError> {
-    if bytes.len() < 2 + Signature::LEN {
-        return Err(DecodeError::malformed("note"));
-    }
-    if bytes[0] != NOTE_VERSION {
-        return Err(DecodeError::UnsupportedVersion { version: bytes[0] });
-    }
-    let kind = NoteKind::from_byte(bytes[1]).ok_or(DecodeError::malformed("note.kind"))?;
-    let split = bytes.len() - Signature::LEN;
-    let mut signature = [0u8; 64];
-    signature.copy_from_slice(&bytes[split..]);
-    Ok(SignedParts {
-        kind,
-        body: &bytes[2..split],
-        signed: &bytes[..split],
-        signature,
-    })
-}
-
-pub(crate) fn verify_note(parts: &SignedParts<'_>, key: &NodePublicKey) -> bool {
-    key.verify_parts(NOTE_DOMAIN, &[parts.signed], &Signature(parts.signature))
-        .is_ok()
 }
 
 /// What [`KeyBook::ingest_note`] did with a note.
@@ -490,24 +460,10 @@ impl KeyBook {
 
     /// Verifies and stores one complete signed node or group note.
     pub fn ingest_note(&mut self, bytes: &[u8]) -> Result<NoteUpdate, NoteError> {
-        let parts = split_signed(bytes)?;
-        if parts.kind == NoteKind::SenderKey {
-            return Err(NoteError::NotAChainNote {
-                kind: NoteKind::SenderKey as u8,
-            });
-        }
-        let mut r = Reader::new(parts.body);
-        let decoded = match parts.kind {
-            NoteKind::Node => Decoded::Node(NodeNote::decode_body(&mut r)?),
-            _ => Decoded::Group(GroupNote::decode_body(&mut r)?),
-        };
-        r.finish()?;
-        if !verify_note(&parts, &self.bridge) {
-            return Err(NoteError::BadSignature);
-        }
         let digest: [u8; 32] = Sha256::digest(bytes).into();
-        match decoded {
-            Decoded::Node(note) => {
+        match frame::kind(bytes)? {
+            NoteKind::Node => {
+                let note: NodeNote = self.verified(bytes)?;
                 self.check_registry(&note.position)?;
                 let node = note.node;
                 let changed = store(&mut self.nodes, node, Held { note, digest }, |h| {
@@ -515,7 +471,8 @@ impl KeyBook {
                 })?;
                 Ok(NoteUpdate::Node { node, changed })
             }
-            Decoded::Group(note) => {
+            NoteKind::Group => {
+                let note: GroupNote = self.verified(bytes)?;
                 self.check_registry(&note.position)?;
                 let group = note.group;
                 let changed = store(&mut self.groups, group, Held { note, digest }, |h| {
@@ -523,7 +480,17 @@ impl KeyBook {
                 })?;
                 Ok(NoteUpdate::Group { group, changed })
             }
+            kind @ NoteKind::SenderKey => Err(NoteError::NotAChainNote { kind: kind as u8 }),
         }
+    }
+
+    /// Decodes a chain note and checks that the trusted bridge signed it.
+    fn verified<N: NoteBody>(&self, bytes: &[u8]) -> Result<N, NoteError> {
+        let framed = frame::decode::<N>(bytes)?;
+        if !framed.signed_by(&self.bridge) {
+            return Err(NoteError::BadSignature);
+        }
+        Ok(framed.into_note())
     }
 
     fn check_registry(&self, position: &ChainPosition) -> Result<(), NoteError> {
@@ -591,18 +558,6 @@ impl KeyBook {
             .ok_or(MembershipError::UnknownGroup { group: *group })?
             .check_member(node, epoch)
     }
-}
-
-/// Body bytes of a group note (used by the fuzz oracle).
-pub(crate) fn encode_group_body(note: &GroupNote) -> Vec<u8> {
-    let mut out = Vec::new();
-    note.encode_body(&mut out);
-    out
-}
-
-enum Decoded {
-    Node(NodeNote),
-    Group(GroupNote),
 }
 
 fn store<K: std::hash::Hash + Eq, T>(

@@ -30,16 +30,18 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use crate::chunk::{NoteKind, SignedNote};
 use crate::error::{DecodeError, KeyError, SenderKeyError};
+use crate::frame::{self, NoteBody, NoteKind, SignedNote};
 use crate::ids::{GroupId, NodeId};
-use crate::keys::{NodePublicKey, NodeSecretKey, Signature};
-use crate::notes::{KeyBook, NOTE_DOMAIN, split_signed};
+use crate::keys::{NodePublicKey, NodeSecretKey};
+use crate::notes::KeyBook;
 use crate::wire::{Reader, put_u32, put_u64};
 
 /// Length of one ECIES-wrapped sender key.
 pub const WRAPPED_LEN: usize = 65 + 16 + 16 + 32;
 const ENTRY_LEN: usize = 32 + 8 + WRAPPED_LEN;
+/// Body bytes before the entries.
+const HEADER_LEN: usize = 32 + 32 + 8 + 8 + 32 + 4;
 const HKDF_SALT: &[u8] = b"anchormq/v1 sender-key";
 
 type WrapCipher = AesGcm<Aes256, U16>;
@@ -246,88 +248,22 @@ impl SenderKeyNote {
         &self.entries
     }
 
-    fn encode_body(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.stream.group.as_bytes());
-        out.extend_from_slice(self.stream.sender.as_bytes());
-        put_u64(out, self.stream.epoch);
-        put_u64(out, self.sender_key_version);
-        out.extend_from_slice(&self.key_id);
-        put_u32(out, self.entries.len() as u32);
-        for e in &self.entries {
-            out.extend_from_slice(e.node.as_bytes());
-            put_u64(out, e.key_version);
-            out.extend_from_slice(&e.wrapped);
-        }
-    }
-
-    pub(crate) fn encode_body_vec(&self) -> Vec<u8> {
-        let mut body = Vec::with_capacity(116 + ENTRY_LEN * self.entries.len());
-        self.encode_body(&mut body);
-        body
-    }
-
     /// Signs with the sender's node key.
     pub fn sign(&self, sender_key: &NodeSecretKey) -> SignedNote {
-        let mut body = Vec::with_capacity(116 + ENTRY_LEN * self.entries.len());
-        self.encode_body(&mut body);
-        SignedNote::seal(
-            NoteKind::SenderKey,
-            *self.stream.group.as_bytes(),
-            self.stream.epoch,
-            &body,
-            sender_key,
-        )
+        frame::sign(self, sender_key)
     }
 
     /// Decodes a signed sender-key note without checking the signature.
     pub fn decode_signed(bytes: &[u8]) -> Result<(Self, [u8; 64]), DecodeError> {
-        let parts = split_signed(bytes)?;
-        if parts.kind != NoteKind::SenderKey {
-            return Err(DecodeError::malformed("note.kind"));
-        }
-        let mut r = Reader::new(parts.body);
-        let group = GroupId::from_bytes(r.array("sender_key.group")?);
-        let sender = NodeId::from_bytes(r.array("sender_key.sender")?);
-        let epoch = r.u64("sender_key.epoch")?;
-        let sender_key_version = r.u64("sender_key.sender_key_version")?;
-        let key_id = r.array("sender_key.key_id")?;
-        let count = r.u32("sender_key.entry_count")? as usize;
-        if count.checked_mul(ENTRY_LEN) != Some(r.remaining()) {
-            return Err(DecodeError::malformed("sender_key.entries"));
-        }
-        let mut entries: Vec<WrappedKey> = Vec::with_capacity(count);
-        for _ in 0..count {
-            let node = NodeId::from_bytes(r.array("sender_key.entries")?);
-            let key_version = r.u64("sender_key.entries")?;
-            let wrapped = r.array("sender_key.entries")?;
-            if entries.last().is_some_and(|prev| prev.node >= node) {
-                return Err(DecodeError::malformed("sender_key.entries order"));
-            }
-            entries.push(WrappedKey {
-                node,
-                key_version,
-                wrapped,
-            });
-        }
-        r.finish()?;
-        let note = Self {
-            stream: StreamId {
-                group,
-                sender,
-                epoch,
-            },
-            sender_key_version,
-            key_id,
-            entries,
-        };
-        Ok((note, parts.signature))
+        frame::decode(bytes).map(frame::Framed::into_parts)
     }
 
     /// Decodes and verifies a signed sender-key note against `book`: the sender
     /// must be an active node, a member of the group at the note's epoch (the
     /// group's current one), use its current key version, and have signed it.
     pub fn verify(bytes: &[u8], book: &KeyBook) -> Result<Self, SenderKeyError> {
-        let (note, signature) = Self::decode_signed(bytes)?;
+        let framed = frame::decode::<Self>(bytes)?;
+        let note = framed.note();
         let sender = note.stream.sender;
         let sender_err = |source| SenderKeyError::Sender { sender, source };
         let sender_note = book.active_node(&sender).map_err(sender_err)?;
@@ -340,12 +276,10 @@ impl SenderKeyNote {
                 current: sender_note.key_version,
             });
         }
-        let parts = split_signed(bytes)?;
-        sender_note
-            .public_key
-            .verify_parts(NOTE_DOMAIN, &[parts.signed], &Signature(signature))
-            .map_err(|_| SenderKeyError::BadSignature { sender })?;
-        Ok(note)
+        if !framed.signed_by(&sender_note.public_key) {
+            return Err(SenderKeyError::BadSignature { sender });
+        }
+        Ok(framed.into_note())
     }
 
     /// Finds our entry, unwraps it and checks it against the signed key ID.
@@ -380,6 +314,72 @@ impl SenderKeyNote {
             return Err(SenderKeyError::Unwrap { sender });
         }
         Ok(key)
+    }
+}
+
+impl NoteBody for SenderKeyNote {
+    const KIND: NoteKind = NoteKind::SenderKey;
+
+    fn subject(&self) -> [u8; 32] {
+        *self.stream.group.as_bytes()
+    }
+
+    fn order(&self) -> u64 {
+        self.stream.epoch
+    }
+
+    fn body_len(&self) -> usize {
+        HEADER_LEN + ENTRY_LEN * self.entries.len()
+    }
+
+    fn encode_body(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.stream.group.as_bytes());
+        out.extend_from_slice(self.stream.sender.as_bytes());
+        put_u64(out, self.stream.epoch);
+        put_u64(out, self.sender_key_version);
+        out.extend_from_slice(&self.key_id);
+        put_u32(out, self.entries.len() as u32);
+        for e in &self.entries {
+            out.extend_from_slice(e.node.as_bytes());
+            put_u64(out, e.key_version);
+            out.extend_from_slice(&e.wrapped);
+        }
+    }
+
+    fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let group = GroupId::from_bytes(r.array("sender_key.group")?);
+        let sender = NodeId::from_bytes(r.array("sender_key.sender")?);
+        let epoch = r.u64("sender_key.epoch")?;
+        let sender_key_version = r.u64("sender_key.sender_key_version")?;
+        let key_id = r.array("sender_key.key_id")?;
+        let count = r.u32("sender_key.entry_count")? as usize;
+        if count.checked_mul(ENTRY_LEN) != Some(r.remaining()) {
+            return Err(DecodeError::malformed("sender_key.entries"));
+        }
+        let mut entries: Vec<WrappedKey> = Vec::with_capacity(count);
+        for _ in 0..count {
+            let node = NodeId::from_bytes(r.array("sender_key.entries")?);
+            let key_version = r.u64("sender_key.entries")?;
+            let wrapped = r.array("sender_key.entries")?;
+            if entries.last().is_some_and(|prev| prev.node >= node) {
+                return Err(DecodeError::malformed("sender_key.entries order"));
+            }
+            entries.push(WrappedKey {
+                node,
+                key_version,
+                wrapped,
+            });
+        }
+        Ok(Self {
+            stream: StreamId {
+                group,
+                sender,
+                epoch,
+            },
+            sender_key_version,
+            key_id,
+            entries,
+        })
     }
 }
 
