@@ -145,6 +145,8 @@ impl std::fmt::Debug for Globals {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Deploy a KeyRegistry (built into this binary) and write its deployment file.
+    Deploy(commands::deploy::DeployCommand),
     /// Node keys and their registration on chain.
     #[command(subcommand)]
     Node(commands::node::NodeCommand),
@@ -188,6 +190,7 @@ impl Cli {
     pub async fn execute(self) -> eyre::Result<()> {
         let context = Context::new(self.globals)?;
         match self.command {
+            Command::Deploy(command) => command.execute(&context).await,
             Command::Node(command) => command.execute(&context).await,
             Command::Group(command) => command.execute(&context).await,
             Command::Registrar(command) => command.execute(&context).await,

@@ -226,14 +226,19 @@ impl Context {
             .wrap_err("cannot use the registry")
     }
 
-    /// A registry client that sends transactions from the operator account.
-    pub async fn writer(&self) -> eyre::Result<RegistryClient> {
-        let signer = self.operator()?.ok_or_else(|| {
+    /// The operator account, required: the command sends a transaction.
+    pub fn signer(&self) -> eyre::Result<PrivateKeySigner> {
+        self.operator()?.ok_or_else(|| {
             eyre!(
                 "this command sends a transaction: give the operator account with --private-key \
                  (or ANCHORMQ_PRIVATE_KEY) or --keystore FILE"
             )
-        })?;
+        })
+    }
+
+    /// A registry client that sends transactions from the operator account.
+    pub async fn writer(&self) -> eyre::Result<RegistryClient> {
+        let signer = self.signer()?;
         let deployment = self.deployment().await?;
         RegistryClient::connect(self.rpc_url(), deployment, Some(signer))
             .await

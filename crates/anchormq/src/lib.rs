@@ -3,7 +3,7 @@
 //! One struct per subcommand, each with an `execute`; [`main_entry`] parses arguments, sets up
 //! logging and turns an error into one line on stderr. What the commands do is mostly done by the
 //! crates below: `anchormq-chain` (registry calls and logs), `anchormq-bridge`, `anchormq-core`
-//! (notes, sealing, opening) and `anchormq-localstack` (`up`, `demo`).
+//! (notes, sealing, opening) and `anchormq-devnet` (`up`, `demo`: Anvil, the embedded broker, the built-in paper fixture).
 //!
 //! Exit codes: 0 success, 1 error, 2 bad usage (from clap), 3 `verify` found differences or `demo`
 //! saw an outcome other than the expected one.

@@ -53,7 +53,7 @@ fn assert_one_line_error(output: &Output, code: i32, needle: &str) {
 }
 
 async fn paper_anvil() -> (Anvil, PaperFixture) {
-    let fixture = PaperFixture::load(PaperFixture::default_path()).expect("paper fixture");
+    let fixture = PaperFixture::embedded().expect("paper fixture");
     let anvil = Anvil::builder()
         .chain_id(fixture.deployment.chain_id)
         .load_state(fixture.state_path().expect("state file"))
@@ -241,9 +241,10 @@ async fn registry_commands_bridge_pubsub_audit_and_verify() {
     let path = |name: &str| dir.path().join(name).to_str().expect("utf-8").to_owned();
     let rpc = anvil.http_url();
     let broker_url = broker.url();
+    let registry = deployment.address.to_string();
     let env: Vec<(&str, &str)> = vec![
         ("ANCHORMQ_RPC", &rpc),
-        ("ANCHORMQ_REGISTRY", &deployment.address),
+        ("ANCHORMQ_REGISTRY", &registry),
         ("ANCHORMQ_BROKER", &broker_url),
         ("ANCHORMQ_PRIVATE_KEY", DEV_ACCOUNTS[0].private_key()),
     ];
@@ -544,7 +545,7 @@ async fn registry_commands_bridge_pubsub_audit_and_verify() {
     let prefix = format!(
         "anchormq/v1/{}/{}",
         deployment.chain_id,
-        deployment.address.to_lowercase()
+        registry.to_lowercase()
     );
     let (client, mut eventloop) = rumqttc::AsyncClient::new(
         rumqttc::MqttOptions::new("tamper", "127.0.0.1", broker.port()),

@@ -14,7 +14,7 @@ use anchormq_bridge::{BridgeSettings, Metrics};
 use anchormq_chain::bindings::IKeyRegistry;
 use anchormq_chain::{B256, Deployment, PrivateKeySigner, RegistryClient};
 use anchormq_core::{GroupId, NodeSecretKey, Registry, Topics};
-use anchormq_localstack::{Anvil, EmbeddedBroker, deploy_registry};
+use anchormq_localstack::{Anvil, AnvilRpc, EmbeddedBroker, deploy_registry};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio_util::sync::CancellationToken;
 
@@ -38,12 +38,7 @@ async fn stack() -> Stack {
     let deployed = deploy_registry(&anvil, anvil.dev_accounts()[0].private_key())
         .await
         .expect("deploy");
-    let deployment = Deployment {
-        chain_id: deployed.chain_id,
-        address: deployed.address.parse().expect("address"),
-        deploy_block: deployed.deploy_block,
-        tx_hash: None,
-    };
+    let deployment = deployed;
     let signer: PrivateKeySigner = anvil.dev_accounts()[0].private_key().parse().expect("key");
     let client = RegistryClient::connect(&anvil.http_url(), deployment, Some(signer))
         .await

@@ -12,7 +12,7 @@ use anchormq_chain::{B256, Deployment, PrivateKeySigner, RegistryClient};
 use anchormq_core::chunk::{Assembly, ChunkAssembler};
 use anchormq_core::{GroupId, KeyBook, NodeId, NodeSecretKey, NodeStatus, Registry, Topics};
 use anchormq_localstack::{
-    Anvil, EmbeddedBroker, Mosquitto, TcpCutProxy, await_condition, deploy_registry,
+    Anvil, AnvilRpc, EmbeddedBroker, Mosquitto, TcpCutProxy, await_condition, deploy_registry,
 };
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::task::JoinHandle;
@@ -43,12 +43,7 @@ impl Setup {
         let deployed = deploy_registry(&anvil, anvil.dev_accounts()[0].private_key())
             .await
             .expect("deploy");
-        let deployment = Deployment {
-            chain_id: deployed.chain_id,
-            address: deployed.address.parse().expect("address"),
-            deploy_block: deployed.deploy_block,
-            tx_hash: None,
-        };
+        let deployment = deployed;
         let operator: PrivateKeySigner =
             anvil.dev_accounts()[0].private_key().parse().expect("key");
         let admin = RegistryClient::connect(&anvil.http_url(), deployment, Some(operator))

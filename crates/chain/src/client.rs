@@ -115,7 +115,7 @@ impl TypeHash for NodeKey {
 }
 
 /// How long to wait for a sent transaction to be mined before giving up with an error.
-const RECEIPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+pub(crate) const RECEIPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// What a mined registry transaction did.
 #[derive(Debug, Clone, PartialEq, Eq)]

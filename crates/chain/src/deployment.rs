@@ -32,6 +32,14 @@ pub enum DeploymentError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The file could not be written.
+    #[error("cannot write deployment file {path}: {source}")]
+    Write {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// The file is not a deployment record.
     #[error(
         "deployment file {path} is not valid (expected chainId, address, deployBlock): {source}"
@@ -56,5 +64,30 @@ impl Deployment {
             path: shown,
             source,
         })
+    }
+
+    /// Writes the deployment file (creating its folder), through a temporary file and a rename so
+    /// a crash never leaves half a file.
+    pub fn save(&self, path: &Path) -> Result<(), DeploymentError> {
+        let shown = path.display().to_string();
+        let fail = |source| DeploymentError::Write {
+            path: shown.clone(),
+            source,
+        };
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(fail)?;
+        let mut json = serde_json::to_string_pretty(self).map_err(|e| fail(e.into()))?;
+        json.push('\n');
+        let temp = dir.join(format!(
+            ".{}.tmp",
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("deployment")
+        ));
+        std::fs::write(&temp, json).map_err(fail)?;
+        std::fs::rename(&temp, path).map_err(fail)
     }
 }

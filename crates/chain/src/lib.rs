@@ -6,6 +6,7 @@
 
 pub mod bindings;
 mod client;
+mod deploy;
 mod deployment;
 mod error;
 mod events;
@@ -15,6 +16,7 @@ mod state;
 mod stream;
 
 pub use client::{RegistryClient, TxOutcome, redact_url};
+pub use deploy::{creation_code, deploy_registry};
 pub use deployment::{Deployment, DeploymentError};
 pub use error::{ChainError, RegistryRevert};
 pub use events::{LogDecodeError, LogPosition, PositionedEvent, RegistryEvent};

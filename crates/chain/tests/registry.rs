@@ -9,7 +9,7 @@ use anchormq_chain::{
     RegistryState, StreamConfig, StreamItem,
 };
 use anchormq_core::{GroupId, NodeId};
-use anchormq_localstack::{Anvil, RangeLimitedRpc, deploy_registry};
+use anchormq_localstack::{Anvil, AnvilRpc, RangeLimitedRpc, deploy_registry};
 
 struct Chain {
     anvil: Anvil,
@@ -41,12 +41,7 @@ async fn chain() -> Chain {
     let deployed = deploy_registry(&anvil, anvil.dev_accounts()[0].private_key())
         .await
         .expect("registry deploys");
-    let deployment = Deployment {
-        chain_id: deployed.chain_id,
-        address: deployed.address.parse().expect("address"),
-        deploy_block: deployed.deploy_block,
-        tx_hash: deployed.tx_hash.parse().ok(),
-    };
+    let deployment = deployed;
     let admin = RegistryClient::connect(&anvil.http_url(), deployment, Some(signer(&anvil, 0)))
         .await
         .expect("connects");

@@ -3,11 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::json;
+use alloy::providers::{Provider, ProviderBuilder};
 
-use crate::paths::{find_binary, repo_root};
+use crate::paths::{find_binary, toolchain_candidates};
 use crate::process::{LoggedChild, STOP_GRACE, log_since, log_tail, work_dir};
-use crate::rpc::{JsonRpcClient, RpcError, parse_quantity};
 
 /// Anvil's default chain ID.
 pub const DEFAULT_CHAIN_ID: u64 = 31337;
@@ -97,7 +96,9 @@ pub const DEV_ACCOUNTS: [DevAccount; 10] = [
 #[non_exhaustive]
 pub enum AnvilError {
     /// No anvil executable was found.
-    #[error("anvil not found (tried {tried}): run scripts/bootstrap.sh or set ANCHORMQ_ANVIL")]
+    #[error(
+        "anvil not found (tried {tried}): install Foundry's anvil (for example `npm install -g @foundry-rs/anvil`) and put it on PATH, or set ANCHORMQ_ANVIL to its path"
+    )]
     NotFound {
         /// The paths that were tried.
         tried: String,
@@ -150,12 +151,6 @@ pub enum AnvilError {
         #[source]
         source: std::io::Error,
     },
-    /// A JSON-RPC call made by this crate failed.
-    #[error(transparent)]
-    Rpc(#[from] RpcError),
-    /// A transaction was not mined in time.
-    #[error(transparent)]
-    Wait(crate::wait::WaitTimeout),
 }
 
 /// How to run Anvil. Build with [`Anvil::builder`].
@@ -230,8 +225,8 @@ impl AnvilBuilder {
         self
     }
 
-    /// Use this anvil executable instead of the lookup (`ANCHORMQ_ANVIL`,
-    /// `<repo>/.toolchain/bin/anvil`, `PATH`).
+    /// Use this anvil executable instead of the lookup (`ANCHORMQ_ANVIL`, `PATH`, then a
+    /// checkout's `.toolchain/bin/anvil` above the current directory or the executable).
     pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
         self.binary = Some(path.into());
         self
@@ -254,12 +249,7 @@ impl AnvilBuilder {
         let binary = match &self.binary {
             Some(path) => path.clone(),
             None => {
-                let root = repo_root();
-                let lookup = find_binary(
-                    "anvil",
-                    "ANCHORMQ_ANVIL",
-                    &[root.join(".toolchain/bin/anvil")],
-                );
+                let lookup = find_binary("anvil", "ANCHORMQ_ANVIL", &toolchain_candidates("anvil"));
                 lookup.found.clone().ok_or_else(|| AnvilError::NotFound {
                     tried: lookup.describe(),
                 })?
@@ -281,7 +271,6 @@ impl AnvilBuilder {
             log_path,
             state_path,
             child: None,
-            rpc: None,
         };
         anvil.start().await?;
         Ok(anvil)
@@ -300,7 +289,6 @@ pub struct Anvil {
     dir: tempfile::TempDir,
     log_path: PathBuf,
     state_path: PathBuf,
-    rpc: Option<JsonRpcClient>,
 }
 
 impl Anvil {
@@ -362,74 +350,6 @@ impl Anvil {
     /// The node's temp dir (log and default state file).
     pub fn work_dir(&self) -> &Path {
         self.dir.path()
-    }
-
-    /// A JSON-RPC client for this node's HTTP endpoint.
-    pub fn rpc(&self) -> Result<JsonRpcClient, RpcError> {
-        match &self.rpc {
-            Some(client) => Ok(client.clone()),
-            None => JsonRpcClient::new(&self.http_url()),
-        }
-    }
-
-    /// The current block number, via JSON-RPC.
-    pub async fn block_number(&self) -> Result<u64, AnvilError> {
-        let rpc = self.rpc()?;
-        let value = rpc.call("eth_blockNumber", json!([])).await?;
-        parse_quantity(&value).ok_or_else(|| {
-            AnvilError::Rpc(RpcError::InvalidResponse {
-                url: rpc.url().to_owned(),
-                reason: format!("eth_blockNumber returned {value}"),
-            })
-        })
-    }
-
-    /// Waits until `tx_hash` is mined and returns its receipt. Anvil answers
-    /// `eth_sendTransaction` before the block is mined, even with instant mining.
-    pub async fn wait_for_receipt(
-        &self,
-        tx_hash: &str,
-        timeout: Duration,
-    ) -> Result<serde_json::Value, AnvilError> {
-        let rpc = self.rpc()?;
-        let what = format!("receipt of {tx_hash}");
-        crate::wait::await_value(&what, timeout, Duration::from_millis(10), || {
-            let rpc = rpc.clone();
-            async move {
-                rpc.call("eth_getTransactionReceipt", json!([tx_hash]))
-                    .await
-                    .ok()
-                    .filter(|receipt| !receipt.is_null())
-            }
-        })
-        .await
-        .map_err(AnvilError::Wait)
-    }
-
-    /// Sends `value` wei from one unlocked dev account to an address and waits for the
-    /// receipt; returns the transaction hash.
-    pub async fn send_value(
-        &self,
-        from: &DevAccount,
-        to: &str,
-        value_wei: u128,
-    ) -> Result<String, AnvilError> {
-        let rpc = self.rpc()?;
-        let hash = rpc
-            .call(
-                "eth_sendTransaction",
-                json!([{"from": from.address, "to": to, "value": format!("{value_wei:#x}")}]),
-            )
-            .await?;
-        let hash = hash.as_str().map(str::to_owned).ok_or_else(|| {
-            AnvilError::Rpc(RpcError::InvalidResponse {
-                url: rpc.url().to_owned(),
-                reason: format!("eth_sendTransaction returned {hash}"),
-            })
-        })?;
-        self.wait_for_receipt(&hash, Duration::from_secs(30))
-            .await?;
-        Ok(hash)
     }
 
     /// Whether the process is still running.
@@ -511,7 +431,6 @@ impl Anvil {
         match ready {
             Ok(port) => {
                 self.port = port;
-                self.rpc = Some(JsonRpcClient::new(&self.http_url())?);
                 self.child = Some(child);
                 Ok(())
             }
@@ -525,7 +444,6 @@ impl Anvil {
     async fn await_ready(&self, child: &mut LoggedChild) -> Result<u16, AnvilError> {
         let deadline = tokio::time::Instant::now() + self.config.startup_timeout;
         let mut port = (self.port != 0).then_some(self.port);
-        let mut rpc: Option<JsonRpcClient> = None;
         loop {
             if let Some(status) = child.exited() {
                 return Err(AnvilError::Exited {
@@ -537,26 +455,17 @@ impl Anvil {
             if port.is_none() {
                 port = listening_port(&log_since(&self.log_path, child.log_start));
             }
-            if let Some(port) = port {
-                let client = match &rpc {
-                    Some(client) => client.clone(),
-                    None => {
-                        let client = JsonRpcClient::new(&format!("http://127.0.0.1:{port}"))?;
-                        rpc = Some(client.clone());
-                        client
-                    }
-                };
-                if let Ok(value) = client.call("eth_chainId", json!([])).await {
-                    let actual = parse_quantity(&value).unwrap_or(0);
-                    if actual != self.config.chain_id {
-                        return Err(AnvilError::ChainIdMismatch {
-                            port,
-                            expected: self.config.chain_id,
-                            actual,
-                        });
-                    }
-                    return Ok(port);
+            if let Some(port) = port
+                && let Some(actual) = chain_id_at(port).await
+            {
+                if actual != self.config.chain_id {
+                    return Err(AnvilError::ChainIdMismatch {
+                        port,
+                        expected: self.config.chain_id,
+                        actual,
+                    });
                 }
+                return Ok(port);
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(AnvilError::NotReady {
@@ -573,6 +482,15 @@ impl Anvil {
     pub async fn shutdown(mut self) -> Result<(), AnvilError> {
         self.stop().await
     }
+}
+
+/// The chain ID the node on `port` answers, if it answers.
+async fn chain_id_at(port: u16) -> Option<u64> {
+    let provider = ProviderBuilder::new()
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .ok()?;
+    provider.get_chain_id().await.ok()
 }
 
 /// The port from Anvil's "Listening on 127.0.0.1:PORT" line.

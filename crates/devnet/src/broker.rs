@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
 
-use crate::mqtt_probe::{Probe, probe};
-use crate::wait::free_port;
+use crate::free_port;
+use crate::probe::{Probe, probe};
 
 /// How many free ports to try when another process takes the picked one first.
 const BIND_ATTEMPTS: usize = 5;
@@ -80,7 +80,7 @@ impl Default for BrokerSettings {
 /// It keeps retained messages and delivers them to later subscribers (checked by this crate's
 /// tests). rumqttd 0.20 has no way to stop a started broker: it runs until the process exits,
 /// and dropping this handle does not stop it. Tests that restart a broker use
-/// [`crate::Mosquitto`].
+/// the test kit's Mosquitto.
 #[derive(Debug, Clone)]
 pub struct EmbeddedBroker {
     addr: SocketAddr,

@@ -12,23 +12,23 @@ use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
 /// How long a SIGTERM may take before the process is killed.
-pub(crate) const STOP_GRACE: Duration = Duration::from_secs(10);
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// How many trailing log lines an error carries.
 const LOG_TAIL_LINES: usize = 40;
 
 /// A running child process writing stdout and stderr to `log`.
 #[derive(Debug)]
-pub(crate) struct LoggedChild {
+pub struct LoggedChild {
     child: Child,
     /// Byte offset in the log where this run's output starts (the log is shared by restarts).
-    pub(crate) log_start: u64,
+    pub log_start: u64,
 }
 
 impl LoggedChild {
     /// Spawns `program args` with output appended to `log`. `shown_args` is what the log header
     /// prints, so callers can leave secrets out of it.
-    pub(crate) fn spawn<I, S>(
+    pub fn spawn<I, S>(
         program: &Path,
         args: I,
         shown_args: &str,
@@ -56,12 +56,12 @@ impl LoggedChild {
     }
 
     /// The exit status if the process has ended.
-    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
+    pub fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
     }
 
     /// SIGTERM, then SIGKILL if it has not exited within `grace`.
-    pub(crate) async fn stop(&mut self, grace: Duration) -> std::io::Result<ExitStatus> {
+    pub async fn stop(&mut self, grace: Duration) -> std::io::Result<ExitStatus> {
         if let Some(status) = self.exited() {
             return Ok(status);
         }
@@ -76,7 +76,7 @@ impl LoggedChild {
     }
 
     /// SIGKILL and wait for it.
-    pub(crate) async fn kill(&mut self) -> std::io::Result<ExitStatus> {
+    pub async fn kill(&mut self) -> std::io::Result<ExitStatus> {
         if let Some(status) = self.exited() {
             return Ok(status);
         }
@@ -86,7 +86,7 @@ impl LoggedChild {
 }
 
 /// The last lines of a log file from byte `from`, for error messages.
-pub(crate) fn log_tail(log: &Path, from: u64) -> String {
+pub fn log_tail(log: &Path, from: u64) -> String {
     let Ok(bytes) = std::fs::read(log) else {
         return format!("(log {} unreadable)", log.display());
     };
@@ -98,7 +98,7 @@ pub(crate) fn log_tail(log: &Path, from: u64) -> String {
 }
 
 /// The log text from byte `from`.
-pub(crate) fn log_since(log: &Path, from: u64) -> String {
+pub fn log_since(log: &Path, from: u64) -> String {
     let bytes = std::fs::read(log).unwrap_or_default();
     let start = usize::try_from(from).unwrap_or(0).min(bytes.len());
     String::from_utf8_lossy(&bytes[start..]).into_owned()
@@ -108,7 +108,7 @@ pub(crate) fn log_since(log: &Path, from: u64) -> String {
 pub const KEEP_ENV: &str = "ANCHORMQ_KEEP_LOGS";
 
 /// A temp dir holding a service's log, config and state files.
-pub(crate) fn work_dir(prefix: &str) -> std::io::Result<(tempfile::TempDir, PathBuf)> {
+pub fn work_dir(prefix: &str) -> std::io::Result<(tempfile::TempDir, PathBuf)> {
     let keep = std::env::var_os(KEEP_ENV).is_some_and(|v| !v.is_empty() && v != "0");
     let dir = tempfile::Builder::new()
         .prefix(prefix)

@@ -1,8 +1,9 @@
-//! Real local infrastructure for anchormq: an Anvil chain with the KeyRegistry deployed, MQTT
-//! brokers (in-process rumqttd or a Mosquitto process) and fault-injecting proxies, all on
-//! free loopback ports.
+//! The test kit: real local infrastructure for anchormq's tests and benchmarks, on free loopback
+//! ports. It re-exports the development network of `anchormq-devnet` (Anvil, the embedded broker,
+//! the paper fixture) and adds what only tests need: Mosquitto processes, fault-injecting TCP and
+//! JSON-RPC proxies, raw JSON-RPC calls to Anvil, deployment helpers and bounded waits.
 //!
-//! It serves `anchormq up` / `anchormq demo` and every end-to-end test. Each service owns a temp
+//! Not part of the product: `anchormq` depends on it for its tests only. Each service owns a temp
 //! dir holding its output log, so a failing test can print what the process said (set
 //! `ANCHORMQ_KEEP_LOGS=1` to keep those dirs); every child process is killed when its handle is
 //! dropped.
@@ -11,26 +12,24 @@
 //! and the JSON-RPC client is a readiness/test helper, not the product's chain client (that is
 //! alloy in `anchormq-chain`).
 
-mod anvil;
-mod broker;
+mod anvil_rpc;
 mod deploy;
 mod mosquitto;
-mod mqtt_probe;
 mod paths;
-mod process;
 mod proxy;
 mod rpc;
 mod wait;
 
-pub use anvil::{Anvil, AnvilBuilder, AnvilError, DEFAULT_CHAIN_ID, DEV_ACCOUNTS, DevAccount};
-pub use broker::{BrokerError, BrokerSettings, EmbeddedBroker};
-pub use deploy::{
-    DEPLOYMENTS_DIR_ENV, DeployError, Deployment, FixtureGroup, FixtureNode, PaperFixture,
-    SecretHex, deploy_registry, deploy_registry_with_operator,
+pub use anchormq_devnet::process::KEEP_ENV;
+pub use anchormq_devnet::{
+    Anvil, AnvilBuilder, AnvilError, BrokerError, BrokerSettings, DEFAULT_CHAIN_ID, DEV_ACCOUNTS,
+    DevAccount, EmbeddedBroker, FixtureError, FixtureGroup, FixtureNode, PaperFixture, SecretHex,
+    free_port,
 };
+pub use anvil_rpc::AnvilRpc;
+pub use deploy::{DeployError, deploy_registry, deploy_registry_with_operator};
 pub use mosquitto::{Credentials, Mosquitto, MosquittoBuilder, MosquittoError};
 pub use paths::repo_root;
-pub use process::KEEP_ENV;
 pub use proxy::TcpCutProxy;
 pub use rpc::{JsonRpcClient, ProxyError, RangeError, RangeLimitedRpc, RpcError, parse_quantity};
-pub use wait::{WaitTimeout, await_condition, await_value, free_port};
+pub use wait::{WaitTimeout, await_condition, await_value};

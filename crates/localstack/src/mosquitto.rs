@@ -6,10 +6,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::mqtt_probe::{Probe, probe};
-use crate::paths::find_binary;
-use crate::process::{LoggedChild, STOP_GRACE, log_since, log_tail, work_dir};
-use crate::wait::free_port;
+use anchormq_devnet::free_port;
+use anchormq_devnet::paths::find_binary;
+use anchormq_devnet::probe::{Probe, probe};
+use anchormq_devnet::process::{LoggedChild, STOP_GRACE, log_since, log_tail, work_dir};
 
 /// How many free ports the first start tries when another process takes the picked one.
 const BIND_ATTEMPTS: usize = 5;

@@ -1,7 +1,6 @@
-//! Free loopback ports and bounded polling of conditions.
+//! Bounded polling of conditions.
 
 use std::future::Future;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -14,16 +13,6 @@ pub struct WaitTimeout {
     pub what: String,
     /// The limit that passed.
     pub timeout: Duration,
-}
-
-/// Asks the kernel for a port that is free on 127.0.0.1 right now.
-///
-/// The port is released before returning, so another process may take it before the caller binds
-/// it: callers that hand the port to a child process must detect a failed bind and retry with a
-/// new port (every spawner in this crate does).
-pub fn free_port() -> std::io::Result<u16> {
-    let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
-    Ok(listener.local_addr()?.port())
 }
 
 /// Polls `condition` every `poll_interval` until it returns true, or fails after `timeout`.
@@ -111,12 +100,5 @@ mod tests {
         .expect_err("never true");
         assert_eq!(err.what, "the impossible");
         assert!(err.to_string().contains("the impossible"), "{err}");
-    }
-
-    #[test]
-    fn free_port_is_bindable() {
-        let port = free_port().expect("free port");
-        assert_ne!(port, 0);
-        TcpListener::bind((Ipv4Addr::LOCALHOST, port)).expect("port still free");
     }
 }

@@ -1,6 +1,8 @@
 //! A real Anvil: start, readiness, dev accounts, restart with state, crash without state.
 
-use anchormq_localstack::{Anvil, AnvilError, DEV_ACCOUNTS, JsonRpcClient, parse_quantity};
+use anchormq_localstack::{
+    Anvil, AnvilError, AnvilRpc, DEV_ACCOUNTS, JsonRpcClient, parse_quantity,
+};
 use serde_json::{Value, json};
 
 const WAIT: std::time::Duration = std::time::Duration::from_secs(10);

@@ -1,7 +1,9 @@
-//! Deploying the real KeyRegistry to a real Anvil, and starting Anvil from the paper fixture.
+//! Deploying the real KeyRegistry (the bytecode built into anchormq-chain) to a real Anvil, open
+//! and closed, and starting Anvil from the built-in paper fixture.
 
 use anchormq_localstack::{
-    Anvil, DEV_ACCOUNTS, DeployError, PaperFixture, deploy_registry, parse_quantity,
+    Anvil, AnvilRpc, DEV_ACCOUNTS, DeployError, PaperFixture, deploy_registry,
+    deploy_registry_with_operator, parse_quantity,
 };
 use serde_json::json;
 
@@ -34,20 +36,35 @@ async fn deploy_registry_puts_code_on_chain_and_reports_where() {
     );
     assert_eq!(
         receipt["contractAddress"].as_str().map(str::to_lowercase),
-        Some(deployment.address.to_lowercase())
+        Some(deployment.address.to_string().to_lowercase())
     );
 }
 
 #[tokio::test]
-async fn bad_key_fails_with_the_script_output_but_not_the_key() {
+async fn a_closed_registry_reports_its_operator() {
     let anvil = Anvil::spawn().await.expect("anvil");
-    // 31 bytes: not a secp256k1 key, so forge refuses it before sending anything.
+    let operator = DEV_ACCOUNTS[3].address;
+    let deployment =
+        deploy_registry_with_operator(&anvil, DEV_ACCOUNTS[0].private_key(), Some(operator))
+            .await
+            .expect("deploy succeeds");
+    let client = anchormq_chain::RegistryClient::connect(&anvil.http_url(), deployment, None)
+        .await
+        .expect("client");
+    assert_eq!(
+        client.operator().await.expect("operator"),
+        Some(operator.parse().expect("address"))
+    );
+}
+
+#[tokio::test]
+async fn bad_key_fails_without_showing_it_and_sends_nothing() {
+    let anvil = Anvil::spawn().await.expect("anvil");
+    // 31 bytes: not a secp256k1 key
     let key = format!("0x{}", "5a".repeat(31));
     let err = deploy_registry(&anvil, &key).await.expect_err("bad key");
-    let text = err.to_string();
-    assert!(matches!(err, DeployError::StepFailed { .. }), "{err:?}");
-    assert!(text.contains("deploy.sh"), "{text}");
-    assert!(!text.contains(&key[2..]), "key echoed: {text}");
+    assert!(matches!(err, DeployError::Key), "{err:?}");
+    assert!(!err.to_string().contains(&key[2..]), "key echoed: {err}");
     assert_eq!(
         anvil.block_number().await.expect("head"),
         0,
@@ -56,8 +73,8 @@ async fn bad_key_fails_with_the_script_output_but_not_the_key() {
 }
 
 #[tokio::test]
-async fn paper_fixture_starts_anvil_with_the_registry_in_place() {
-    let fixture = PaperFixture::load(PaperFixture::default_path()).expect("fixture parses");
+async fn the_built_in_paper_fixture_starts_anvil_with_the_registry_in_place() {
+    let fixture = PaperFixture::embedded().expect("fixture parses");
     for id in ["1111", "1112", "1113", "1114"] {
         let node = fixture
             .node(id)

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use anchormq_localstack::{
-    Anvil, EmbeddedBroker, JsonRpcClient, RangeLimitedRpc, RpcError, TcpCutProxy, await_condition,
+    Anvil, AnvilRpc, EmbeddedBroker, JsonRpcClient, RangeLimitedRpc, RpcError, TcpCutProxy,
+    await_condition,
 };
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
 use serde_json::json;

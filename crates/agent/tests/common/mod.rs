@@ -60,7 +60,7 @@ fn secret_from_hex(text: &str) -> NodeSecretKey {
 
 impl Stack {
     pub async fn start() -> Self {
-        let fixture = PaperFixture::load(PaperFixture::default_path()).expect("paper fixture");
+        let fixture = PaperFixture::embedded().expect("paper fixture");
         let anvil = Anvil::builder()
             .chain_id(fixture.deployment.chain_id)
             .load_state(fixture.state_path().expect("fixture state"))
@@ -72,7 +72,7 @@ impl Stack {
         let bridge_secret = NodeSecretKey::generate(&mut OsRng);
         let settings = BridgeSettings {
             rpc: Some(anvil.ws_url()),
-            registry: Some(fixture.deployment.address.clone()),
+            registry: Some(fixture.deployment.address.to_string()),
             chain_id: Some(fixture.deployment.chain_id),
             deploy_block: Some(fixture.deployment.deploy_block),
             broker: Some(broker.url()),

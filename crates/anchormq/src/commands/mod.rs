@@ -4,6 +4,7 @@ pub mod audit;
 pub mod bench;
 pub mod bridge;
 pub mod demo;
+pub mod deploy;
 pub mod group;
 pub mod node;
 pub mod pubsub;

@@ -5,14 +5,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use alloy::providers::Provider;
 use anchormq_bridge::{BridgeSettings, Metrics};
 use anchormq_chain::{Deployment, PrivateKeySigner, RegistryClient};
 use anchormq_core::{NodeId, NodeSecretKey, Registry, Topics};
-use anchormq_localstack::{
-    Anvil, DEV_ACCOUNTS, EmbeddedBroker, PaperFixture, deploy_registry_with_operator,
-};
+use anchormq_devnet::{Anvil, DEV_ACCOUNTS, EmbeddedBroker, PaperFixture};
 use anchormq_mqtt::BrokerConfig;
-use eyre::{WrapErr, eyre};
+use eyre::{WrapErr, bail, eyre};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -62,8 +61,7 @@ impl LocalStack {
             .tempdir()
             .wrap_err("cannot create a temporary directory")?;
         let (anvil, deployment, fixture) = if options.paper {
-            let fixture = PaperFixture::load(PaperFixture::default_path())
-                .wrap_err("cannot load the paper fixture (anvil-fixtures/paper.json)")?;
+            let fixture = PaperFixture::embedded().wrap_err("cannot prepare the paper fixture")?;
             let state = fixture
                 .state_path()
                 .ok_or_else(|| eyre!("the paper fixture names no state file"))?;
@@ -73,22 +71,22 @@ impl LocalStack {
                 .spawn()
                 .await
                 .wrap_err("cannot start Anvil")?;
-            let deployment = to_chain_deployment(&fixture.deployment)?;
-            (anvil, deployment, Some(fixture))
+            (anvil, fixture.deployment, Some(fixture))
         } else {
             let anvil = Anvil::spawn().await.wrap_err("cannot start Anvil")?;
-            let operator = options.closed.then_some(DEV_ACCOUNTS[0].address);
-            let deployed =
-                deploy_registry_with_operator(&anvil, DEV_ACCOUNTS[0].private_key(), operator)
-                    .await
-                    .wrap_err("cannot deploy the registry")?;
-            let deployment = to_chain_deployment(&deployed)?;
+            let signer: PrivateKeySigner = DEV_ACCOUNTS[0]
+                .private_key()
+                .parse()
+                .wrap_err("dev account key")?;
+            let operator = signer.address();
+            let deployment = anchormq_chain::deploy_registry(
+                &anvil.http_url(),
+                signer.clone(),
+                options.closed.then_some(operator),
+            )
+            .await
+            .wrap_err("cannot deploy the registry")?;
             if options.closed {
-                let signer: PrivateKeySigner = DEV_ACCOUNTS[0]
-                    .private_key()
-                    .parse()
-                    .wrap_err("dev account key")?;
-                let operator = signer.address();
                 RegistryClient::connect(&anvil.http_url(), deployment, Some(signer))
                     .await?
                     .set_registrar(operator, true)
@@ -245,23 +243,24 @@ impl LocalStack {
 
     /// Waits until the bridge has mirrored the chain up to its current head.
     pub async fn bridge_caught_up(&self, timeout: Duration) -> eyre::Result<()> {
-        let head = self.anvil.block_number().await?;
-        let metrics = self.metrics.clone();
-        anchormq_localstack::await_condition(
-            "the bridge to mirror the chain",
-            timeout,
-            Duration::from_millis(20),
-            || {
-                let metrics = metrics.clone();
-                async move {
-                    metrics
-                        .mirrored_block
-                        .load(std::sync::atomic::Ordering::Relaxed)
-                        >= head
-                }
-            },
-        )
-        .await?;
+        let client = self.operator_client().await?;
+        let head = client
+            .provider()
+            .get_block_number()
+            .await
+            .wrap_err("reading the chain head")?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self
+            .metrics
+            .mirrored_block
+            .load(std::sync::atomic::Ordering::Relaxed)
+            < head
+        {
+            if tokio::time::Instant::now() >= deadline || self.bridge_finished() {
+                bail!("the bridge did not mirror the chain up to block {head} within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         Ok(())
     }
 
@@ -288,16 +287,4 @@ impl Drop for LocalStack {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
-}
-
-fn to_chain_deployment(d: &anchormq_localstack::Deployment) -> eyre::Result<Deployment> {
-    Ok(Deployment {
-        chain_id: d.chain_id,
-        address: d
-            .address
-            .parse()
-            .map_err(|e| eyre!("deployment address {:?}: {e}", d.address))?,
-        deploy_block: d.deploy_block,
-        tx_hash: d.tx_hash.parse().ok(),
-    })
 }

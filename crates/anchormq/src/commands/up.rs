@@ -1,6 +1,6 @@
 //! `anchormq up`: a local stack for trying anchormq by hand, running until Ctrl-C.
 
-use anchormq_localstack::DEV_ACCOUNTS;
+use anchormq_devnet::DEV_ACCOUNTS;
 use clap::Args;
 use eyre::WrapErr;
 
