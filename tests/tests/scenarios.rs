@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use anchormq_agent::{Agent, QoS, Received};
+use anchormq_agent::{Agent, PublishOptions, Received};
 use anchormq_chain::{B256, RegistryClient};
 use anchormq_core::{GroupId, NodeId, NodeSecretKey};
 use anchormq_e2e::{LocalStack, StackOptions, WAIT, agent_config, fixture_agent, next_message};
@@ -30,9 +30,10 @@ async fn late_joiner_reads_retained_context() -> eyre::Result<()> {
         .publish(
             "hsu/0001/config",
             b"setpoint 21 C",
-            QoS::AtLeastOnce,
-            true,
-            None,
+            PublishOptions {
+                retain: true,
+                ..PublishOptions::default()
+            },
         )
         .await?;
     sender.flush().await?;
@@ -84,7 +85,7 @@ async fn broker_restart_during_qos1_stream_loses_nothing() -> eyre::Result<()> {
     let mut sub = reader.subscribe(&["hsu/0001/stream"]).await?;
     let writer = fixture_agent(&stack, "1111", &shutdown).await?;
     let publisher = writer
-        .publisher("hsu/0001/stream", QoS::AtLeastOnce, false, None)
+        .publisher("hsu/0001/stream", PublishOptions::default())
         .await?;
 
     let collector = tokio::spawn(async move {
@@ -195,9 +196,7 @@ async fn hundred_nodes_in_one_group() -> eyre::Result<()> {
                 .publish(
                     &topic,
                     format!("hello from {}", agent.node()).as_bytes(),
-                    QoS::AtLeastOnce,
-                    false,
-                    None,
+                    PublishOptions::default(),
                 )
                 .await?;
             agent.flush().await?;

@@ -27,7 +27,7 @@ use crate::received::Received;
 
 use reader::Reader;
 use sender::GroupSender;
-pub use sender::{Published, Publisher};
+pub use sender::{PublishOptions, Published, Publisher};
 
 /// A running node agent. Cheap to clone; the agent stops when its shutdown token is cancelled or
 /// the last handle (agent, [`Publisher`] or [`Subscription`]) is dropped. Call [`Agent::flush`]
@@ -266,18 +266,16 @@ impl Agent {
         })
     }
 
-    /// Seals `payload` for `group` (or the one group whose topic filter matches `topic`) and
-    /// publishes it. Waits for the notes it needs, and draws and publishes a new sender key first
-    /// when the group's epoch or a member's key changed.
+    /// Seals `payload` for `options.group` (or the one group whose topic filter matches `topic`)
+    /// and publishes it. Waits for the notes it needs, and draws and publishes a new sender key
+    /// first when the group's epoch or a member's key changed.
     pub async fn publish(
         &self,
         topic: &str,
         payload: &[u8],
-        qos: QoS,
-        retain: bool,
-        group: Option<GroupId>,
+        options: PublishOptions,
     ) -> Result<Published, AgentError> {
-        let publisher = self.publisher(topic, qos, retain, group).await?;
+        let publisher = self.publisher(topic, options).await?;
         publisher.send(payload).await
     }
 
@@ -286,15 +284,13 @@ impl Agent {
         &self,
         topic: &str,
         payloads: I,
-        qos: QoS,
-        retain: bool,
-        group: Option<GroupId>,
+        options: PublishOptions,
     ) -> Result<Option<Published>, AgentError>
     where
         I: IntoIterator,
         I::Item: AsRef<[u8]>,
     {
-        let publisher = self.publisher(topic, qos, retain, group).await?;
+        let publisher = self.publisher(topic, options).await?;
         publisher.send_many(payloads).await
     }
 
@@ -303,19 +299,9 @@ impl Agent {
     pub async fn publisher(
         &self,
         topic: &str,
-        qos: QoS,
-        retain: bool,
-        group: Option<GroupId>,
+        options: PublishOptions,
     ) -> Result<Publisher, AgentError> {
-        Publisher::start(
-            self.inner.clone(),
-            self.guard.clone(),
-            topic,
-            qos,
-            retain,
-            group,
-        )
-        .await
+        Publisher::start(self.inner.clone(), self.guard.clone(), topic, options).await
     }
 
     /// Waits until the broker acknowledged the QoS 1 message with link number `link_seq` and all

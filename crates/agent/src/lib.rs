@@ -15,7 +15,7 @@ mod error;
 mod hold;
 mod received;
 
-pub use agent::{Agent, AgentStats, Published, Publisher, Subscription};
+pub use agent::{Agent, AgentStats, PublishOptions, Published, Publisher, Subscription};
 pub use anchormq_mqtt::{BrokerConfig, QoS};
 pub use config::AgentConfig;
 pub use error::AgentError;

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use anchormq_agent::{AgentError, QoS};
+use anchormq_agent::{AgentError, PublishOptions};
 use anchormq_core::NodeSecretKey;
 use common::{Stack, group, node};
 use rand_core::OsRng;
@@ -22,9 +22,10 @@ async fn waits_end_in_errors_naming_what_is_missing() {
         .publish(
             "hsu/0001/x",
             b"x",
-            QoS::AtLeastOnce,
-            false,
-            Some(group("hsu0001")),
+            PublishOptions {
+                group: Some(group("hsu0001")),
+                ..PublishOptions::default()
+            },
         )
         .await
         .expect_err("no trusted group note");
@@ -46,7 +47,7 @@ async fn waits_end_in_errors_naming_what_is_missing() {
     );
     // a topic no group claims, after the notes are in
     let error = agent
-        .publish("plant/7/temp", b"x", QoS::AtLeastOnce, false, None)
+        .publish("plant/7/temp", b"x", PublishOptions::default())
         .await
         .expect_err("no group");
     let text = error.to_string();
@@ -58,7 +59,7 @@ async fn waits_end_in_errors_naming_what_is_missing() {
     assert!(text.contains(r#"hsu0002 "hsu/0002/#""#), "{text}");
     // a group this node is not in
     let error = agent
-        .publish("hsu/0002/x", b"x", QoS::AtLeastOnce, false, None)
+        .publish("hsu/0002/x", b"x", PublishOptions::default())
         .await
         .expect_err("not a member");
     assert!(
@@ -70,9 +71,10 @@ async fn waits_end_in_errors_naming_what_is_missing() {
         .publish(
             "hsu/0002/x",
             b"x",
-            QoS::AtLeastOnce,
-            false,
-            Some(group("hsu0001")),
+            PublishOptions {
+                group: Some(group("hsu0001")),
+                ..PublishOptions::default()
+            },
         )
         .await
         .expect_err("outside the filter");
@@ -82,7 +84,7 @@ async fn waits_end_in_errors_naming_what_is_missing() {
     );
     // bad topics and the note prefix
     let error = agent
-        .publish("hsu/+/x", b"x", QoS::AtLeastOnce, false, None)
+        .publish("hsu/+/x", b"x", PublishOptions::default())
         .await
         .expect_err("wildcard");
     assert!(
@@ -91,7 +93,7 @@ async fn waits_end_in_errors_naming_what_is_missing() {
     );
     let reserved = agent.topics().events();
     let error = agent
-        .publish(&reserved, b"x", QoS::AtLeastOnce, false, None)
+        .publish(&reserved, b"x", PublishOptions::default())
         .await
         .expect_err("reserved");
     assert!(
@@ -109,7 +111,7 @@ async fn waits_end_in_errors_naming_what_is_missing() {
     config.wait_timeout = Duration::from_millis(1500);
     let impostor = stack.agent_with(config).await;
     let error = impostor
-        .publish("hsu/0001/x", b"x", QoS::AtLeastOnce, false, None)
+        .publish("hsu/0001/x", b"x", PublishOptions::default())
         .await
         .expect_err("wrong key");
     assert!(

@@ -5,7 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use anchormq_agent::{AgentError, QoS, Received, ReceivedMessage, Subscription, Unreadable};
+use anchormq_agent::{
+    AgentError, PublishOptions, Received, ReceivedMessage, Subscription, Unreadable,
+};
 use anchormq_core::{DecodeError, OpenError};
 use common::{RawClient, Stack, b256, contains, group, next, node};
 
@@ -66,7 +68,7 @@ async fn paper_scenario_membership_changes_replay_and_grace() {
     // 1. 1111 -> hsu0001: 1112 reads it, 1113 is told it is not a member, the broker sees ciphertext
     let plaintext = b"temperature 21.5 C";
     let sent = a1111
-        .publish("hsu/0001/temp", plaintext, QoS::AtLeastOnce, false, None)
+        .publish("hsu/0001/temp", plaintext, PublishOptions::default())
         .await
         .expect("publish");
     assert_eq!((sent.group, sent.epoch, sent.seq), (hsu1, 2, 0));
@@ -137,7 +139,7 @@ async fn paper_scenario_membership_changes_replay_and_grace() {
     assert_eq!(added.events.len(), 1);
     assert_eq!(a1111.wait_for_epoch(hsu1, 3).await.expect("epoch 3"), 3);
     let sent = a1111
-        .publish("hsu/0001/temp", b"after add", QoS::AtLeastOnce, false, None)
+        .publish("hsu/0001/temp", b"after add", PublishOptions::default())
         .await
         .expect("publish");
     assert_eq!(sent.epoch, 3);
@@ -152,7 +154,7 @@ async fn paper_scenario_membership_changes_replay_and_grace() {
 
     // a message sealed at epoch 3 that is still in flight when the epoch changes
     let in_flight = a1111
-        .publish("hsu/0001/late", b"in flight", QoS::AtLeastOnce, false, None)
+        .publish("hsu/0001/late", b"in flight", PublishOptions::default())
         .await
         .expect("publish");
     assert_eq!(in_flight.epoch, 3);
@@ -172,13 +174,7 @@ async fn paper_scenario_membership_changes_replay_and_grace() {
         .expect("removeMember");
     assert_eq!(a1111.wait_for_epoch(hsu1, 4).await.expect("epoch 4"), 4);
     let sent = a1111
-        .publish(
-            "hsu/0001/temp",
-            b"after removal",
-            QoS::AtLeastOnce,
-            false,
-            None,
-        )
+        .publish("hsu/0001/temp", b"after removal", PublishOptions::default())
         .await
         .expect("publish");
     assert_eq!(sent.epoch, 4);
@@ -204,13 +200,7 @@ async fn paper_scenario_membership_changes_replay_and_grace() {
     };
     quick1112.wait_for_epoch(hsu1, 4).await.expect("epoch 4");
     let error = quick1112
-        .publish(
-            "hsu/0001/temp",
-            b"still here?",
-            QoS::AtLeastOnce,
-            false,
-            None,
-        )
+        .publish("hsu/0001/temp", b"still here?", PublishOptions::default())
         .await;
     assert!(
         matches!(error, Err(AgentError::NotMember { node, epoch: 4, .. }) if node == n1112),
@@ -254,9 +244,10 @@ async fn late_joiner_reads_with_retained_notes_and_rotation_rekeys() {
         .publish(
             "hsu/0001/state",
             b"retained hello",
-            QoS::AtLeastOnce,
-            true,
-            None,
+            PublishOptions {
+                retain: true,
+                ..PublishOptions::default()
+            },
         )
         .await
         .expect("publish");
@@ -272,7 +263,7 @@ async fn late_joiner_reads_with_retained_notes_and_rotation_rekeys() {
     assert_eq!(got.payload, b"retained hello");
     assert!(got.retain);
     a1111
-        .publish("hsu/0001/temp", b"live", QoS::AtLeastOnce, false, None)
+        .publish("hsu/0001/temp", b"live", PublishOptions::default())
         .await
         .expect("publish");
     let got = message(next(&mut sub).await);
@@ -330,9 +321,7 @@ async fn late_joiner_reads_with_retained_notes_and_rotation_rekeys() {
         .publish(
             "hsu/0001/temp",
             b"after rotation",
-            QoS::AtLeastOnce,
-            false,
-            None,
+            PublishOptions::default(),
         )
         .await
         .expect("publish");

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use anchormq_agent::{AgentConfig, BrokerConfig, QoS, Received};
+use anchormq_agent::{AgentConfig, BrokerConfig, PublishOptions, Received};
 use anchormq_localstack::{TcpCutProxy, await_condition};
 use common::{Stack, WAIT, group, next};
 
@@ -42,7 +42,7 @@ async fn messages_survive_outages_and_subscriptions_come_back() {
         .await;
     let mut sub = a1112.subscribe(&["hsu/0001/#"]).await.expect("subscribe");
     let publisher = a1111
-        .publisher("hsu/0001/seq", QoS::AtLeastOnce, false, None)
+        .publisher("hsu/0001/seq", PublishOptions::default())
         .await
         .expect("publisher");
     assert_eq!(publisher.group(), group("hsu0001"));
@@ -93,9 +93,10 @@ async fn messages_survive_outages_and_subscriptions_come_back() {
         .publish(
             "hsu/0001/state",
             b"after reconnect",
-            QoS::AtLeastOnce,
-            true,
-            None,
+            PublishOptions {
+                retain: true,
+                ..PublishOptions::default()
+            },
         )
         .await
         .expect("publish");
@@ -116,7 +117,7 @@ async fn flush_completes_after_an_outage() {
     let a1112 = stack.agent("1112").await;
     let mut sub = a1112.subscribe(&["hsu/0001/#"]).await.expect("subscribe");
     let publisher = a1111
-        .publisher("hsu/0001/seq", QoS::AtLeastOnce, false, None)
+        .publisher("hsu/0001/seq", PublishOptions::default())
         .await
         .expect("publisher");
     publisher.send(b"before").await.expect("send");

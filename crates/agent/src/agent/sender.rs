@@ -17,6 +17,31 @@ use tokio_util::sync::DropGuard;
 use super::{Inner, bump, lock};
 use crate::error::AgentError;
 
+/// How to publish: QoS, retain flag and the group to seal for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishOptions {
+    /// QoS of the messages (default 1: the broker acknowledges each, [`Agent::flush`] waits for
+    /// that).
+    ///
+    /// [`Agent::flush`]: super::Agent::flush
+    pub qos: QoS,
+    /// Ask the broker to retain the messages (default no).
+    pub retain: bool,
+    /// The group to seal for (default `None`: the one trusted group whose topic filter matches
+    /// the topic and that lists this node).
+    pub group: Option<GroupId>,
+}
+
+impl Default for PublishOptions {
+    fn default() -> Self {
+        Self {
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            group: None,
+        }
+    }
+}
+
 /// What a publish did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Published {
@@ -51,9 +76,7 @@ impl Publisher {
         inner: Arc<Inner>,
         guard: Arc<DropGuard>,
         topic: &str,
-        qos: QoS,
-        retain: bool,
-        group: Option<GroupId>,
+        options: PublishOptions,
     ) -> Result<Self, AgentError> {
         validate_topic_name(topic).map_err(|source| AgentError::InvalidTopic {
             topic: topic.to_owned(),
@@ -65,7 +88,7 @@ impl Publisher {
                 prefix: inner.prefix.clone(),
             });
         }
-        let group = inner.resolve_group(topic, group).await?;
+        let group = inner.resolve_group(topic, options.group).await?;
         let sender = inner.sender_for(group);
         {
             let mut locked = sender.lock().await;
@@ -76,8 +99,8 @@ impl Publisher {
             sender,
             group,
             topic: topic.to_owned(),
-            qos,
-            retain,
+            qos: options.qos,
+            retain: options.retain,
             _guard: guard,
         })
     }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use anchormq_agent::{Agent, AgentConfig, QoS, Received};
+use anchormq_agent::{Agent, AgentConfig, PublishOptions, QoS, Received};
 use anchormq_mqtt::{Link, LinkEvent};
 use clap::Args;
 use eyre::{WrapErr, eyre};
@@ -140,7 +140,15 @@ impl BenchCommand {
                 }
             });
             let writer = Agent::start(agent("1111")?, shutdown.child_token()).await?;
-            let publisher = writer.publisher(&topic, qos, false, None).await?;
+            let publisher = writer
+                .publisher(
+                    &topic,
+                    PublishOptions {
+                        qos,
+                        ..PublishOptions::default()
+                    },
+                )
+                .await?;
             sender = BenchSender::Sealed {
                 publisher,
                 agent: writer,

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use alloy::primitives::B256;
-use anchormq_agent::{Agent, AgentConfig, QoS, Received, Subscription};
+use anchormq_agent::{Agent, AgentConfig, PublishOptions, QoS, Received, Subscription};
 use anchormq_chain::{RegistryClient, RegistryEvent, TxOutcome};
 use anchormq_core::{GroupId, NodeId};
 use anchormq_mqtt::{Link, LinkEvent, Message};
@@ -194,7 +194,7 @@ async fn cannot_read(checks: &mut Checks, node: &mut Node, topic: &str) {
 async fn publish(node: &Node, topic: &str, payload: &[u8]) -> eyre::Result<()> {
     let published = node
         .agent
-        .publish(topic, payload, QoS::AtLeastOnce, false, None)
+        .publish(topic, payload, PublishOptions::default())
         .await
         .wrap_err_with(|| format!("{} publishing on {topic}", node.id))?;
     node.agent.flush().await?;

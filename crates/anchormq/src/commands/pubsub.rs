@@ -4,7 +4,7 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anchormq_agent::{Agent, AgentConfig, QoS, Received, ReceivedMessage};
+use anchormq_agent::{Agent, AgentConfig, PublishOptions, QoS, Received, ReceivedMessage};
 use anchormq_core::{GroupId, NodeId};
 use clap::Args;
 use eyre::{WrapErr, bail, eyre};
@@ -110,7 +110,14 @@ impl PubCommand {
         let shutdown = CancellationToken::new();
         let agent = start_agent(context, &self.identity, "pub", self.qos, shutdown.clone()).await?;
         let publisher = agent
-            .publisher(&self.topic, self.qos, self.retain, self.group)
+            .publisher(
+                &self.topic,
+                PublishOptions {
+                    qos: self.qos,
+                    retain: self.retain,
+                    group: self.group,
+                },
+            )
             .await
             .wrap_err_with(|| format!("cannot publish on {:?}", self.topic))?;
         let mut sent = 0u64;
