@@ -1192,3 +1192,124 @@ async fn paper_publish(up: &UpPaper, env: &[(&str, &str)], message: &str) {
     .await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+/// The binary on its own, as `cargo install` leaves it: copied out of the build tree, run from a
+/// folder that is no checkout, with only `anvil` (not forge or cast) on PATH. `deploy`, `up` and
+/// `demo` work from the bytecode and fixture built into it; without anvil, `up` says what to do.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_installed_binary_deploys_runs_up_and_the_demo_outside_a_checkout() {
+    let lookup = anchormq_devnet::paths::find_binary(
+        "anvil",
+        "ANCHORMQ_ANVIL",
+        &anchormq_devnet::paths::toolchain_candidates("anvil"),
+    );
+    let anvil_binary = lookup.found.expect("anvil for the test");
+    let root = tempfile::tempdir().expect("tempdir");
+    let bin = root.path().join("bin");
+    let work = root.path().join("work");
+    std::fs::create_dir_all(&bin).expect("bin");
+    std::fs::create_dir_all(&work).expect("work");
+    let installed = bin.join("anchormq");
+    std::fs::copy(BIN, &installed).expect("copy the binary");
+    std::os::unix::fs::symlink(&anvil_binary, bin.join("anvil")).expect("anvil on PATH");
+    let path = format!("{}:/usr/bin:/bin", bin.display());
+    let run = |args: &[&str], path: &str| {
+        let mut command = Command::new(&installed);
+        for (key, _) in std::env::vars() {
+            if key.starts_with("ANCHORMQ_") {
+                command.env_remove(key);
+            }
+        }
+        command
+            .args(args)
+            .current_dir(&work)
+            .env("PATH", path)
+            .kill_on_drop(true);
+        command
+    };
+    let output = |mut command: Command| async move {
+        tokio::time::timeout(Duration::from_secs(120), command.output())
+            .await
+            .expect("finished within 120 s")
+            .expect("runs")
+    };
+
+    // demo: Anvil from PATH, the built-in fixture, the embedded broker
+    let demo = output(run(&["demo"], &path)).await;
+    check_demo_output(&demo);
+
+    // deploy to a chain of our own; the deployment file lands where the user stands
+    let chain = Anvil::spawn().await.expect("anvil");
+    let rpc = chain.http_url();
+    let mut deploy = run(&["deploy", "--operator", DEV_ACCOUNTS[1].address], &path);
+    deploy
+        .env("ANCHORMQ_RPC", &rpc)
+        .env("ANCHORMQ_PRIVATE_KEY", DEV_ACCOUNTS[0].private_key());
+    let deployed = output(deploy).await;
+    assert_eq!(deployed.status.code(), Some(0), "{}", stderr(&deployed));
+    assert!(
+        stdout(&deployed).contains(&format!(
+            "deployed a closed registry operated by {}",
+            DEV_ACCOUNTS[1].address
+        )),
+        "{}",
+        stdout(&deployed)
+    );
+    let file = work.join(format!("deployments/{}.json", chain.chain_id()));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).expect("deployment file"))
+            .expect("JSON");
+    assert_eq!(json["chainId"], chain.chain_id());
+    // the other commands find it by default: the operator's registrar call goes through
+    let mut registrar = run(
+        &["registrar", "add", "--account", DEV_ACCOUNTS[2].address],
+        &path,
+    );
+    registrar
+        .env("ANCHORMQ_RPC", &rpc)
+        .env("ANCHORMQ_PRIVATE_KEY", DEV_ACCOUNTS[1].private_key());
+    let added = output(registrar).await;
+    assert_eq!(added.status.code(), Some(0), "{}", stderr(&added));
+
+    // up: a fresh stack, then Ctrl-C
+    let mut up = run(&["up"], &path);
+    up.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut up = up.spawn().expect("up starts");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
+        up.stdout.take().expect("out"),
+    ));
+    let ready = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.starts_with("export ANCHORMQ_PRIVATE_KEY=") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(matches!(ready, Ok(true)), "up printed its settings");
+    let pid = up.id().expect("pid").to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .await
+            .expect("kill")
+            .success()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(30), up.wait())
+        .await
+        .expect("up stops")
+        .expect("status");
+    assert_eq!(status.code(), Some(0));
+
+    // no anvil anywhere: one line that says what to install
+    let missing = output(run(&["up"], "/usr/bin:/bin")).await;
+    assert_one_line_error(&missing, 1, "anvil not found");
+    assert!(
+        stderr(&missing).contains("ANCHORMQ_ANVIL"),
+        "{}",
+        stderr(&missing)
+    );
+}

@@ -35,11 +35,11 @@ impl DeployCommand {
             .save(&path)
             .wrap_err("recording the deployment")?;
         let kind = match self.operator {
-            Some(operator) => format!("closed registry operated by {operator}"),
-            None => "open registry".to_owned(),
+            Some(operator) => format!("a closed registry operated by {operator}"),
+            None => "an open registry".to_owned(),
         };
         println!(
-            "deployed an {kind} at {} on chain {} (block {})",
+            "deployed {kind} at {} on chain {} (block {})",
             deployment.address, deployment.chain_id, deployment.deploy_block
         );
         if let Some(tx) = deployment.tx_hash {
