@@ -121,14 +121,14 @@ impl std::fmt::Debug for Globals {
         let redacted = |set: bool| if set { Some("<redacted>") } else { None };
         f.debug_struct("Globals")
             .field("config", &self.config)
-            .field("rpc", &self.rpc.as_deref().map(anchormq_chain::redact_url))
+            .field("rpc", &self.rpc.as_deref().map(anchormq_core::redact_url))
             .field("registry", &self.registry)
             .field("chain_id", &self.chain_id)
             .field("deploy_block", &self.deploy_block)
             .field("deployment", &self.deployment)
             .field(
                 "broker",
-                &self.broker.as_deref().map(anchormq_chain::redact_url),
+                &self.broker.as_deref().map(anchormq_core::redact_url),
             )
             .field("broker_ca", &self.broker_ca)
             .field("username", &self.username)

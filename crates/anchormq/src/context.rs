@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use alloy::providers::{Provider, ProviderBuilder};
 use anchormq_bridge::BridgeSettings;
-use anchormq_chain::{Address, Deployment, PrivateKeySigner, RegistryClient, redact_url};
-use anchormq_core::{NodePublicKey, NodeSecretKey, Registry, Trust};
+use anchormq_chain::{Address, Deployment, PrivateKeySigner, RegistryClient};
+use anchormq_core::{NodePublicKey, NodeSecretKey, Registry, Trust, redact_url};
 use anchormq_mqtt::{BrokerConfig, Credentials};
 use eyre::{WrapErr, bail, eyre};
 use serde::Deserialize;

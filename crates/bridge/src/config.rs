@@ -102,8 +102,6 @@ pub struct BridgeConfig {
     pub metrics: Option<SocketAddr>,
     /// Publish the live event feed.
     pub publish_events: bool,
-    /// Show a progress bar while backfilling.
-    pub progress: bool,
 }
 
 impl BridgeSettings {
@@ -254,7 +252,6 @@ impl BridgeSettings {
             stream,
             metrics,
             publish_events: self.publish_events.unwrap_or(true),
-            progress: false,
         })
     }
 }

@@ -101,7 +101,6 @@ pub async fn run(
         checkpoint_path: config.checkpoint.clone(),
         state,
         publish_events: config.publish_events,
-        progress: config.progress,
         expected: HashMap::new(),
         chunk_counts: HashMap::new(),
         repairs: BTreeSet::new(),

@@ -33,8 +33,6 @@ pub struct Metrics {
     pub reorgs: AtomicU64,
     /// Log ranges the RPC refused.
     pub range_refusals: AtomicU64,
-    /// Errors that stopped a batch (it is retried).
-    pub errors: AtomicU64,
     /// Notes built with chain data left out (a refused topic filter, an unreadable key).
     pub chain_data_refused: AtomicU64,
 }
@@ -44,7 +42,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let lag = get(&self.chain_head).saturating_sub(get(&self.mirrored_block));
-        let rows: [(&str, &str, &str, u64); 11] = [
+        let rows: [(&str, &str, &str, u64); 10] = [
             (
                 "anchormq_bridge_events_processed_total",
                 "counter",
@@ -98,12 +96,6 @@ impl Metrics {
                 "counter",
                 "eth_getLogs ranges the RPC refused.",
                 get(&self.range_refusals),
-            ),
-            (
-                "anchormq_bridge_errors_total",
-                "counter",
-                "Batches that failed and were retried.",
-                get(&self.errors),
             ),
             (
                 "anchormq_bridge_chain_data_refused_total",

@@ -41,7 +41,6 @@ pub(crate) struct Mirror {
     pub(crate) checkpoint_path: PathBuf,
     pub(crate) state: RegistryState,
     pub(crate) publish_events: bool,
-    pub(crate) progress: bool,
     /// The chunk payload each retained topic should hold.
     pub(crate) expected: HashMap<String, Bytes>,
     /// How many chunk topics each subject holds now.
@@ -71,7 +70,6 @@ impl Mirror {
                 QoS::AtLeastOnce,
             )
             .await?;
-        let mut progress = None;
         let result = loop {
             if let Err(error) = self.repair().await {
                 break Err(error);
@@ -84,7 +82,6 @@ impl Mirror {
                 },
                 item = items.recv() => match item {
                     Some(Ok((item, position, stats))) => {
-                        self.update_progress(&mut progress, &item);
                         if let Err(error) = self.on_item(item, position, &stats).await {
                             break Err(error);
                         }
@@ -94,40 +91,10 @@ impl Mirror {
                 },
             }
         };
-        if let Some(bar) = progress {
-            bar.finish_and_clear();
-        }
         stream_task.abort();
         match result {
             Err(BridgeError::Stopped) => Ok(()),
             other => other,
-        }
-    }
-
-    fn update_progress(&self, bar: &mut Option<indicatif::ProgressBar>, item: &StreamItem) {
-        let StreamItem::Batch { cursor, head, .. } = item else {
-            return;
-        };
-        if !self.progress {
-            return;
-        }
-        let behind = head.saturating_sub(cursor.block_number);
-        match bar {
-            Some(bar) if behind == 0 => bar.finish_with_message("caught up"),
-            Some(bar) => bar.set_position(cursor.block_number),
-            None if behind > 1_000 => {
-                let new_bar =
-                    indicatif::ProgressBar::new(*head).with_message("backfilling registry events");
-                new_bar.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{msg} {bar:40} block {pos}/{len} ({per_sec}, eta {eta})",
-                    )
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-                );
-                new_bar.set_position(cursor.block_number);
-                *bar = Some(new_bar);
-            }
-            None => {}
         }
     }
 

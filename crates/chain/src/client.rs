@@ -9,6 +9,8 @@ use alloy::signers::k256::ecdsa::SigningKey;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::{SolCall, SolEvent, SolStruct, eip712_domain};
 
+use anchormq_core::redact_url;
+
 use crate::bindings::IKeyRegistry::{self, IKeyRegistryInstance};
 use crate::bindings::NodeKey;
 use crate::deployment::Deployment;
@@ -88,19 +90,6 @@ pub(crate) async fn validate_registry(
             address: deployment.address,
             reason: error.to_string(),
         }),
-    }
-}
-
-/// Drops credentials from a URL before it goes into an error or a log.
-pub fn redact_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((_, host)) if !host.contains('/') || rest.find('@') < rest.find('/') => {
-                format!("{scheme}://***@{host}")
-            }
-            _ => url.to_owned(),
-        },
-        None => url.to_owned(),
     }
 }
 

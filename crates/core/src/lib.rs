@@ -43,6 +43,7 @@ pub mod fuzz_entry;
 pub mod ids;
 pub mod keys;
 pub mod notes;
+pub mod redact;
 pub mod replay;
 pub mod sender_key;
 pub mod session;
@@ -62,6 +63,7 @@ pub use keys::{NodePublicKey, NodeSecretKey, Signature};
 pub use notes::{
     Address, ChainPosition, GroupNote, KeyBook, Member, NodeNote, NodeStatus, NoteUpdate, Registry,
 };
+pub use redact::redact_url;
 pub use replay::{ReplayVerdict, ReplayWindow};
 pub use sender_key::{SenderKey, SenderKeyNote, StreamId, WrappedKey};
 pub use session::{Ingested, Message, Opened, Opener, OpenerLimits, Sealer, SenderKeyNoteBuild};

@@ -64,7 +64,7 @@ impl BrokerConfig {
     /// Parses `mqtt://[user[:password]@]host[:port]` (port 1883) or `mqtts://…` (port 8883).
     pub fn from_url(url: &str, client_id: impl Into<String>) -> Result<Self, BrokerUrlError> {
         let fail = |reason| BrokerUrlError {
-            url: redact(url),
+            url: anchormq_core::redact_url(url),
             reason,
         };
         let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtt://") {
@@ -163,16 +163,6 @@ impl BrokerConfig {
             options.set_transport(transport);
         }
         Ok(options)
-    }
-}
-
-fn redact(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((_, host)) => format!("{scheme}://***@{host}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
     }
 }
 

@@ -45,7 +45,6 @@ impl BridgeCommand {
         let settings = self.settings(context).await?;
         let mut config = settings.resolve().wrap_err("bridge settings")?;
         apply_credentials(context, &mut config);
-        config.progress = std::io::stdout().is_terminal();
         let key = anchormq_bridge::load_key(&config.key_file).wrap_err("bridge settings")?;
         eprintln!(
             "bridge public key {} (give it to agents as --bridge-key)",
@@ -67,6 +66,9 @@ impl BridgeCommand {
                 metrics.clone(),
                 shutdown.clone(),
             ));
+        }
+        if std::io::stdout().is_terminal() {
+            tokio::spawn(draw_progress(metrics.clone(), shutdown.clone()));
         }
         anchormq_bridge::run(config, key, metrics, shutdown)
             .await
@@ -113,6 +115,49 @@ impl BridgeCommand {
             file
         };
         Ok(file.merge(from_globals).merge(flags))
+    }
+}
+
+/// While the bridge backfills more than a thousand blocks, a progress bar drawn from its metrics
+/// (mirrored block against chain head); cleared once it has caught up.
+async fn draw_progress(metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    use std::sync::atomic::Ordering;
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let head = metrics.chain_head.load(Ordering::Relaxed);
+        let mirrored = metrics.mirrored_block.load(Ordering::Relaxed);
+        let behind = head.saturating_sub(mirrored);
+        match &bar {
+            Some(b) if behind == 0 => {
+                b.finish_and_clear();
+                bar = None;
+            }
+            Some(b) => {
+                b.set_length(head);
+                b.set_position(mirrored);
+            }
+            None if behind > 1_000 => {
+                let b =
+                    indicatif::ProgressBar::new(head).with_message("backfilling registry events");
+                b.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{msg} {bar:40} block {pos}/{len} ({per_sec}, eta {eta})",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                b.set_position(mirrored);
+                bar = Some(b);
+            }
+            None => {}
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
     }
 }
 
