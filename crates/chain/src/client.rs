@@ -17,6 +17,7 @@ use crate::deployment::Deployment;
 use crate::error::ChainError;
 use crate::events::PositionedEvent;
 use crate::logs::{LogReader, RangeConfig};
+use crate::state::RegistryState;
 
 /// Connects to `url` (http(s) or ws(s)), with `signer` paying for transactions when given.
 pub(crate) async fn connect_provider(
@@ -432,16 +433,93 @@ impl RegistryClient {
             .map_err(|e| ChainError::from_contract("nodeKeyDigest", e))
     }
 
-    /// The groups `node` is recorded in now, strictly ascending, rebuilt from its MemberAdded/MemberRemoved logs.
-    pub async fn node_groups(&self, node: B256) -> Result<Vec<B256>, ChainError> {
-        let head = self
-            .provider
+    /// The chain head's block number.
+    pub async fn head(&self) -> Result<u64, ChainError> {
+        self.provider
             .get_block_number()
             .await
             .map_err(|source| ChainError::Rpc {
                 call: "eth_blockNumber",
                 source,
+            })
+    }
+
+    /// Every registry event in `from..=to` (default: deploy block to head; `to` is clamped to the
+    /// head), in chain order, read in bounded ranges.
+    pub async fn events(
+        &self,
+        from: Option<u64>,
+        to: Option<u64>,
+    ) -> Result<Vec<PositionedEvent>, ChainError> {
+        let head = self.head().await?;
+        let from = from.unwrap_or(self.deployment.deploy_block);
+        let to = to.unwrap_or(head).min(head);
+        if from > to {
+            return Ok(Vec::new());
+        }
+        let logs = LogReader::new(RangeConfig::default())
+            .read(
+                &self.provider,
+                &Filter::new(),
+                self.deployment.address,
+                from,
+                to,
+            )
+            .await
+            .map_err(|source| ChainError::Rpc {
+                call: "eth_getLogs",
+                source,
             })?;
+        logs.iter()
+            .map(|log| PositionedEvent::from_log(log).map_err(ChainError::from))
+            .collect()
+    }
+
+    /// The registry's state rebuilt from all its events up to the head, and that head.
+    pub async fn state(&self) -> Result<(RegistryState, u64), ChainError> {
+        let head = self.head().await?;
+        let mut state = RegistryState::default();
+        for event in self.events(None, Some(head)).await? {
+            state.apply(&event)?;
+        }
+        Ok((state, head))
+    }
+
+    /// The timestamp of block `number`, in seconds.
+    pub async fn block_timestamp(&self, number: u64) -> Result<u64, ChainError> {
+        let block = self
+            .provider
+            .get_block_by_number(number.into())
+            .await
+            .map_err(|source| ChainError::Rpc {
+                call: "eth_getBlockByNumber",
+                source,
+            })?
+            .ok_or(ChainError::Missing {
+                what: format!("block {number}"),
+            })?;
+        Ok(block.header.timestamp)
+    }
+
+    /// The account that sent transaction `tx`.
+    pub async fn transaction_sender(&self, tx: B256) -> Result<Address, ChainError> {
+        let receipt = self
+            .provider
+            .get_transaction_receipt(tx)
+            .await
+            .map_err(|source| ChainError::Rpc {
+                call: "eth_getTransactionReceipt",
+                source,
+            })?
+            .ok_or(ChainError::Missing {
+                what: format!("the receipt of {tx}"),
+            })?;
+        Ok(receipt.from)
+    }
+
+    /// The groups `node` is recorded in now, strictly ascending, rebuilt from its MemberAdded/MemberRemoved logs.
+    pub async fn node_groups(&self, node: B256) -> Result<Vec<B256>, ChainError> {
+        let head = self.head().await?;
         let filter = Filter::new()
             .event_signature(vec![
                 IKeyRegistry::MemberAdded::SIGNATURE_HASH,

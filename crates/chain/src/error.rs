@@ -178,6 +178,15 @@ pub enum ChainError {
     /// A log could not be decoded.
     #[error(transparent)]
     Log(#[from] crate::events::LogDecodeError),
+    /// The RPC does not have something the registry's history names (a pruned node?).
+    #[error("the RPC does not have {what}")]
+    Missing {
+        /// What is missing.
+        what: String,
+    },
+    /// The registry's events do not add up (an RPC serving incomplete or foreign logs).
+    #[error(transparent)]
+    Inconsistent(#[from] crate::state::InconsistentEvent),
     /// The node key could not sign.
     #[error("signing the proof of possession failed: {0}")]
     Signing(String),

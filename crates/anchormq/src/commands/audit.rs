@@ -3,14 +3,10 @@
 use std::collections::HashMap;
 
 use alloy::primitives::B256;
-use alloy::providers::Provider;
-use alloy::rpc::types::Filter;
-use anchormq_chain::{
-    LogReader, PositionedEvent, RangeConfig, RegistryClient, RegistryEvent, show_id,
-};
+use anchormq_chain::{RegistryClient, RegistryEvent, show_id};
 use anchormq_core::{GroupId, NodeId};
 use clap::{Args, ValueEnum};
-use eyre::{WrapErr, eyre};
+use eyre::WrapErr;
 use serde::Serialize;
 
 use crate::context::Context;
@@ -138,45 +134,23 @@ pub async fn history(
     to: Option<u64>,
     keep: impl Fn(&RegistryEvent) -> bool,
 ) -> eyre::Result<Vec<AuditEntry>> {
-    let provider = client.provider();
-    let deployment = client.deployment();
-    let head = provider
-        .get_block_number()
-        .await
-        .wrap_err("reading the chain head")?;
-    let from = from.unwrap_or(deployment.deploy_block);
-    let to = to.unwrap_or(head).min(head);
-    if from > to {
-        return Ok(Vec::new());
-    }
-    let logs = LogReader::new(RangeConfig::default())
-        .read(provider, &Filter::new(), deployment.address, from, to)
+    let events = client
+        .events(from, to)
         .await
         .wrap_err("reading the registry's logs")?;
     let mut times: HashMap<u64, u64> = HashMap::new();
     let mut senders: HashMap<B256, String> = HashMap::new();
     let mut entries = Vec::new();
-    for log in &logs {
-        let positioned = PositionedEvent::from_log(log)?;
+    for positioned in events {
         if !keep(&positioned.event) {
             continue;
         }
         let at = positioned.position;
         if let std::collections::hash_map::Entry::Vacant(slot) = times.entry(at.block_number) {
-            let block = provider
-                .get_block_by_number(at.block_number.into())
-                .await
-                .wrap_err_with(|| format!("reading block {}", at.block_number))?
-                .ok_or_else(|| eyre!("block {} is missing", at.block_number))?;
-            slot.insert(block.header.timestamp);
+            slot.insert(client.block_timestamp(at.block_number).await?);
         }
         if let std::collections::hash_map::Entry::Vacant(slot) = senders.entry(at.tx_hash) {
-            let receipt = provider
-                .get_transaction_receipt(at.tx_hash)
-                .await
-                .wrap_err_with(|| format!("reading the receipt of {}", at.tx_hash))?
-                .ok_or_else(|| eyre!("receipt of {} is missing", at.tx_hash))?;
-            slot.insert(receipt.from.to_string());
+            slot.insert(client.transaction_sender(at.tx_hash).await?.to_string());
         }
         entries.push(AuditEntry {
             block: at.block_number,
