@@ -296,6 +296,7 @@ pub fn core_registry(deployment: &Deployment) -> Registry {
 
 /// Reads a node key file; errors never contain key material.
 pub fn load_node_key(path: &Path) -> eyre::Result<NodeSecretKey> {
+    check_private(path)?;
     let content =
         std::fs::read(path).wrap_err_with(|| format!("cannot read key file {}", path.display()))?;
     NodeSecretKey::from_key_file(&content).map_err(|e| {
@@ -304,6 +305,28 @@ pub fn load_node_key(path: &Path) -> eyre::Result<NodeSecretKey> {
             path.display()
         )
     })
+}
+
+/// Refuses a secret key file that other users can read or write, as ssh does: the key may already
+/// be compromised, and the user should know before it is used.
+pub fn check_private(path: &Path) -> eyre::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .wrap_err_with(|| format!("cannot read key file {}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            bail!(
+                "key file {} is accessible by other users (mode {:04o}): run `chmod 600 {}`",
+                path.display(),
+                mode & 0o7777,
+                path.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The node key as the signing key the registry's proof of possession needs.

@@ -226,6 +226,16 @@ async fn keygen_writes_mode_0600_and_refuses_to_overwrite() {
         "key unchanged"
     );
     assert!(!stderr(&output).contains(&hex::encode(&key.to_bytes()[..])));
+
+    // A key other users can read is refused before it is used, as ssh refuses one.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let output = anchormq(
+        &["node", "register", "--id", "1111", "--key", path_str],
+        &[("ANCHORMQ_PRIVATE_KEY", DEV_ACCOUNTS[0].private_key())],
+    )
+    .await;
+    assert_one_line_error(&output, 1, "is accessible by other users (mode 0644)");
+    assert!(stderr(&output).contains("chmod 600"), "{}", stderr(&output));
 }
 
 /// Node and group commands on a fresh registry, `audit --format json`, then the bridge (as the

@@ -45,6 +45,7 @@ impl BridgeCommand {
         let settings = self.settings(context).await?;
         let mut config = settings.resolve().wrap_err("bridge settings")?;
         apply_credentials(context, &mut config);
+        crate::context::check_private(&config.key_file).wrap_err("bridge settings")?;
         let key = anchormq_bridge::load_key(&config.key_file).wrap_err("bridge settings")?;
         eprintln!(
             "bridge public key {} (give it to agents as --bridge-key)",
