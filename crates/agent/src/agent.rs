@@ -22,12 +22,13 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::config::AgentConfig;
 use crate::error::AgentError;
+use crate::guard::{Guard, GuardMemory};
 use crate::hold::HoldQueue;
 use crate::received::Received;
 
 use reader::Reader;
 use sender::GroupSender;
-pub use sender::{PublishOptions, Published, Publisher};
+pub use sender::{Outcome, PublishOptions, Published, Publisher};
 
 /// A running node agent. Cheap to clone; the agent stops when its shutdown token is cancelled or
 /// the last handle (agent, [`Publisher`] or [`Subscription`]) is dropped. Call [`Agent::flush`]
@@ -35,7 +36,7 @@ pub use sender::{PublishOptions, Published, Publisher};
 #[derive(Debug, Clone)]
 pub struct Agent {
     inner: Arc<Inner>,
-    guard: Arc<DropGuard>,
+    drop_guard: Arc<DropGuard>,
 }
 
 /// Counters since start.
@@ -57,13 +58,17 @@ pub struct AgentStats {
     pub notes_refused: u64,
     /// Connections to the broker (the first one included).
     pub connects: u64,
+    /// Readings the guard did not send because they were within the deadband.
+    pub suppressed: u64,
+    /// Readings the guard refused (out of range, too large a step, not a number).
+    pub refused: u64,
 }
 
 /// A stream of received messages for the filters given to [`Agent::subscribe`].
 #[derive(Debug)]
 pub struct Subscription {
     rx: mpsc::Receiver<Received>,
-    _guard: Arc<DropGuard>,
+    _drop_guard: Arc<DropGuard>,
 }
 
 impl Subscription {
@@ -99,6 +104,9 @@ struct Inner {
     subacks: watch::Sender<u64>,
     last_link_seq: AtomicU64,
     stats: Counters,
+    guard: Guard,
+    /// What the guard remembers per topic (previous accepted reading, last sent).
+    guard_memory: Mutex<GuardMemory>,
 }
 
 #[derive(Debug)]
@@ -128,6 +136,8 @@ struct Counters {
     held: AtomicU64,
     notes_refused: AtomicU64,
     connects: AtomicU64,
+    suppressed: AtomicU64,
+    refused: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -174,6 +184,8 @@ impl Agent {
             subacks: watch::Sender::new(0),
             last_link_seq: AtomicU64::new(0),
             stats: Counters::default(),
+            guard: config.guard,
+            guard_memory: Mutex::new(GuardMemory::default()),
             link,
             topics,
         });
@@ -190,7 +202,7 @@ impl Agent {
         tokio::spawn(reader.run(events, token.clone()));
         Ok(Self {
             inner,
-            guard: Arc::new(token.drop_guard()),
+            drop_guard: Arc::new(token.drop_guard()),
         })
     }
 
@@ -222,6 +234,8 @@ impl Agent {
             held: get(&c.held),
             notes_refused: get(&c.notes_refused),
             connects: get(&c.connects),
+            suppressed: get(&c.suppressed),
+            refused: get(&c.refused),
         }
     }
 
@@ -262,24 +276,25 @@ impl Agent {
         }
         Ok(Subscription {
             rx,
-            _guard: self.guard.clone(),
+            _drop_guard: self.drop_guard.clone(),
         })
     }
 
-    /// Seals `payload` for `options.group` (or the one group whose topic filter matches `topic`)
-    /// and publishes it. Waits for the notes it needs, and draws and publishes a new sender key
-    /// first when the group's epoch or a member's key changed.
+    /// Puts `payload` through the agent's guard (see [`AgentConfig::guard`]), then seals it for
+    /// `options.group` (or the one group whose topic filter matches `topic`) and publishes it,
+    /// unless the guard suppressed it. Waits for the notes it needs, and draws and publishes a new
+    /// sender key first when the group's epoch or a member's key changed.
     pub async fn publish(
         &self,
         topic: &str,
         payload: &[u8],
         options: PublishOptions,
-    ) -> Result<Published, AgentError> {
+    ) -> Result<Outcome, AgentError> {
         let publisher = self.publisher(topic, options).await?;
         publisher.send(payload).await
     }
 
-    /// Seals and publishes many payloads to one topic.
+    /// Seals and publishes many payloads to one topic, as [`Publisher::send_many`] does.
     pub async fn publish_many<I>(
         &self,
         topic: &str,
@@ -301,7 +316,7 @@ impl Agent {
         topic: &str,
         options: PublishOptions,
     ) -> Result<Publisher, AgentError> {
-        Publisher::start(self.inner.clone(), self.guard.clone(), topic, options).await
+        Publisher::start(self.inner.clone(), self.drop_guard.clone(), topic, options).await
     }
 
     /// Waits until the broker acknowledged the QoS 1 message with link number `link_seq` and all

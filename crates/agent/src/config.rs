@@ -5,6 +5,8 @@ use std::time::Duration;
 use anchormq_core::{NodeId, NodePublicKey, NodeSecretKey, Registry, Trust};
 use anchormq_mqtt::{BrokerConfig, QoS};
 
+use crate::guard::Guard;
+
 /// Agent settings. [`AgentConfig::new`] fills in the defaults.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -36,11 +38,13 @@ pub struct AgentConfig {
     pub hold_timeout: Duration,
     /// Capacity of each subscription's channel; a full channel slows reading from the broker.
     pub subscription_buffer: usize,
+    /// Checks on the readings this agent publishes, before they are sealed (default: none).
+    pub guard: Guard,
 }
 
 impl AgentConfig {
     /// Settings with defaults: wait 10 s for notes, 2 s epoch grace, QoS 1, hold up to 1024
-    /// messages for up to 5 s.
+    /// messages for up to 5 s, no guard.
     pub fn new(
         broker: BrokerConfig,
         registry: Registry,
@@ -61,6 +65,7 @@ impl AgentConfig {
             hold_max_messages: 1024,
             hold_timeout: Duration::from_secs(5),
             subscription_buffer: 1024,
+            guard: Guard::default(),
         }
     }
 }

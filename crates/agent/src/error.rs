@@ -5,6 +5,8 @@ use std::time::Duration;
 use anchormq_core::{GroupId, NodeId, SealError, TopicError};
 use anchormq_mqtt::LinkError;
 
+use crate::guard::Refused;
+
 /// Why an agent call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -158,6 +160,10 @@ pub enum AgentError {
     /// Sealing failed (topic outside the group's filter, message too large, ...).
     #[error("cannot seal the message: {0}")]
     Seal(SealError),
+    /// The agent's guard refused the reading (out of range, too large a step, not a number); it
+    /// was not sent.
+    #[error(transparent)]
+    Refused(Refused),
 }
 
 fn show_admin(admin: &Option<[u8; 20]>) -> String {

@@ -8,15 +8,21 @@
 //! the broker's acknowledgement. Missing notes are waited for (bounded) instead of failing on a
 //! race; messages that arrive before the note needed to open them are held briefly and retried.
 //! It trusts notes because the bridge key signed them; it never talks to the chain.
+//!
+//! An optional [`Guard`] checks sensor readings before they are sealed: readings outside their
+//! range or jumping too far are refused, readings within a deadband of the last one sent are
+//! suppressed (report by exception). It is local policy; receivers do not see it.
 
 mod agent;
 mod config;
 mod error;
+mod guard;
 mod hold;
 mod received;
 
-pub use agent::{Agent, AgentStats, PublishOptions, Published, Publisher, Subscription};
+pub use agent::{Agent, AgentStats, Outcome, PublishOptions, Published, Publisher, Subscription};
 pub use anchormq_mqtt::{BrokerConfig, QoS};
 pub use config::AgentConfig;
 pub use error::AgentError;
+pub use guard::{Guard, GuardRule, GuardRuleError, Refusal, Refused, Suppressed};
 pub use received::{Received, ReceivedMessage, Unreadable};

@@ -70,7 +70,9 @@ async fn paper_scenario_membership_changes_replay_and_grace() {
     let sent = a1111
         .publish("hsu/0001/temp", plaintext, PublishOptions::default())
         .await
-        .expect("publish");
+        .expect("publish")
+        .published()
+        .expect("sent (no guard)");
     assert_eq!((sent.group, sent.epoch, sent.seq), (hsu1, 2, 0));
     let got = message(next(&mut sub12).await);
     assert_eq!(got.payload, plaintext);
@@ -141,7 +143,9 @@ async fn paper_scenario_membership_changes_replay_and_grace() {
     let sent = a1111
         .publish("hsu/0001/temp", b"after add", PublishOptions::default())
         .await
-        .expect("publish");
+        .expect("publish")
+        .published()
+        .expect("sent (no guard)");
     assert_eq!(sent.epoch, 3);
     // earlier messages (the replays) were refused to 1113 as a non-member
     let got = next_message(&mut sub13, |e| {
@@ -156,7 +160,9 @@ async fn paper_scenario_membership_changes_replay_and_grace() {
     let in_flight = a1111
         .publish("hsu/0001/late", b"in flight", PublishOptions::default())
         .await
-        .expect("publish");
+        .expect("publish")
+        .published()
+        .expect("sent (no guard)");
     assert_eq!(in_flight.epoch, 3);
     let got = message(next(&mut sub12).await);
     assert_eq!((got.payload.as_slice(), got.epoch), (&b"in flight"[..], 3));
@@ -176,7 +182,9 @@ async fn paper_scenario_membership_changes_replay_and_grace() {
     let sent = a1111
         .publish("hsu/0001/temp", b"after removal", PublishOptions::default())
         .await
-        .expect("publish");
+        .expect("publish")
+        .published()
+        .expect("sent (no guard)");
     assert_eq!(sent.epoch, 4);
     let refused = unreadable(next(&mut sub12).await);
     assert_eq!(
@@ -250,7 +258,9 @@ async fn late_joiner_reads_with_retained_notes_and_rotation_rekeys() {
             },
         )
         .await
-        .expect("publish");
+        .expect("publish")
+        .published()
+        .expect("sent (no guard)");
     a1111.flush().await.expect("flush");
     assert_eq!(sent.epoch, 2);
     let old1112 = {

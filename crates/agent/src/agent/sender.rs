@@ -16,6 +16,7 @@ use tokio_util::sync::DropGuard;
 
 use super::{Inner, bump, lock};
 use crate::error::AgentError;
+use crate::guard::{Check, Suppressed};
 
 /// How to publish: QoS, retain flag and the group to seal for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +57,27 @@ pub struct Published {
     pub link_seq: Option<u64>,
 }
 
+/// What became of one message: sealed and published, or held back by the agent's guard because
+/// the reading is within the deadband of the last one sent. (A refused reading is an error,
+/// [`AgentError::Refused`].)
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Sealed and handed to the link.
+    Sent(Published),
+    /// Not sent: within the deadband of the last reading sent on the topic.
+    Suppressed(Suppressed),
+}
+
+impl Outcome {
+    /// What the publish did, or `None` when the reading was suppressed.
+    pub fn published(&self) -> Option<Published> {
+        match self {
+            Self::Sent(published) => Some(*published),
+            Self::Suppressed(_) => None,
+        }
+    }
+}
+
 /// Publishes to one topic in one group without resolving the group again: for line mode and
 /// bulk sending.
 #[derive(Debug, Clone)]
@@ -66,7 +88,7 @@ pub struct Publisher {
     topic: String,
     qos: QoS,
     retain: bool,
-    _guard: Arc<DropGuard>,
+    _drop_guard: Arc<DropGuard>,
 }
 
 impl Publisher {
@@ -74,7 +96,7 @@ impl Publisher {
     /// (sender key published and acknowledged).
     pub(super) async fn start(
         inner: Arc<Inner>,
-        guard: Arc<DropGuard>,
+        drop_guard: Arc<DropGuard>,
         topic: &str,
         options: PublishOptions,
     ) -> Result<Self, AgentError> {
@@ -101,7 +123,7 @@ impl Publisher {
             topic: topic.to_owned(),
             qos: options.qos,
             retain: options.retain,
-            _guard: guard,
+            _drop_guard: drop_guard,
         })
     }
 
@@ -115,15 +137,18 @@ impl Publisher {
         &self.topic
     }
 
-    /// Seals and publishes one message.
-    pub async fn send(&self, payload: &[u8]) -> Result<Published, AgentError> {
+    /// Puts one message through the agent's guard, then seals and publishes it unless the guard
+    /// suppressed it. A reading the guard refuses is [`AgentError::Refused`].
+    pub async fn send(&self, payload: &[u8]) -> Result<Outcome, AgentError> {
         let mut sender = self.sender.lock().await;
         self.inner
-            .send_one(&mut sender, &self.topic, payload, self.qos, self.retain)
+            .send_guarded(&mut sender, &self.topic, payload, self.qos, self.retain)
             .await
     }
 
-    /// Seals and publishes several messages, holding the group's sender for all of them.
+    /// Sends several messages as [`Publisher::send`] does, holding the group's sender for all of
+    /// them. Returns the last one published (`None` if the guard suppressed every one); stops at
+    /// the first error, including a reading the guard refuses.
     pub async fn send_many<I>(&self, payloads: I) -> Result<Option<Published>, AgentError>
     where
         I: IntoIterator,
@@ -132,17 +157,17 @@ impl Publisher {
         let mut sender = self.sender.lock().await;
         let mut last = None;
         for payload in payloads {
-            last = Some(
-                self.inner
-                    .send_one(
-                        &mut sender,
-                        &self.topic,
-                        payload.as_ref(),
-                        self.qos,
-                        self.retain,
-                    )
-                    .await?,
-            );
+            let outcome = self
+                .inner
+                .send_guarded(
+                    &mut sender,
+                    &self.topic,
+                    payload.as_ref(),
+                    self.qos,
+                    self.retain,
+                )
+                .await?;
+            last = outcome.published().or(last);
         }
         Ok(last)
     }
@@ -457,6 +482,55 @@ impl Inner {
         sender.unconfirmed = last;
         sender.checked_version = u64::MAX;
         Ok(())
+    }
+
+    /// Puts `payload` through the guard, then seals and publishes it if the guard lets it pass.
+    async fn send_guarded(
+        &self,
+        sender: &mut GroupSender,
+        topic: &str,
+        payload: &[u8],
+        qos: QoS,
+        retain: bool,
+    ) -> Result<Outcome, AgentError> {
+        let now = std::time::Instant::now();
+        let check = self
+            .guard
+            .check(&mut lock(&self.guard_memory), topic, payload, now);
+        match check {
+            Check::Unguarded => Ok(Outcome::Sent(
+                self.send_one(sender, topic, payload, qos, retain).await?,
+            )),
+            Check::Send { value } => {
+                let published = self.send_one(sender, topic, payload, qos, retain).await?;
+                lock(&self.guard_memory).sent(topic, value, now);
+                Ok(Outcome::Sent(published))
+            }
+            Check::Suppressed(suppressed) => {
+                bump(&self.stats.suppressed);
+                tracing::debug!(
+                    target: "anchormq::agent",
+                    topic,
+                    value = suppressed.value,
+                    last_sent = suppressed.last_sent,
+                    "reading suppressed"
+                );
+                Ok(Outcome::Suppressed(suppressed))
+            }
+            Check::Refused(refused) => {
+                bump(&self.stats.refused);
+                // the guard doing its job, not a fault: info, not warn
+                tracing::info!(
+                    target: "anchormq::agent",
+                    topic,
+                    value = %refused.reading,
+                    rule = %refused.rule,
+                    reason = %refused.reason,
+                    "reading refused"
+                );
+                Err(AgentError::Refused(refused))
+            }
+        }
     }
 
     async fn send_one(

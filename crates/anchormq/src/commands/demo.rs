@@ -196,7 +196,9 @@ async fn publish(node: &Node, topic: &str, payload: &[u8]) -> eyre::Result<()> {
         .agent
         .publish(topic, payload, PublishOptions::default())
         .await
-        .wrap_err_with(|| format!("{} publishing on {topic}", node.id))?;
+        .wrap_err_with(|| format!("{} publishing on {topic}", node.id))?
+        .published()
+        .ok_or_else(|| eyre!("{} publishing on {topic}: suppressed by a guard", node.id))?;
     node.agent.flush().await?;
     println!(
         "  {} -> {topic}: {:?} (sealed for {} epoch {}, seq {})",
