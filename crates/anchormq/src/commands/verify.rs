@@ -2,6 +2,7 @@
 //! from the chain's logs, and lists every difference (missing, stale, forged or unverifiable, extra).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::time::Duration;
 
 use alloy::primitives::B256;
@@ -10,7 +11,9 @@ use alloy::rpc::types::Filter;
 use anchormq_bridge::notes;
 use anchormq_chain::{LogReader, PositionedEvent, RangeConfig, RegistryClient, RegistryState};
 use anchormq_core::chunk::Assembly;
-use anchormq_core::{ChunkAssembler, GroupId, KeyBook, NodeId, NodePublicKey, NoteUpdate, Topics};
+use anchormq_core::{
+    ChunkAssembler, GroupId, KeyBook, NodeId, NodePublicKey, NoteTopic, NoteUpdate, Topics,
+};
 use anchormq_mqtt::{Link, LinkEvent, QoS};
 use clap::Args;
 use eyre::{WrapErr, eyre};
@@ -192,7 +195,26 @@ pub async fn collect_retained(
     Ok(retained)
 }
 
-/// Compares retained note chunks with the chain state.
+/// The node or group a retained note topic names; shown as the topic part its chunks share,
+/// `node/<id>` or `group/<id>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Subject {
+    Node(NodeId),
+    Group(GroupId),
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Node(node) => write!(f, "node/{}", node.topic_segment()),
+            Self::Group(group) => write!(f, "group/{}", group.topic_segment()),
+        }
+    }
+}
+
+/// Compares retained note chunks with the chain state. Topics are read with [`Topics::parse`]: a
+/// retained topic under the registry's prefix that the layout does not build is a forged difference
+/// naming that topic.
 pub fn compare(
     state: &RegistryState,
     retained: &BTreeMap<String, Vec<u8>>,
@@ -202,25 +224,27 @@ pub fn compare(
 ) -> Vec<Difference> {
     let mut differences = Vec::new();
     let mut book = KeyBook::new(*registry, bridge);
-    // Chunks by the subject part of their topic (`…/node/<id>`), in chunk order.
-    let mut subjects: BTreeMap<String, BTreeMap<u32, &[u8]>> = BTreeMap::new();
-    let prefix = format!("{}/", topics.prefix());
+    // Chunks by the node or group their topic names, in chunk order.
+    let mut subjects: BTreeMap<Subject, BTreeMap<u16, &[u8]>> = BTreeMap::new();
     for (topic, payload) in retained {
-        let Some((subject, chunk)) = topic.rsplit_once('/') else {
-            continue;
-        };
-        let Ok(index) = chunk.parse::<u32>() else {
-            differences.push(Difference {
-                kind: DifferenceKind::Forged,
-                subject: topic.clone(),
-                detail: "retained message on a note topic without a chunk index".into(),
-            });
-            continue;
+        let (subject, chunk) = match topics.parse(topic) {
+            Some(NoteTopic::Node { node, chunk }) => (Subject::Node(node), chunk),
+            Some(NoteTopic::Group { group, chunk }) => (Subject::Group(group), chunk),
+            Some(NoteTopic::Unknown) => {
+                differences.push(Difference {
+                    kind: DifferenceKind::Forged,
+                    subject: topic.clone(),
+                    detail: "retained message on a topic the note layout does not use".into(),
+                });
+                continue;
+            }
+            // not a node or group note topic: nothing the chain state says anything about
+            Some(NoteTopic::SenderKey { .. } | NoteTopic::Events) | None => continue,
         };
         subjects
-            .entry(subject.strip_prefix(&prefix).unwrap_or(subject).to_owned())
+            .entry(subject)
             .or_default()
-            .insert(index, payload.as_slice());
+            .insert(chunk, payload.as_slice());
     }
     let mut valid_nodes = BTreeSet::new();
     let mut valid_groups = BTreeSet::new();
@@ -237,7 +261,7 @@ pub fn compare(
         }
         let forged = |detail: String| Difference {
             kind: DifferenceKind::Forged,
-            subject: subject.clone(),
+            subject: subject.to_string(),
             detail,
         };
         let Some(note) = complete else {
@@ -247,14 +271,10 @@ pub fn compare(
             continue;
         };
         match book.ingest_note(note.as_bytes()) {
-            Ok(NoteUpdate::Node { node, .. })
-                if *subject == format!("node/{}", node.topic_segment()) =>
-            {
+            Ok(NoteUpdate::Node { node, .. }) if *subject == Subject::Node(node) => {
                 valid_nodes.insert(node);
             }
-            Ok(NoteUpdate::Group { group, .. })
-                if *subject == format!("group/{}", group.topic_segment()) =>
-            {
+            Ok(NoteUpdate::Group { group, .. }) if *subject == Subject::Group(group) => {
                 valid_groups.insert(group);
             }
             Ok(_) => differences.push(forged(
@@ -383,4 +403,83 @@ pub fn compare(
     }
     differences.sort();
     differences
+}
+
+#[cfg(test)]
+mod tests {
+    use anchormq_core::{ChainPosition, NodeNote, NodeSecretKey, NodeStatus, Registry};
+
+    use super::*;
+
+    const REGISTRY: Registry = Registry {
+        chain_id: 31337,
+        address: [0xab; 20],
+    };
+
+    fn key(seed: u8) -> NodeSecretKey {
+        NodeSecretKey::from_bytes(&[seed; 32]).expect("valid key")
+    }
+
+    fn node(label: &str) -> NodeId {
+        label.parse().expect("valid ID")
+    }
+
+    #[test]
+    fn retained_topics_are_read_through_the_topic_layout() {
+        let topics = Topics::new(&REGISTRY);
+        let bridge = key(1);
+        let note = NodeNote {
+            position: ChainPosition {
+                chain_id: REGISTRY.chain_id,
+                registry: REGISTRY.address,
+                block_number: 5,
+                block_hash: [0; 32],
+                tx_hash: [0; 32],
+                log_index: 0,
+            },
+            node: node("1111"),
+            key_version: 1,
+            status: NodeStatus::Active,
+            public_key: key(2).public_key(),
+        }
+        .sign(&bridge);
+        let chunk = note.chunks().remove(0);
+        let unknown = format!("{}/node/1111", topics.prefix());
+        let retained = BTreeMap::from([
+            (unknown.clone(), chunk.clone()),
+            (
+                topics.group_note(&"line1".parse().expect("valid ID"), 0),
+                vec![1, 2, 3],
+            ),
+            (topics.node_note(&node("1112"), 0), chunk.clone()),
+            (topics.node_note(&node("1111"), 0), chunk),
+        ]);
+        // an empty chain: the one valid, well-placed note is extra
+        let found = compare(
+            &RegistryState::default(),
+            &retained,
+            &topics,
+            &REGISTRY,
+            bridge.public_key(),
+        );
+        let seen: Vec<(DifferenceKind, &str)> =
+            found.iter().map(|d| (d.kind, d.subject.as_str())).collect();
+        assert_eq!(
+            seen,
+            [
+                (DifferenceKind::Forged, unknown.as_str()),
+                (DifferenceKind::Forged, "group/line1"),
+                (DifferenceKind::Forged, "node/1112"),
+                (DifferenceKind::Extra, "node 1111"),
+            ],
+            "{found:?}"
+        );
+        assert!(
+            found[0]
+                .detail
+                .contains("topic the note layout does not use")
+        );
+        assert!(found[1].detail.starts_with("bad chunk"));
+        assert!(found[2].detail.contains("another subject's topic"));
+    }
 }
