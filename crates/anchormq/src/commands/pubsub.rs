@@ -1,15 +1,20 @@
 //! `anchormq pub` and `anchormq sub`: the node agent behind a mosquitto_pub/mosquitto_sub-like face.
 
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anchormq_agent::{Agent, AgentConfig, PublishOptions, QoS, Received, ReceivedMessage};
+use anchormq_agent::{
+    Agent, AgentConfig, AgentError, Guard, GuardRule, Outcome, PublishOptions, QoS, Received,
+    ReceivedMessage,
+};
 use anchormq_core::{GroupId, NodeId};
 use clap::Args;
 use eyre::{WrapErr, bail, eyre};
+use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::ChecksFailed;
 use crate::context::{Context, core_registry, load_node_key};
 
 /// Who the agent is: node ID and key file.
@@ -41,6 +46,7 @@ pub async fn start_agent(
     identity: &Identity,
     role: &str,
     qos: QoS,
+    guard: Guard,
     shutdown: CancellationToken,
 ) -> eyre::Result<Agent> {
     let key = load_node_key(&identity.key)?;
@@ -60,13 +66,68 @@ pub async fn start_agent(
     config.wait_timeout = Duration::from_secs(identity.wait.max(1));
     config.qos = qos;
     config.trust = context.trust();
+    config.guard = guard;
     Agent::start(config, shutdown)
         .await
         .wrap_err("cannot start the agent")
 }
 
+/// A `--guard` file: `[[rule]]` tables, the first whose `topic` filter matches applies.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GuardFile {
+    #[serde(default)]
+    rule: Vec<toml::Table>,
+}
+
+/// One `[[rule]]` of a `--guard` file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GuardFileRule {
+    topic: String,
+    min: Option<f64>,
+    max: Option<f64>,
+    max_step: Option<f64>,
+    deadband: Option<f64>,
+    heartbeat_secs: Option<u64>,
+}
+
+/// Reads and checks a `--guard` file; errors name the rule (from 1) and the field.
+pub fn load_guard(path: &Path) -> eyre::Result<Guard> {
+    let text = std::fs::read_to_string(path)
+        .wrap_err_with(|| format!("cannot read guard file {}", path.display()))?;
+    let one_line = |e: toml::de::Error| e.to_string().trim().replace('\n', " ");
+    let file: GuardFile = toml::from_str(&text)
+        .map_err(|e| eyre!("guard file {}: {}", path.display(), one_line(e)))?;
+    let mut rules = Vec::with_capacity(file.rule.len());
+    for (i, table) in file.rule.into_iter().enumerate() {
+        let rule: GuardFileRule = table.try_into().map_err(|e| {
+            eyre!(
+                "guard file {}: rule {}: {}",
+                path.display(),
+                i + 1,
+                one_line(e)
+            )
+        })?;
+        rules.push(GuardRule {
+            min: rule.min,
+            max: rule.max,
+            max_step: rule.max_step,
+            deadband: rule.deadband,
+            heartbeat: rule.heartbeat_secs.map(Duration::from_secs),
+            ..GuardRule::for_topic(rule.topic)
+        });
+    }
+    Guard::new(rules).map_err(|e| eyre!("guard file {}: {e}", path.display()))
+}
+
 /// `pub`.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status: 0 when every message was sent or suppressed by the guard, \
+    3 when the guard refused a reading (with -l the other lines are still sent), 1 on any other \
+    error."
+)]
 pub struct PubCommand {
     /// Who sends.
     #[command(flatten)]
@@ -92,6 +153,21 @@ pub struct PubCommand {
     /// Ask the broker to retain the message.
     #[arg(short = 'r', long)]
     pub retain: bool,
+    /// Check each reading before sealing it, with the rules of this TOML file (`[[rule]]` with
+    /// `topic` and any of `min`, `max`, `max_step`, `deadband`, `heartbeat_secs`): readings
+    /// outside the range or stepping too far are refused, readings within the deadband of the
+    /// last one sent are suppressed. Says why for each reading not sent, and with -l prints
+    /// "N sent, N suppressed, N refused" at the end.
+    #[arg(long, env = "ANCHORMQ_GUARD", value_name = "FILE")]
+    pub guard: Option<PathBuf>,
+}
+
+/// What became of the messages of one `pub`.
+#[derive(Debug, Default)]
+struct Tally {
+    sent: u64,
+    suppressed: u64,
+    refused: u64,
 }
 
 impl PubCommand {
@@ -107,8 +183,30 @@ impl PubCommand {
             ),
             None => None,
         };
+        let guard = match &self.guard {
+            Some(path) => {
+                let guard = load_guard(path)?;
+                if guard.rule_for(&self.topic).is_none() {
+                    eprintln!(
+                        "warning: no rule in {} matches {}: its messages are sent unchecked",
+                        path.display(),
+                        self.topic
+                    );
+                }
+                guard
+            }
+            None => Guard::default(),
+        };
         let shutdown = CancellationToken::new();
-        let agent = start_agent(context, &self.identity, "pub", self.qos, shutdown.clone()).await?;
+        let agent = start_agent(
+            context,
+            &self.identity,
+            "pub",
+            self.qos,
+            guard,
+            shutdown.clone(),
+        )
+        .await?;
         let publisher = agent
             .publisher(
                 &self.topic,
@@ -120,13 +218,23 @@ impl PubCommand {
             )
             .await
             .wrap_err_with(|| format!("cannot publish on {:?}", self.topic))?;
-        let mut sent = 0u64;
-        if let Some(message) = &self.message {
-            publisher.send(message.as_bytes()).await?;
-            sent += 1;
-        } else if let Some(payload) = &file_payload {
-            publisher.send(payload).await?;
-            sent += 1;
+        let mut tally = Tally::default();
+        let single = match &self.message {
+            Some(message) => Some(message.as_bytes()),
+            None => file_payload.as_deref(),
+        };
+        if let Some(payload) = single {
+            match publisher.send(payload).await {
+                Ok(Outcome::Sent(_)) => tally.sent += 1,
+                Ok(Outcome::Suppressed(suppressed)) => {
+                    eprintln!("reading {} {suppressed}", shown(payload));
+                    tally.suppressed += 1;
+                }
+                Err(AgentError::Refused(refused)) => {
+                    return Err(ChecksFailed(refused.to_string()).into());
+                }
+                Err(error) => return Err(error.into()),
+            }
         } else {
             let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<String>>(64);
             std::thread::spawn(move || {
@@ -138,8 +246,24 @@ impl PubCommand {
             });
             while let Some(line) = rx.recv().await {
                 let line = line.wrap_err("reading standard input")?;
-                publisher.send(line.as_bytes()).await?;
-                sent += 1;
+                match publisher.send(line.as_bytes()).await {
+                    Ok(Outcome::Sent(_)) => tally.sent += 1,
+                    Ok(Outcome::Suppressed(suppressed)) => {
+                        eprintln!("reading {} {suppressed}", shown(line.as_bytes()));
+                        tally.suppressed += 1;
+                    }
+                    Err(AgentError::Refused(refused)) => {
+                        eprintln!("{refused}");
+                        tally.refused += 1;
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            }
+            if self.guard.is_some() {
+                eprintln!(
+                    "{} sent, {} suppressed, {} refused",
+                    tally.sent, tally.suppressed, tally.refused
+                );
             }
         }
         agent.flush().await.wrap_err("waiting for the broker")?;
@@ -151,10 +275,23 @@ impl PubCommand {
                 .await
                 .wrap_err("waiting for the broker")?;
         }
-        tracing::info!(sent, group = %publisher.group(), "published");
+        tracing::info!(sent = tally.sent, group = %publisher.group(), "published");
         shutdown.cancel();
+        if tally.refused > 0 {
+            return Err(ChecksFailed(format!(
+                "{} of {} reading(s) refused by the guard",
+                tally.refused,
+                tally.sent + tally.suppressed + tally.refused
+            ))
+            .into());
+        }
         Ok(())
     }
+}
+
+/// A reading as the user wrote it (it parsed as a number, so it is short text).
+fn shown(payload: &[u8]) -> String {
+    String::from_utf8_lossy(payload).trim().to_owned()
 }
 
 /// `sub`.
@@ -188,7 +325,15 @@ impl SubCommand {
     pub async fn execute(self, context: &Context) -> eyre::Result<()> {
         let shutdown = CancellationToken::new();
         crate::commands::bridge::spawn_signal_handler(shutdown.clone());
-        let agent = start_agent(context, &self.identity, "sub", self.qos, shutdown.clone()).await?;
+        let agent = start_agent(
+            context,
+            &self.identity,
+            "sub",
+            self.qos,
+            Guard::default(),
+            shutdown.clone(),
+        )
+        .await?;
         let mut subscription = agent
             .subscribe(&self.filters)
             .await
