@@ -6,10 +6,8 @@ use std::fmt;
 use std::time::Duration;
 
 use alloy::primitives::B256;
-use alloy::providers::Provider;
-use alloy::rpc::types::Filter;
 use anchormq_bridge::notes;
-use anchormq_chain::{LogReader, PositionedEvent, RangeConfig, RegistryClient, RegistryState};
+use anchormq_chain::RegistryState;
 use anchormq_core::chunk::Assembly;
 use anchormq_core::{
     ChunkAssembler, GroupId, KeyBook, NodeId, NodePublicKey, NoteTopic, NoteUpdate, Topics,
@@ -67,7 +65,10 @@ impl VerifyCommand {
     pub async fn execute(self, context: &Context) -> eyre::Result<()> {
         let bridge = context.bridge_public_key()?;
         let client = context.reader().await?;
-        let (state, head) = chain_state(&client).await?;
+        let (state, head) = client
+            .state()
+            .await
+            .wrap_err("rebuilding the registry state from its logs")?;
         let deployment = *client.deployment();
         let topics = Topics::new(&core_registry(&deployment));
         let broker = context.broker_config(format!("anchormq-verify-{}", std::process::id()))?;
@@ -111,31 +112,6 @@ impl VerifyCommand {
             .into())
         }
     }
-}
-
-/// The registry state rebuilt from every log since the deploy block, and the head it was read at.
-pub async fn chain_state(client: &RegistryClient) -> eyre::Result<(RegistryState, u64)> {
-    let provider = client.provider();
-    let deployment = client.deployment();
-    let head = provider
-        .get_block_number()
-        .await
-        .wrap_err("reading the chain head")?;
-    let logs = LogReader::new(RangeConfig::default())
-        .read(
-            provider,
-            &Filter::new(),
-            deployment.address,
-            deployment.deploy_block,
-            head,
-        )
-        .await
-        .wrap_err("reading the registry's logs")?;
-    let mut state = RegistryState::default();
-    for log in &logs {
-        state.apply(&PositionedEvent::from_log(log)?)?;
-    }
-    Ok((state, head))
 }
 
 /// Subscribes to `filters` and keeps every retained message (topic -> payload) until `quiet` passes
