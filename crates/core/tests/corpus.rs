@@ -1,7 +1,7 @@
 //! Replays the checked-in fuzz seed corpus (`tests/corpus/<target>/*`) through
 //! the same entry points the cargo-fuzz targets call, plus cheap mutations of
 //! each seed (truncations and bit flips), so CI catches decoder regressions
-//! without a nightly toolchain.
+//! without running the fuzzer (`scripts/fuzz.sh` runs the real campaign).
 
 use std::path::PathBuf;
 
