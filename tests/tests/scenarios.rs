@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anchormq_agent::{Agent, PublishOptions, Received};
-use anchormq_chain::{B256, RegistryClient};
+use anchormq_chain::RegistryClient;
 use anchormq_core::{GroupId, NodeId, NodeSecretKey};
 use anchormq_e2e::{LocalStack, StackOptions, WAIT, agent_config, fixture_agent, next_message};
 use anchormq_localstack::Mosquitto;
@@ -155,20 +155,14 @@ async fn hundred_nodes_in_one_group() -> eyre::Result<()> {
     )
     .await?;
     let big = group("big");
-    client
-        .create_group(B256::from(*big.as_bytes()), "big/#")
-        .await?;
+    client.create_group(big, "big/#").await?;
     let mut nodes = Vec::new();
     for i in 0..NODES {
         let id = NodeId::from_label(&format!("n{i:03}"))?;
         let key = NodeSecretKey::generate(&mut rand_core::OsRng);
         let signing = anchormq::context::signing_key(&key)?;
-        client
-            .register_node(B256::from(*id.as_bytes()), &signing)
-            .await?;
-        client
-            .add_member(B256::from(*big.as_bytes()), B256::from(*id.as_bytes()))
-            .await?;
+        client.register_node(id, &signing).await?;
+        client.add_member(big, id).await?;
         nodes.push((id, key));
     }
     stack.bridge_caught_up(Duration::from_secs(60)).await?;

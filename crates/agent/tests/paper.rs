@@ -9,7 +9,7 @@ use anchormq_agent::{
     AgentError, PublishOptions, Received, ReceivedMessage, Subscription, Unreadable,
 };
 use anchormq_core::{DecodeError, OpenError};
-use common::{RawClient, Stack, b256, contains, group, next, node};
+use common::{RawClient, Stack, contains, group, next, node};
 
 fn message(item: Received) -> ReceivedMessage {
     match item {
@@ -135,7 +135,7 @@ async fn paper_scenario_membership_changes_replay_and_grace() {
     // 2. the admin adds 1113: once 1111 has the new group note, its next message reaches 1113
     let added = stack
         .admin
-        .add_member(b256(hsu1.as_bytes()), b256(n1113.as_bytes()))
+        .add_member(hsu1, n1113)
         .await
         .expect("addMember");
     assert_eq!(added.events.len(), 1);
@@ -175,7 +175,7 @@ async fn paper_scenario_membership_changes_replay_and_grace() {
     // 3. removal of 1112: the next message after 1111 saw epoch 4 is unreadable to 1112
     stack
         .admin
-        .remove_member(b256(hsu1.as_bytes()), b256(n1112.as_bytes()))
+        .remove_member(hsu1, n1112)
         .await
         .expect("removeMember");
     assert_eq!(a1111.wait_for_epoch(hsu1, 4).await.expect("epoch 4"), 4);
@@ -285,7 +285,7 @@ async fn late_joiner_reads_with_retained_notes_and_rotation_rekeys() {
     let signing = k256::ecdsa::SigningKey::from_slice(new_key.to_bytes().as_slice()).expect("key");
     let rotated = stack
         .admin
-        .rotate_key(b256(n1112.as_bytes()), &signing)
+        .rotate_key(n1112, &signing)
         .await
         .expect("rotateKey");
     assert!(!rotated.events.is_empty());

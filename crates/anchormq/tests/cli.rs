@@ -823,7 +823,7 @@ impl Sub {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_strangers_attack_campaign_changes_no_paper_outcome() {
     use anchormq_chain::bindings::IKeyRegistry::IKeyRegistryErrors as E;
-    use anchormq_chain::{B256, Deployment, PrivateKeySigner, RegistryClient};
+    use anchormq_chain::{Deployment, PrivateKeySigner, RegistryClient};
 
     let mut up = UpPaper::start().await;
     up.verify_agrees().await;
@@ -855,13 +855,7 @@ async fn a_strangers_attack_campaign_changes_no_paper_outcome() {
     let attacker = RegistryClient::connect(&value("ANCHORMQ_RPC"), deployment, Some(signer))
         .await
         .expect("attacker client");
-    let id = |label: &str| {
-        B256::from(
-            *anchormq_core::GroupId::from_label(label)
-                .expect("id")
-                .as_bytes(),
-        )
-    };
+    let id = |label: &str| anchormq_core::GroupId::from_label(label).expect("id");
 
     // 1112 reads hsu0001 all through the campaign; 1111 publishes before and after it.
     let reader = Sub::start(

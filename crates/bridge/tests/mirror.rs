@@ -21,12 +21,12 @@ use tokio_util::sync::CancellationToken;
 const SETTLE: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(50);
 
-fn node(label: &str) -> B256 {
-    B256::from(*NodeId::from_label(label).expect("label").as_bytes())
+fn node(label: &str) -> NodeId {
+    NodeId::from_label(label).expect("label")
 }
 
-fn group(label: &str) -> B256 {
-    B256::from(*GroupId::from_label(label).expect("label").as_bytes())
+fn group(label: &str) -> GroupId {
+    GroupId::from_label(label).expect("label")
 }
 
 struct Setup {
@@ -199,16 +199,16 @@ fn rand_suffix() -> u64 {
 }
 
 /// A group in note terms: epoch, topic filter, members with their key versions.
-type GroupView = (u64, String, Vec<(B256, u64)>);
+type GroupView = (u64, String, Vec<(NodeId, u64)>);
 
 /// What the chain says, read with eth_call, in note terms.
 #[derive(Debug, PartialEq, Eq)]
 struct Expected {
-    nodes: BTreeMap<B256, (Vec<u8>, u64, NodeStatus)>,
-    groups: BTreeMap<B256, GroupView>,
+    nodes: BTreeMap<NodeId, (Vec<u8>, u64, NodeStatus)>,
+    groups: BTreeMap<GroupId, GroupView>,
 }
 
-async fn chain_truth(client: &RegistryClient, nodes: &[B256], groups: &[B256]) -> Expected {
+async fn chain_truth(client: &RegistryClient, nodes: &[NodeId], groups: &[GroupId]) -> Expected {
     let mut expected = Expected {
         nodes: BTreeMap::new(),
         groups: BTreeMap::new(),
@@ -233,7 +233,7 @@ async fn chain_truth(client: &RegistryClient, nodes: &[B256], groups: &[B256]) -
         let Ok(g) = client.group(*id).await else {
             continue;
         };
-        let mut members: Vec<(B256, u64)> = client
+        let mut members: Vec<(NodeId, u64)> = client
             .members(*id)
             .await
             .expect("members")
@@ -253,7 +253,7 @@ fn mirrored(book: &KeyBook) -> Expected {
         .nodes()
         .map(|n| {
             (
-                B256::from(*n.node.as_bytes()),
+                n.node,
                 (n.public_key.to_bytes().to_vec(), n.key_version, n.status),
             )
         })
@@ -264,18 +264,15 @@ fn mirrored(book: &KeyBook) -> Expected {
             let members = g
                 .members()
                 .iter()
-                .map(|m| (B256::from(*m.node.as_bytes()), m.key_version))
+                .map(|m| (m.node, m.key_version))
                 .collect();
-            (
-                B256::from(*g.group().as_bytes()),
-                (g.epoch(), g.topic_filter().to_owned(), members),
-            )
+            (g.group(), (g.epoch(), g.topic_filter().to_owned(), members))
         })
         .collect();
     Expected { nodes, groups }
 }
 
-async fn await_mirror(setup: &Setup, observer: &Observer, nodes: &[B256], groups: &[B256]) {
+async fn await_mirror(setup: &Setup, observer: &Observer, nodes: &[NodeId], groups: &[GroupId]) {
     let truth = chain_truth(&setup.admin, nodes, groups).await;
     let result = await_condition(
         "the retained notes to equal the chain state",
@@ -311,7 +308,7 @@ async fn every_kind_of_change_appears_as_verified_notes_equal_to_the_chain() {
     let observer = Observer::start(&broker.url(), &prefix);
     let bridge = setup.start_bridge(setup.config(&setup.anvil.ws_url(), &broker.url(), "bridge-a"));
 
-    let ids: Vec<B256> = ["1111", "1112", "1113", "1114"]
+    let ids: Vec<_> = ["1111", "1112", "1113", "1114"]
         .iter()
         .map(|l| node(l))
         .collect();
@@ -383,7 +380,7 @@ async fn every_kind_of_change_appears_as_verified_notes_equal_to_the_chain() {
 }
 
 /// Sends `count` createGroup transactions without waiting for each, mining every `per_block`.
-async fn burst(setup: &Setup, first: usize, count: usize, per_block: usize) -> Vec<B256> {
+async fn burst(setup: &Setup, first: usize, count: usize, per_block: usize) -> Vec<GroupId> {
     let provider = setup.admin.provider().clone();
     let registry = IKeyRegistry::new(setup.deployment.address, provider.clone());
     let rpc = setup.anvil.rpc().expect("rpc");
@@ -399,7 +396,7 @@ async fn burst(setup: &Setup, first: usize, count: usize, per_block: usize) -> V
     for i in first..first + count {
         let id = group(&format!("burst{i}"));
         let _pending = registry
-            .createGroup(id, String::new())
+            .createGroup(B256::from(*id.as_bytes()), String::new())
             .nonce(nonce)
             .gas(200_000)
             .max_fee_per_gas(20_000_000_000)
@@ -689,8 +686,8 @@ async fn hostile_transactions_from_many_accounts_never_stop_or_corrupt_the_mirro
         .map(|a| a.sender().expect("sender"))
         .chain([alloy::primitives::Address::ZERO])
         .collect();
-    let nodes: Vec<B256> = (0..8).map(|i| node(&format!("n{i}"))).collect();
-    let groups: Vec<B256> = (0..6).map(|i| group(&format!("g{i}"))).collect();
+    let nodes: Vec<_> = (0..8).map(|i| node(&format!("n{i}"))).collect();
+    let groups: Vec<_> = (0..6).map(|i| group(&format!("g{i}"))).collect();
 
     // Each account starts with two nodes and a group of its own, so that later random calls meet
     // real state to attack (other people's nodes and groups) as well as IDs that do not exist.
@@ -738,7 +735,7 @@ async fn hostile_transactions_from_many_accounts_never_stop_or_corrupt_the_mirro
                     // that is not a curve point with a garbage proof.
                     let input = if rng.below(2) == 0 {
                         let mut data = IKeyRegistry::createGroupCall {
-                            groupId: g,
+                            groupId: B256::from(*g.as_bytes()),
                             topicFilter: "ab/#".into(),
                         }
                         .abi_encode();
@@ -750,7 +747,7 @@ async fn hostile_transactions_from_many_accounts_never_stop_or_corrupt_the_mirro
                         data
                     } else {
                         IKeyRegistry::registerNodeCall {
-                            nodeId: n,
+                            nodeId: B256::from(*n.as_bytes()),
                             publicKey: vec![2; 33].into(),
                             signature: vec![7; 65].into(),
                         }
@@ -845,7 +842,7 @@ async fn chain_data_no_note_can_carry_is_skipped_and_the_bridge_goes_on() {
     ];
     for (label, filter) in bad {
         let mut input = IKeyRegistry::GroupCreated::SIGNATURE_HASH.to_vec();
-        input.extend_from_slice(group(label).as_slice());
+        input.extend_from_slice(group(label).as_bytes());
         input.extend_from_slice(B256::left_padding_from(admin.as_slice()).as_slice());
         // abi.encode(string): offset, length, bytes padded to 32
         let mut data = vec![0u8; 64];

@@ -9,13 +9,14 @@ use alloy::signers::k256::ecdsa::SigningKey;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::{SolCall, SolEvent, SolStruct, eip712_domain};
 
-use anchormq_core::redact_url;
+use anchormq_core::{GroupId, NodeId, redact_url};
 
 use crate::bindings::IKeyRegistry::{self, IKeyRegistryInstance};
 use crate::bindings::NodeKey;
 use crate::deployment::Deployment;
 use crate::error::ChainError;
 use crate::events::PositionedEvent;
+use crate::ids::Word;
 use crate::logs::{LogReader, RangeConfig};
 use crate::state::RegistryState;
 
@@ -172,7 +173,7 @@ impl RegistryClient {
     /// The EIP-712 digest a node key signs to prove possession (computed locally).
     pub fn node_key_digest(
         &self,
-        node: B256,
+        node: NodeId,
         owner: Address,
         public_key: &[u8],
         key_version: u32,
@@ -184,7 +185,7 @@ impl RegistryClient {
             verifying_contract: self.deployment.address,
         };
         NodeKey {
-            nodeId: node,
+            nodeId: node.word(),
             owner,
             publicKey: Bytes::copy_from_slice(public_key),
             keyVersion: key_version,
@@ -195,7 +196,7 @@ impl RegistryClient {
     /// The 65-byte proof of possession (r || s || v, low s) by `node_key` for `key_version`.
     pub fn prove_possession(
         &self,
-        node: B256,
+        node: NodeId,
         node_key: &SigningKey,
         key_version: u32,
     ) -> Result<Bytes, ChainError> {
@@ -212,14 +213,14 @@ impl RegistryClient {
     /// Registers `node` with `node_key`'s public key, owned by the sending account.
     pub async fn register_node(
         &self,
-        node: B256,
+        node: NodeId,
         node_key: &SigningKey,
     ) -> Result<TxOutcome, ChainError> {
         let public_key = compressed(node_key);
         let proof = self.prove_possession(node, node_key, 1)?;
         self.send(
             "registerNode",
-            self.registry.registerNode(node, public_key, proof),
+            self.registry.registerNode(node.word(), public_key, proof),
         )
         .await
     }
@@ -227,42 +228,43 @@ impl RegistryClient {
     /// Rotates `node` to `new_key` (constant gas: no group is touched).
     pub async fn rotate_key(
         &self,
-        node: B256,
+        node: NodeId,
         new_key: &SigningKey,
     ) -> Result<TxOutcome, ChainError> {
         let current = self.node(node).await?;
         let proof = self.prove_possession(node, new_key, current.keyVersion + 1)?;
         self.send(
             "rotateKey",
-            self.registry.rotateKey(node, compressed(new_key), proof),
+            self.registry
+                .rotateKey(node.word(), compressed(new_key), proof),
         )
         .await
     }
 
     /// Revokes `node` for good (constant gas: no group is touched).
-    pub async fn revoke_node(&self, node: B256) -> Result<TxOutcome, ChainError> {
-        self.send("revokeNode", self.registry.revokeNode(node))
+    pub async fn revoke_node(&self, node: NodeId) -> Result<TxOutcome, ChainError> {
+        self.send("revokeNode", self.registry.revokeNode(node.word()))
             .await
     }
 
     /// Offers `node` to `new_owner`, who must accept it; `Address::ZERO` withdraws the offer.
     pub async fn offer_node(
         &self,
-        node: B256,
+        node: NodeId,
         new_owner: Address,
     ) -> Result<TxOutcome, ChainError> {
         self.send(
             "transferNodeOwnership",
-            self.registry.transferNodeOwnership(node, new_owner),
+            self.registry.transferNodeOwnership(node.word(), new_owner),
         )
         .await
     }
 
     /// Takes ownership of a node offered to the sending account.
-    pub async fn accept_node(&self, node: B256) -> Result<TxOutcome, ChainError> {
+    pub async fn accept_node(&self, node: NodeId) -> Result<TxOutcome, ChainError> {
         self.send(
             "acceptNodeOwnership",
-            self.registry.acceptNodeOwnership(node),
+            self.registry.acceptNodeOwnership(node.word()),
         )
         .await
     }
@@ -320,12 +322,13 @@ impl RegistryClient {
     /// Creates `group` administered by the sending account.
     pub async fn create_group(
         &self,
-        group: B256,
+        group: GroupId,
         topic_filter: &str,
     ) -> Result<TxOutcome, ChainError> {
         self.send(
             "createGroup",
-            self.registry.createGroup(group, topic_filter.to_owned()),
+            self.registry
+                .createGroup(group.word(), topic_filter.to_owned()),
         )
         .await
     }
@@ -334,76 +337,92 @@ impl RegistryClient {
     /// withdraws the offer.
     pub async fn offer_group_admin(
         &self,
-        group: B256,
+        group: GroupId,
         new_admin: Address,
     ) -> Result<TxOutcome, ChainError> {
         self.send(
             "transferGroupAdmin",
-            self.registry.transferGroupAdmin(group, new_admin),
+            self.registry.transferGroupAdmin(group.word(), new_admin),
         )
         .await
     }
 
     /// Takes the admin role of a group offered to the sending account.
-    pub async fn accept_group_admin(&self, group: B256) -> Result<TxOutcome, ChainError> {
-        self.send("acceptGroupAdmin", self.registry.acceptGroupAdmin(group))
-            .await
+    pub async fn accept_group_admin(&self, group: GroupId) -> Result<TxOutcome, ChainError> {
+        self.send(
+            "acceptGroupAdmin",
+            self.registry.acceptGroupAdmin(group.word()),
+        )
+        .await
     }
 
     /// Adds `node` to `group`.
-    pub async fn add_member(&self, group: B256, node: B256) -> Result<TxOutcome, ChainError> {
-        self.send("addMember", self.registry.addMember(group, node))
-            .await
+    pub async fn add_member(&self, group: GroupId, node: NodeId) -> Result<TxOutcome, ChainError> {
+        self.send(
+            "addMember",
+            self.registry.addMember(group.word(), node.word()),
+        )
+        .await
     }
 
     /// Removes `node` from `group`.
-    pub async fn remove_member(&self, group: B256, node: B256) -> Result<TxOutcome, ChainError> {
-        self.send("removeMember", self.registry.removeMember(group, node))
-            .await
+    pub async fn remove_member(
+        &self,
+        group: GroupId,
+        node: NodeId,
+    ) -> Result<TxOutcome, ChainError> {
+        self.send(
+            "removeMember",
+            self.registry.removeMember(group.word(), node.word()),
+        )
+        .await
     }
 
     /// The node's owner takes it out of `group`.
-    pub async fn leave_group(&self, group: B256, node: B256) -> Result<TxOutcome, ChainError> {
-        self.send("leaveGroup", self.registry.leaveGroup(group, node))
-            .await
+    pub async fn leave_group(&self, group: GroupId, node: NodeId) -> Result<TxOutcome, ChainError> {
+        self.send(
+            "leaveGroup",
+            self.registry.leaveGroup(group.word(), node.word()),
+        )
+        .await
     }
 
     /// The node as stored on chain.
-    pub async fn node(&self, node: B256) -> Result<IKeyRegistry::Node, ChainError> {
+    pub async fn node(&self, node: NodeId) -> Result<IKeyRegistry::Node, ChainError> {
         self.registry
-            .getNode(node)
+            .getNode(node.word())
             .call()
             .await
             .map_err(|e| ChainError::from_contract("getNode", e))
     }
 
     /// The group as stored on chain.
-    pub async fn group(&self, group: B256) -> Result<IKeyRegistry::Group, ChainError> {
+    pub async fn group(&self, group: GroupId) -> Result<IKeyRegistry::Group, ChainError> {
         self.registry
-            .getGroup(group)
+            .getGroup(group.word())
             .call()
             .await
             .map_err(|e| ChainError::from_contract("getGroup", e))
     }
 
     /// Whether `node` is a member of `group`.
-    pub async fn is_member(&self, group: B256, node: B256) -> Result<bool, ChainError> {
+    pub async fn is_member(&self, group: GroupId, node: NodeId) -> Result<bool, ChainError> {
         self.registry
-            .isMember(group, node)
+            .isMember(group.word(), node.word())
             .call()
             .await
             .map_err(|e| ChainError::from_contract("isMember", e))
     }
 
     /// All members of `group`, read page by page.
-    pub async fn members(&self, group: B256) -> Result<Vec<B256>, ChainError> {
+    pub async fn members(&self, group: GroupId) -> Result<Vec<NodeId>, ChainError> {
         const PAGE: u64 = 500;
         let mut members = Vec::new();
         loop {
             let page = self
                 .registry
                 .groupMembers(
-                    group,
+                    group.word(),
                     alloy::primitives::U256::from(members.len()),
                     alloy::primitives::U256::from(PAGE),
                 )
@@ -411,7 +430,7 @@ impl RegistryClient {
                 .await
                 .map_err(|e| ChainError::from_contract("groupMembers", e))?;
             let done = (page.len() as u64) < PAGE;
-            members.extend(page);
+            members.extend(page.into_iter().map(|id| NodeId::from_bytes(id.0)));
             if done {
                 return Ok(members);
             }
@@ -421,13 +440,18 @@ impl RegistryClient {
     /// The contract's own digest for a proof of possession (to check local signing against).
     pub async fn contract_node_key_digest(
         &self,
-        node: B256,
+        node: NodeId,
         owner: Address,
         public_key: &[u8],
         key_version: u32,
     ) -> Result<B256, ChainError> {
         self.registry
-            .nodeKeyDigest(node, owner, Bytes::copy_from_slice(public_key), key_version)
+            .nodeKeyDigest(
+                node.word(),
+                owner,
+                Bytes::copy_from_slice(public_key),
+                key_version,
+            )
             .call()
             .await
             .map_err(|e| ChainError::from_contract("nodeKeyDigest", e))
@@ -518,14 +542,14 @@ impl RegistryClient {
     }
 
     /// The groups `node` is recorded in now, strictly ascending, rebuilt from its MemberAdded/MemberRemoved logs.
-    pub async fn node_groups(&self, node: B256) -> Result<Vec<B256>, ChainError> {
+    pub async fn node_groups(&self, node: NodeId) -> Result<Vec<GroupId>, ChainError> {
         let head = self.head().await?;
         let filter = Filter::new()
             .event_signature(vec![
                 IKeyRegistry::MemberAdded::SIGNATURE_HASH,
                 IKeyRegistry::MemberRemoved::SIGNATURE_HASH,
             ])
-            .topic2(node);
+            .topic2(node.word());
         let logs = LogReader::new(RangeConfig::default())
             .read(
                 &self.provider,
@@ -551,7 +575,10 @@ impl RegistryClient {
                 _ => {}
             }
         }
-        Ok(groups.into_iter().collect())
+        Ok(groups
+            .into_iter()
+            .map(|id| GroupId::from_bytes(id.0))
+            .collect())
     }
 
     async fn send<C: SolCall>(

@@ -17,12 +17,17 @@ struct Chain {
     admin: RegistryClient,
 }
 
-fn node(label: &str) -> B256 {
-    B256::from(*NodeId::from_label(label).expect("valid label").as_bytes())
+fn node(label: &str) -> NodeId {
+    NodeId::from_label(label).expect("valid label")
 }
 
-fn group(label: &str) -> B256 {
-    B256::from(*GroupId::from_label(label).expect("valid label").as_bytes())
+fn group(label: &str) -> GroupId {
+    GroupId::from_label(label).expect("valid label")
+}
+
+/// The bytes32 the events and the rebuilt state use.
+fn word(id: &[u8; 32]) -> B256 {
+    B256::from(*id)
 }
 
 fn signer(anvil: &Anvil, index: usize) -> PrivateKeySigner {
@@ -316,29 +321,38 @@ async fn the_stream_rebuilds_exactly_the_contract_state() {
         state.apply(&event).expect("events are consistent");
     }
     for (id, record) in &state.nodes {
-        let on_chain = chain.admin.node(*id).await.unwrap();
+        let on_chain = chain.admin.node(NodeId::from_bytes(id.0)).await.unwrap();
         assert_eq!(on_chain.publicKey, record.public_key);
         assert_eq!(on_chain.keyVersion, record.key_version);
         assert_eq!(on_chain.owner, record.owner);
     }
     for (id, record) in &state.groups {
-        let on_chain = chain.admin.group(*id).await.unwrap();
+        let on_chain = chain.admin.group(GroupId::from_bytes(id.0)).await.unwrap();
         assert_eq!(on_chain.epoch, record.epoch);
         assert_eq!(on_chain.topicFilter, record.topic_filter);
-        let mut members = chain.admin.members(*id).await.unwrap();
+        let mut members = chain
+            .admin
+            .members(GroupId::from_bytes(id.0))
+            .await
+            .unwrap();
         members.sort();
-        assert_eq!(members, record.members.iter().copied().collect::<Vec<_>>());
+        let recorded: Vec<NodeId> = record
+            .members
+            .iter()
+            .map(|m| NodeId::from_bytes(m.0))
+            .collect();
+        assert_eq!(members, recorded);
     }
     assert_eq!(
-        state.groups[&group("hsu0001")].epoch,
+        state.groups[&word(group("hsu0001").as_bytes())].epoch,
         4,
         "3 adds and 1 removal; a member's rotation bumps no epoch"
     );
     // the revoked node stays recorded in its group, as on chain
     assert!(
-        state.groups[&group("hsu0002")]
+        state.groups[&word(group("hsu0002").as_bytes())]
             .members
-            .contains(&node("1114"))
+            .contains(&word(node("1114").as_bytes()))
     );
 }
 

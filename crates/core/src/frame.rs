@@ -9,8 +9,8 @@
 //! notes are signed by the bridge key, sender-key notes by the sending node.
 //!
 //! Each note type says what the frame needs to know about it through
-//! [`NoteBody`] (its kind, subject, order and body encoding); [`sign`] and
-//! [`decode`] are the only code that writes or reads the frame around a body.
+//! the crate-internal `NoteBody` trait (its kind, subject, order and body encoding);
+//! `sign` and `decode` here are the only code that writes or reads the frame around a body.
 //! Which key must have signed is the caller's business: the frame only checks
 //! a signature against the key it is given.
 

@@ -312,7 +312,7 @@ impl Anvil {
         format!("ws://127.0.0.1:{}", self.port)
     }
 
-    /// `127.0.0.1:PORT`, e.g. as a [`crate::TcpCutProxy`] target.
+    /// `127.0.0.1:PORT`, e.g. as the target of a TCP proxy.
     pub fn addr(&self) -> std::net::SocketAddr {
         std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, self.port))
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anchormq_agent::{Agent, AgentConfig, BrokerConfig, Received, Subscription};
 use anchormq_bridge::{BridgeSettings, Metrics};
-use anchormq_chain::{B256, PrivateKeySigner, RegistryClient};
+use anchormq_chain::{PrivateKeySigner, RegistryClient};
 use anchormq_core::{GroupId, NodeId, NodePublicKey, NodeSecretKey, Registry};
 use anchormq_localstack::{Anvil, EmbeddedBroker, PaperFixture};
 use bytes::Bytes;
@@ -46,10 +46,6 @@ pub fn node(label: &str) -> NodeId {
 
 pub fn group(label: &str) -> GroupId {
     GroupId::from_label(label).expect("group id")
-}
-
-pub fn b256(bytes: &[u8; 32]) -> B256 {
-    B256::from(*bytes)
 }
 
 fn secret_from_hex(text: &str) -> NodeSecretKey {

@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use alloy::primitives::B256;
 use anchormq_agent::{Agent, AgentConfig, PublishOptions, QoS, Received, Subscription};
 use anchormq_chain::{RegistryClient, RegistryEvent, TxOutcome};
 use anchormq_core::{GroupId, NodeId};
@@ -232,12 +231,10 @@ async fn membership(
     group: GroupId,
     node: NodeId,
 ) -> eyre::Result<TxOutcome> {
-    let g = B256::from(*group.as_bytes());
-    let n = B256::from(*node.as_bytes());
     let outcome = if add {
-        client.add_member(g, n).await
+        client.add_member(group, node).await
     } else {
-        client.remove_member(g, n).await
+        client.remove_member(group, node).await
     };
     outcome.wrap_err_with(|| format!("changing the members of {group}"))
 }

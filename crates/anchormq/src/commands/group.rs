@@ -1,7 +1,6 @@
 //! `anchormq group …`: create groups, add and remove members, hand the admin role on, show a group.
 
-use alloy::primitives::B256;
-use anchormq_chain::{Address, RegistryEvent, TxOutcome, show_id};
+use anchormq_chain::{Address, RegistryEvent, TxOutcome};
 use anchormq_core::{GroupId, NodeId, NodePublicKey};
 use clap::{Args, Subcommand};
 use eyre::{WrapErr, bail, eyre};
@@ -63,7 +62,7 @@ impl Create {
         }
         let client = context.writer().await?;
         let outcome = client
-            .create_group(B256::from(*self.id.as_bytes()), &self.topic)
+            .create_group(self.id, &self.topic)
             .await
             .wrap_err_with(|| format!("creating group {}", self.id))?;
         report(
@@ -99,7 +98,7 @@ impl Add {
             .transpose()
             .wrap_err("--expect-key")?;
         let client = context.writer().await?;
-        let node_id = B256::from(*self.node.as_bytes());
+        let node_id = self.node;
         let node = client
             .node(node_id)
             .await
@@ -120,7 +119,7 @@ impl Add {
             );
         }
         let outcome = client
-            .add_member(B256::from(*self.id.as_bytes()), node_id)
+            .add_member(self.id, node_id)
             .await
             .wrap_err_with(|| format!("adding node {} to group {}", self.node, self.id))?;
         report(
@@ -160,8 +159,8 @@ impl Membership {
     /// Sends `removeMember` or `leaveGroup`.
     pub async fn execute(self, context: &Context, change: Change) -> eyre::Result<()> {
         let client = context.writer().await?;
-        let group = B256::from(*self.id.as_bytes());
-        let node = B256::from(*self.node.as_bytes());
+        let group = self.id;
+        let node = self.node;
         let outcome = match change {
             Change::Remove => client.remove_member(group, node).await,
             Change::Leave => client.leave_group(group, node).await,
@@ -209,7 +208,7 @@ impl Transfer {
     pub async fn execute(self, context: &Context) -> eyre::Result<()> {
         let client = context.writer().await?;
         let outcome = client
-            .offer_group_admin(B256::from(*self.id.as_bytes()), self.to)
+            .offer_group_admin(self.id, self.to)
             .await
             .wrap_err_with(|| format!("offering group {} to {}", self.id, self.to))?;
         let summary = if self.to.is_zero() {
@@ -239,7 +238,7 @@ impl Accept {
     pub async fn execute(self, context: &Context) -> eyre::Result<()> {
         let client = context.writer().await?;
         let outcome = client
-            .accept_group_admin(B256::from(*self.id.as_bytes()))
+            .accept_group_admin(self.id)
             .await
             .wrap_err_with(|| format!("accepting group {}", self.id))?;
         report(&format!("now the admin of group {}", self.id), &outcome);
@@ -262,17 +261,17 @@ impl Show {
     /// Prints admin, topic filter, epoch and members.
     pub async fn execute(self, context: &Context) -> eyre::Result<()> {
         let client = context.reader().await?;
-        let id = B256::from(*self.id.as_bytes());
+        let id = self.id;
         let group = client
             .group(id)
             .await
             .wrap_err_with(|| format!("reading group {}", self.id))?;
-        let mut members: Vec<B256> = client
+        let mut members: Vec<NodeId> = client
             .members(id)
             .await
             .wrap_err_with(|| format!("reading the members of group {}", self.id))?;
         members.sort();
-        let members: Vec<String> = members.iter().map(show_id).collect();
+        let members: Vec<String> = members.iter().map(ToString::to_string).collect();
         if self.json {
             let value = serde_json::json!({
                 "group": self.id.to_string(),

@@ -4,8 +4,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use alloy::primitives::B256;
-use anchormq_chain::{Address, TxOutcome, show_id};
+use anchormq_chain::{Address, TxOutcome};
 use anchormq_core::{NodeId, NodeSecretKey};
 use clap::{Args, Subcommand};
 use eyre::{WrapErr, eyre};
@@ -109,7 +108,7 @@ impl Register {
         let key = load_node_key(&self.key)?;
         let client = context.writer().await?;
         let outcome = client
-            .register_node(B256::from(*self.id.as_bytes()), &signing_key(&key)?)
+            .register_node(self.id, &signing_key(&key)?)
             .await
             .wrap_err_with(|| format!("registering node {}", self.id))?;
         report(
@@ -137,7 +136,7 @@ impl Rotate {
         let key = load_node_key(&self.key)?;
         let client = context.writer().await?;
         let outcome = client
-            .rotate_key(B256::from(*self.id.as_bytes()), &signing_key(&key)?)
+            .rotate_key(self.id, &signing_key(&key)?)
             .await
             .wrap_err_with(|| format!("rotating the key of node {}", self.id))?;
         report(
@@ -161,7 +160,7 @@ impl Revoke {
     pub async fn execute(self, context: &Context) -> eyre::Result<()> {
         let client = context.writer().await?;
         let outcome = client
-            .revoke_node(B256::from(*self.id.as_bytes()))
+            .revoke_node(self.id)
             .await
             .wrap_err_with(|| format!("revoking node {}", self.id))?;
         report(&format!("revoked node {}", self.id), &outcome);
@@ -186,7 +185,7 @@ impl Transfer {
     pub async fn execute(self, context: &Context) -> eyre::Result<()> {
         let client = context.writer().await?;
         let outcome = client
-            .offer_node(B256::from(*self.id.as_bytes()), self.to)
+            .offer_node(self.id, self.to)
             .await
             .wrap_err_with(|| format!("offering node {} to {}", self.id, self.to))?;
         let summary = if self.to.is_zero() {
@@ -215,7 +214,7 @@ impl Accept {
     pub async fn execute(self, context: &Context) -> eyre::Result<()> {
         let client = context.writer().await?;
         let outcome = client
-            .accept_node(B256::from(*self.id.as_bytes()))
+            .accept_node(self.id)
             .await
             .wrap_err_with(|| format!("accepting node {}", self.id))?;
         report(&format!("now the owner of node {}", self.id), &outcome);
@@ -273,7 +272,7 @@ impl Show {
     /// Prints owner, key version, status, public key and groups.
     pub async fn execute(self, context: &Context) -> eyre::Result<()> {
         let client = context.reader().await?;
-        let id = B256::from(*self.id.as_bytes());
+        let id = self.id;
         let node = client
             .node(id)
             .await
@@ -283,7 +282,7 @@ impl Show {
             .await
             .wrap_err_with(|| format!("reading the groups of node {}", self.id))?
             .iter()
-            .map(show_id)
+            .map(ToString::to_string)
             .collect();
         let status = match node.status as u8 {
             1 => "active",
