@@ -1,7 +1,8 @@
 //! The test kit: real local infrastructure for anchormq's tests and benchmarks, on free loopback
 //! ports. It re-exports the development network of `anchormq-devnet` (Anvil, the embedded broker,
 //! the paper fixture) and adds what only tests need: Mosquitto processes, fault-injecting TCP and
-//! JSON-RPC proxies, raw JSON-RPC calls to Anvil, deployment helpers and bounded waits.
+//! JSON-RPC proxies, raw JSON-RPC calls to Anvil, deployment helpers and bounded waits, and run-time
+//! certificates for Mosquitto's TLS listener.
 //!
 //! Not part of the product: `anchormq` depends on it for its tests only. Each service owns a temp
 //! dir holding its output log, so a failing test can print what the process said (set
@@ -18,6 +19,7 @@ mod mosquitto;
 mod paths;
 mod proxy;
 mod rpc;
+mod tls;
 mod wait;
 
 pub use anchormq_devnet::process::KEEP_ENV;
@@ -32,4 +34,5 @@ pub use mosquitto::{Credentials, Mosquitto, MosquittoBuilder, MosquittoError};
 pub use paths::repo_root;
 pub use proxy::TcpCutProxy;
 pub use rpc::{JsonRpcClient, ProxyError, RangeError, RangeLimitedRpc, RpcError, parse_quantity};
+pub use tls::{TlsFiles, TlsFilesError};
 pub use wait::{WaitTimeout, await_condition, await_value};

@@ -2,9 +2,11 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{MqttOptions, TlsConfiguration, Transport};
+use rustls::{ClientConfig, RootCertStore};
 
 /// Username and password for the broker. The password never appears in `Debug` output.
 #[derive(Clone, PartialEq, Eq)]
@@ -144,25 +146,58 @@ impl BrokerConfig {
             options.set_credentials(credentials.username.clone(), credentials.password.clone());
         }
         if self.tls {
-            let transport = match &self.ca_file {
-                Some(path) => {
-                    let ca = std::fs::read(path).map_err(|e| {
-                        std::io::Error::new(
-                            e.kind(),
-                            format!("cannot read CA file {}: {e}", path.display()),
-                        )
-                    })?;
-                    Transport::Tls(TlsConfiguration::Simple {
-                        ca,
-                        alpn: None,
-                        client_auth: None,
-                    })
-                }
-                None => Transport::tls_with_default_config(),
-            };
-            options.set_transport(transport);
+            let tls = self.tls_config()?;
+            options.set_transport(Transport::Tls(TlsConfiguration::Rustls(Arc::new(tls))));
         }
         Ok(options)
+    }
+
+    /// rustls with the ring provider named here rather than taken from the process: the build
+    /// holds two providers, and rustls refuses to guess between them. Trusts the CA file, or the
+    /// system's roots without one.
+    fn tls_config(&self) -> Result<ClientConfig, std::io::Error> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let invalid =
+            |message: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, message);
+        let mut roots = RootCertStore::empty();
+        match &self.ca_file {
+            Some(path) => {
+                let certs = CertificateDer::pem_file_iter(path)
+                    .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                    .map_err(|e| invalid(format!("cannot read CA file {}: {e}", path.display())))?;
+                for cert in certs {
+                    roots.add(cert).map_err(|e| {
+                        invalid(format!(
+                            "CA file {}: unusable certificate: {e}",
+                            path.display()
+                        ))
+                    })?;
+                }
+                if roots.is_empty() {
+                    return Err(invalid(format!(
+                        "CA file {} holds no PEM certificate",
+                        path.display()
+                    )));
+                }
+            }
+            None => {
+                // Unreadable entries among the system's roots are skipped, as browsers do.
+                let (added, _ignored) =
+                    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+                if added == 0 {
+                    return Err(invalid(
+                        "no CA certificates found on this system: give the broker's CA file".into(),
+                    ));
+                }
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Ok(ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| invalid(format!("TLS setup: {e}")))?
+            .with_root_certificates(roots)
+            .with_no_client_auth())
     }
 }
 
@@ -196,6 +231,21 @@ mod tests {
         );
         assert!(!format!("{config:?}").contains("s3cret"));
         assert_eq!(config.display_url(), "mqtt://localhost:1883");
+    }
+
+    #[test]
+    fn an_unusable_ca_file_is_refused_before_connecting() {
+        let mut config = BrokerConfig::from_url("mqtts://127.0.0.1:8883", "c").unwrap();
+        config.ca_file = Some(PathBuf::from("/nonexistent/ca.pem"));
+        let error = config.options().unwrap_err().to_string();
+        assert!(
+            error.starts_with("cannot read CA file /nonexistent/ca.pem: "),
+            "{error}"
+        );
+        let not_pem = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        config.ca_file = Some(PathBuf::from(not_pem));
+        let error = config.options().unwrap_err().to_string();
+        assert_eq!(error, format!("CA file {not_pem} holds no PEM certificate"));
     }
 
     #[test]

@@ -2,10 +2,14 @@
 //! and the subscriptions to restore.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rumqttc::{AsyncClient, ClientError, ConnectionError, Event, EventLoop, Outgoing, Packet, QoS};
+use rumqttc::{
+    AsyncClient, ClientError, ConnectReturnCode, ConnectionError, Event, EventLoop, Outgoing,
+    Packet, QoS,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -53,6 +57,33 @@ pub enum LinkError {
     /// The broker options could not be built (for example, an unreadable CA file).
     #[error("cannot configure the MQTT connection: {0}")]
     Config(String),
+    /// The first connection failed in a way that trying again cannot fix; the link has stopped.
+    #[error("cannot connect to the MQTT broker {broker}: {cause}")]
+    Rejected {
+        /// The broker, without credentials.
+        broker: String,
+        /// Why.
+        cause: ConnectFailure,
+    },
+}
+
+/// Why a connection can never succeed as configured. Only a link that has not connected yet stops
+/// on these; one that has keeps retrying, since the broker's configuration may be changing under it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectFailure {
+    /// The broker's TLS certificate does not chain to a trusted CA, or does not fit its host name.
+    #[error("its TLS certificate is not trusted: {reason}")]
+    UntrustedCertificate {
+        /// What is wrong with it, and which roots were used.
+        reason: String,
+    },
+    /// The TLS handshake failed for another reason (for example, the port does not speak TLS).
+    #[error("the TLS handshake failed: {0}")]
+    Tls(String),
+    /// The broker answered CONNECT with "bad username or password" or "not authorised".
+    #[error("not authorised: {0}")]
+    NotAuthorised(&'static str),
 }
 
 /// Messages accepted but not yet handed to rumqttc, before publishers are made to wait.
@@ -83,7 +114,19 @@ struct Outbound {
 pub struct Link {
     commands: mpsc::Sender<Command>,
     acked_through: watch::Receiver<u64>,
+    phase: watch::Receiver<Phase>,
     broker: String,
+}
+
+/// How far the link got with its first connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    /// The first attempt has not finished.
+    Connecting,
+    /// Connected, or the first attempt failed in a way a retry may fix (the broker is not up yet).
+    Settled,
+    /// The link stopped before it ever connected, for this reason.
+    Rejected(ConnectFailure),
 }
 
 impl std::fmt::Debug for Command {
@@ -97,7 +140,12 @@ impl std::fmt::Debug for Command {
 
 impl Link {
     /// Starts the link task. Connection failures are retried with backoff and reported as
-    /// [`LinkEvent::Disconnected`]; the task ends when `shutdown` is cancelled.
+    /// [`LinkEvent::Disconnected`]; the task ends when `shutdown` is cancelled, or before the
+    /// first connection when that failure cannot be fixed by retrying ([`ConnectFailure`]).
+    ///
+    /// Calls made before the first connection attempt has finished wait for it (at most the
+    /// connect timeout), so that such a failure is the answer to the first call, not a timeout
+    /// further on.
     pub fn start(
         config: &BrokerConfig,
         shutdown: CancellationToken,
@@ -109,6 +157,7 @@ impl Link {
         let (commands, commands_rx) = mpsc::channel(1024);
         let (events_tx, events) = mpsc::channel(4096);
         let (acked_tx, acked_through) = watch::channel(0);
+        let (phase_tx, phase) = watch::channel(Phase::Connecting);
         let task = LinkTask {
             client,
             eventloop,
@@ -122,22 +171,49 @@ impl Link {
             held: VecDeque::new(),
             next_seq: 1,
             connected: false,
+            connected_once: false,
             commands_open: true,
+            phase: phase_tx,
             broker: config.display_url(),
+            ca_file: config.ca_file.clone(),
+            has_credentials: config.credentials.is_some(),
         };
         tokio::spawn(task.run(shutdown));
         Ok((
             Self {
                 commands,
                 acked_through,
+                phase,
                 broker: config.display_url(),
             },
             events,
         ))
     }
 
+    /// Why calls fail once the task is gone.
     fn closed(&self) -> LinkError {
-        LinkError::Closed(self.broker.clone())
+        match &*self.phase.borrow() {
+            Phase::Rejected(cause) => LinkError::Rejected {
+                broker: self.broker.clone(),
+                cause: cause.clone(),
+            },
+            _ => LinkError::Closed(self.broker.clone()),
+        }
+    }
+
+    /// Waits until the first connection attempt has finished; fails if it showed that no attempt
+    /// can succeed.
+    async fn settled(&self) -> Result<(), LinkError> {
+        let mut phase = self.phase.clone();
+        // Fails when the task has ended still `Connecting` (shut down) or ended `Rejected`.
+        let settled = phase
+            .wait_for(|phase| *phase != Phase::Connecting)
+            .await
+            .map(|phase| *phase == Phase::Settled);
+        match settled {
+            Ok(true) => Ok(()),
+            Ok(false) | Err(_) => Err(self.closed()),
+        }
     }
 
     /// Queues a message. For QoS 1 returns its sequence number, to wait on with [`Link::acked`];
@@ -149,6 +225,7 @@ impl Link {
         qos: QoS,
         retain: bool,
     ) -> Result<Option<u64>, LinkError> {
+        self.settled().await?;
         let (reply, seq) = oneshot::channel();
         let message = Outbound {
             topic: topic.into(),
@@ -191,6 +268,7 @@ impl Link {
 
     /// Subscribes now and after every reconnect.
     pub async fn subscribe(&self, filter: impl Into<String>, qos: QoS) -> Result<(), LinkError> {
+        self.settled().await?;
         self.commands
             .send(Command::Subscribe {
                 filter: filter.into(),
@@ -219,8 +297,14 @@ struct LinkTask {
     held: VecDeque<(u64, Outbound)>,
     next_seq: u64,
     connected: bool,
+    /// Whether any connection succeeded: only before the first does a hopeless failure stop the link.
+    connected_once: bool,
     commands_open: bool,
+    phase: watch::Sender<Phase>,
     broker: String,
+    /// For error messages: whose certificates were trusted, and whether credentials were sent.
+    ca_file: Option<PathBuf>,
+    has_credentials: bool,
 }
 
 impl LinkTask {
@@ -332,6 +416,8 @@ impl LinkTask {
                     .events
                     .retain(|e| !matches!(e, Event::Outgoing(_)));
                 self.connected = true;
+                self.connected_once = true;
+                self.phase.send_replace(Phase::Settled);
                 if !connack.session_present {
                     // A new session: rumqttc dropped everything unacknowledged. Hand it all again, in order.
                     self.unassigned.clear();
@@ -387,6 +473,21 @@ impl LinkTask {
     }
 
     async fn on_disconnect(&mut self, error: &ConnectionError) -> bool {
+        if !self.connected_once
+            && let Some(cause) = self.hopeless(error)
+        {
+            // Retrying would print the same failure forever: stop, and let every call say why.
+            tracing::debug!(target: "anchormq::mqtt", broker = %self.broker, %error, "connect failed, not retrying");
+            self.phase.send_replace(Phase::Rejected(cause));
+            return false;
+        }
+        self.phase.send_if_modified(|phase| {
+            let first = *phase == Phase::Connecting;
+            if first {
+                *phase = Phase::Settled;
+            }
+            first
+        });
         let was_connected = std::mem::replace(&mut self.connected, false);
         if was_connected {
             tracing::warn!(target: "anchormq::mqtt", broker = %self.broker, %error, "connection lost, reconnecting");
@@ -401,10 +502,64 @@ impl LinkTask {
         .await
     }
 
+    /// A failure that no retry can fix: the broker's certificate or the credentials. Everything
+    /// else (refused TCP, resets, timeouts, a broker that is busy) may pass.
+    fn hopeless(&self, error: &ConnectionError) -> Option<ConnectFailure> {
+        match error {
+            ConnectionError::ConnectionRefused(
+                ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized,
+            ) => Some(ConnectFailure::NotAuthorised(if self.has_credentials {
+                "the broker refused the username and password"
+            } else {
+                "the broker requires a username and password"
+            })),
+            ConnectionError::Tls(error) => {
+                let tls = match error {
+                    rumqttc::TlsError::TLS(tls) => tls,
+                    // tokio-rustls reports handshake failures as I/O errors wrapping rustls's.
+                    rumqttc::TlsError::Io(io) => io.get_ref()?.downcast_ref::<rustls::Error>()?,
+                    other => return Some(ConnectFailure::Tls(other.to_string())),
+                };
+                Some(match tls {
+                    rustls::Error::InvalidCertificate(certificate) => {
+                        ConnectFailure::UntrustedCertificate {
+                            reason: format!(
+                                "{} (trusted: {})",
+                                certificate_problem(certificate),
+                                self.ca_file.as_ref().map_or_else(
+                                    || "the system's CA certificates".to_owned(),
+                                    |path| format!("the CA in {}", path.display())
+                                )
+                            ),
+                        }
+                    }
+                    other => ConnectFailure::Tls(other.to_string()),
+                })
+            }
+            _ => None,
+        }
+    }
+
     /// Sends an event to the owner; false when the owner is gone (the task then stops).
     fn emit(&self, event: LinkEvent) -> impl std::future::Future<Output = bool> + Send + 'static {
         // The task is Send but not Sync (rumqttc's stream is not): hold no borrow across the await.
         let events = self.events.clone();
         async move { events.send(event).await.is_ok() }
+    }
+}
+
+/// A certificate error in words a user can act on.
+fn certificate_problem(error: &rustls::CertificateError) -> String {
+    use rustls::CertificateError as E;
+    match error {
+        E::UnknownIssuer => "it is not signed by a trusted CA".to_owned(),
+        E::NotValidForName | E::NotValidForNameContext { .. } => {
+            "it is not issued for this host name or address".to_owned()
+        }
+        E::Expired | E::ExpiredContext { .. } => "it has expired".to_owned(),
+        E::NotValidYet | E::NotValidYetContext { .. } => "it is not valid yet".to_owned(),
+        E::Revoked => "it is revoked".to_owned(),
+        E::BadSignature => "its signature is invalid".to_owned(),
+        other => other.to_string(),
     }
 }

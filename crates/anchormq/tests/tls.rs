@@ -1,0 +1,434 @@
+//! The broker link as deployed: `mqtts://` with a CA file and a username and password, through the
+//! built `anchormq` binary, against a real Mosquitto with a TLS listener (certificates made at run
+//! time) and a real Anvil holding the paper's fixture.
+//!
+//! The failures a user meets first with such a broker, a CA that did not sign its certificate and a
+//! wrong password, must each end the command at once with one line naming the broker and the
+//! cause, and never show the password.
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anchormq_localstack::{Anvil, Mosquitto, PaperFixture, TlsFiles, await_condition};
+use tokio::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_anchormq");
+const USERNAME: &str = "fleet";
+const PASSWORD: &str = "tls-test-pa55word";
+const WRONG_PASSWORD: &str = "not-the-pa55word";
+/// `--wait` and `--max-wait` of the failing commands: a failure found by timing out takes this long.
+const PATIENCE: &str = "30";
+/// A failure the link reports itself must come well before [`PATIENCE`] runs out.
+const PROMPT: Duration = Duration::from_secs(15);
+
+/// The binary with no ANCHORMQ_* variables from the caller's environment, killed when dropped.
+fn command(args: &[&str], envs: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(BIN);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("ANCHORMQ_") && key != "ANCHORMQ_ROOT" && key != "ANCHORMQ_ANVIL" {
+            command.env_remove(key);
+        }
+    }
+    command
+        .args(args)
+        .envs(envs.iter().copied())
+        .kill_on_drop(true);
+    command
+}
+
+/// Runs the binary to its end.
+async fn anchormq(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    tokio::time::timeout(Duration::from_secs(120), command(args, envs).output())
+        .await
+        .expect("anchormq finished within 120 s")
+        .expect("anchormq runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Anvil with the paper's registry: nodes 1111-1114, hsu0001 = {1111, 1112}, hsu0002 = {1113, 1114}.
+async fn paper_anvil() -> (Anvil, PaperFixture) {
+    let fixture = PaperFixture::embedded().expect("paper fixture");
+    let anvil = Anvil::builder()
+        .chain_id(fixture.deployment.chain_id)
+        .load_state(fixture.state_path().expect("state file"))
+        .spawn()
+        .await
+        .expect("anvil");
+    (anvil, fixture)
+}
+
+/// Writes the fixture's key of node `id` as an anchormq key file (mode 0600); returns its path.
+fn paper_key_file(fixture: &PaperFixture, id: &str, dir: &Path) -> String {
+    let hex_key = fixture.node(id).expect("paper node").private_key.expose();
+    let bytes: [u8; 32] = hex::decode(hex_key.trim_start_matches("0x"))
+        .expect("hex key")
+        .try_into()
+        .expect("32-byte key");
+    let key = anchormq_core::NodeSecretKey::from_bytes(&bytes).expect("valid key");
+    let path = dir.join(format!("{id}.key"));
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut file| file.write_all(key.to_key_file().as_bytes()))
+        .expect("write key file");
+    path.to_str().expect("utf-8 path").to_owned()
+}
+
+/// A fresh key for the bridge, made by `anchormq node keygen`; returns its path and public key.
+async fn bridge_key(dir: &Path) -> (String, String) {
+    let path = dir.join("bridge.key").to_str().expect("utf-8").to_owned();
+    let output = anchormq(&["node", "keygen", "--out", &path], &[]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let public = anchormq_core::NodeSecretKey::from_key_file(&std::fs::read(&path).expect("read"))
+        .expect("bridge key")
+        .public_key()
+        .to_string();
+    (path, public)
+}
+
+/// The chain settings every command here shares.
+fn chain_env(anvil: &Anvil, fixture: &PaperFixture) -> Vec<(&'static str, String)> {
+    let deployment = &fixture.deployment;
+    vec![
+        ("ANCHORMQ_RPC", anvil.http_url()),
+        ("ANCHORMQ_REGISTRY", deployment.address.to_string()),
+        ("ANCHORMQ_CHAIN_ID", deployment.chain_id.to_string()),
+        ("ANCHORMQ_DEPLOY_BLOCK", deployment.deploy_block.to_string()),
+    ]
+}
+
+fn borrowed<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// A TLS Mosquitto that requires [`USERNAME`] and [`PASSWORD`], with its certificates in `dir`.
+async fn tls_broker(dir: &Path) -> (Mosquitto, TlsFiles) {
+    let files = TlsFiles::generate(dir, "broker").expect("certificates");
+    let broker = Mosquitto::builder()
+        .tls(files.clone())
+        .credentials(USERNAME, PASSWORD)
+        .spawn()
+        .await
+        .expect("mosquitto with TLS");
+    (broker, files)
+}
+
+/// A running `anchormq sub`, started and subscribed.
+struct Sub {
+    child: tokio::process::Child,
+    /// Everything it writes on stderr after "subscribed to", once it exits.
+    stderr: tokio::sync::oneshot::Receiver<String>,
+}
+
+impl Sub {
+    /// Starts `anchormq sub ARGS` and returns once it says it is subscribed.
+    async fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let mut sub = command(&[&["sub"], args].concat(), env);
+        sub.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = sub.spawn().expect("sub starts");
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let mut before = String::new();
+        let ready = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.starts_with("subscribed to") {
+                    return true;
+                }
+                before.push_str(&line);
+                before.push('\n');
+            }
+            false
+        })
+        .await;
+        assert!(matches!(ready, Ok(true)), "sub did not get ready: {before}");
+        let (tx, stderr) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let mut rest = before;
+            while let Ok(Some(line)) = lines.next_line().await {
+                rest.push_str(&line);
+                rest.push('\n');
+            }
+            let _ = tx.send(rest);
+        });
+        Self { child, stderr }
+    }
+
+    /// Waits for it to exit: exit code, stdout, the rest of stderr.
+    async fn finish(self) -> (Option<i32>, String, String) {
+        let output = tokio::time::timeout(Duration::from_secs(90), self.child.wait_with_output())
+            .await
+            .expect("sub exits")
+            .expect("sub output");
+        let rest = self.stderr.await.unwrap_or_default();
+        (output.status.code(), stdout(&output), rest)
+    }
+}
+
+/// The bridge mirrors the paper's registry to a TLS broker that requires a password (flags on its
+/// command line), `verify` finds broker and chain in agreement, and 1111's message on hsu0001
+/// reaches 1112 (password from `ANCHORMQ_BROKER_PASSWORD`), all over `mqtts://`.
+#[tokio::test(flavor = "multi_thread")]
+async fn bridge_verify_pub_and_sub_work_over_mqtts_with_a_password() {
+    let (anvil, fixture) = paper_anvil().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, files) = tls_broker(dir.path()).await;
+    let url = broker.url();
+    assert!(url.starts_with("mqtts://127.0.0.1:"), "{url}");
+    let ca = files.ca.to_str().expect("utf-8").to_owned();
+    let (bridge_key_path, bridge_public) = bridge_key(dir.path()).await;
+    let chain = chain_env(&anvil, &fixture);
+
+    let checkpoint = dir.path().join("bridge.ckpt");
+    let mut bridge = command(
+        &[
+            "--broker",
+            &url,
+            "--broker-ca",
+            &ca,
+            "--username",
+            USERNAME,
+            "--password",
+            PASSWORD,
+            "bridge",
+            "--key",
+            &bridge_key_path,
+            "--checkpoint",
+            checkpoint.to_str().expect("utf-8"),
+        ],
+        &borrowed(&chain),
+    );
+    let bridge = bridge
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("bridge starts");
+
+    let mut env = chain.clone();
+    env.extend([
+        ("ANCHORMQ_BROKER", url.clone()),
+        ("ANCHORMQ_BROKER_CA", ca.clone()),
+        ("ANCHORMQ_BROKER_USERNAME", USERNAME.to_owned()),
+        ("ANCHORMQ_BROKER_PASSWORD", PASSWORD.to_owned()),
+        ("ANCHORMQ_BRIDGE_KEY", bridge_public),
+    ]);
+    await_condition(
+        "verify to find the TLS broker's notes in agreement with the chain",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || {
+            let env = env.clone();
+            async move {
+                anchormq(&["verify", "--quiet-ms", "300"], &borrowed(&env))
+                    .await
+                    .status
+                    .success()
+            }
+        },
+    )
+    .await
+    .expect("the bridge mirrors the paper's registry over mqtts");
+    let verified = anchormq(&["verify", "--quiet-ms", "300"], &borrowed(&env)).await;
+    assert_eq!(verified.status.code(), Some(0), "{}", stderr(&verified));
+    assert!(
+        stdout(&verified).contains("broker and chain agree: 4 node notes, 2 group notes"),
+        "{}",
+        stdout(&verified)
+    );
+
+    let key_1111 = paper_key_file(&fixture, "1111", dir.path());
+    let key_1112 = paper_key_file(&fixture, "1112", dir.path());
+    let sub = Sub::start(
+        &[
+            "--as",
+            "1112",
+            "--key",
+            &key_1112,
+            "-t",
+            "hsu/0001/#",
+            "-C",
+            "1",
+            "-v",
+            "-W",
+            "60",
+        ],
+        &borrowed(&env),
+    )
+    .await;
+    let published = anchormq(
+        &[
+            "pub",
+            "--as",
+            "1111",
+            "--key",
+            &key_1111,
+            "-t",
+            "hsu/0001/temperature",
+            "-m",
+            "21.5 C over mqtts",
+            "-q",
+            "1",
+        ],
+        &borrowed(&env),
+    )
+    .await;
+    assert_eq!(published.status.code(), Some(0), "{}", stderr(&published));
+    let (code, out, err) = sub.finish().await;
+    assert_eq!(code, Some(0), "sub failed: {err}");
+    assert_eq!(
+        out.trim(),
+        "hsu/0001/temperature 21.5 C over mqtts",
+        "{err}"
+    );
+
+    let mut bridge = bridge;
+    bridge.start_kill().expect("stop the bridge");
+    let bridge_output = bridge.wait_with_output().await.expect("bridge output");
+    for (what, text) in [
+        ("verify", stdout(&verified) + &stderr(&verified)),
+        ("pub", stdout(&published) + &stderr(&published)),
+        ("sub", out + &err),
+        ("bridge", stdout(&bridge_output) + &stderr(&bridge_output)),
+    ] {
+        assert!(!text.contains(PASSWORD), "{what} printed the password");
+        assert!(!text.contains(" WARN "), "{what} warned: {text}");
+    }
+}
+
+/// Checks a failed run: exit 1 within [`PROMPT`], no warnings, no password, and a last line
+/// `error: ...` naming the broker and `cause`.
+fn assert_refused(what: &str, output: &Output, took: Duration, url: &str, cause: &str) {
+    let err = stderr(output);
+    assert_eq!(output.status.code(), Some(1), "{what}: {err}");
+    assert!(took < PROMPT, "{what} took {took:?} to fail: {err}");
+    assert!(!err.contains(" WARN "), "{what} warned: {err}");
+    for text in [&err, &stdout(output)] {
+        assert!(!text.contains(PASSWORD), "{what} printed the password");
+        assert!(
+            !text.contains(WRONG_PASSWORD),
+            "{what} printed the password"
+        );
+    }
+    let last = err.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
+    assert!(last.starts_with("error: "), "{what}: {err}");
+    assert!(
+        last.contains(&format!("cannot connect to the MQTT broker {url}: {cause}")),
+        "{what}: {cause:?} not in {last:?}"
+    );
+}
+
+/// A CA that did not sign the broker's certificate, and a wrong password, each stop `sub`, `pub`,
+/// `verify` and the bridge at once with one line naming the broker and the cause, instead of
+/// retrying until a timeout; the password is never printed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_ca_or_password_is_one_clear_line_at_once() {
+    let (anvil, fixture) = paper_anvil().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, files) = tls_broker(dir.path()).await;
+    let url = broker.url();
+    let stranger = TlsFiles::generate(dir.path(), "stranger").expect("another CA");
+    let (bridge_key_path, bridge_public) = bridge_key(dir.path()).await;
+    let key_1111 = paper_key_file(&fixture, "1111", dir.path());
+    let key_1112 = paper_key_file(&fixture, "1112", dir.path());
+    let right_ca = files.ca.to_str().expect("utf-8").to_owned();
+    let wrong_ca = stranger.ca.to_str().expect("utf-8").to_owned();
+    let checkpoint = dir.path().join("bridge.ckpt");
+    let checkpoint = checkpoint.to_str().expect("utf-8");
+
+    let untrusted = format!(
+        "its TLS certificate is not trusted: it is not signed by a trusted CA (trusted: the CA in {wrong_ca})"
+    );
+    let refused = "not authorised: the broker refused the username and password".to_owned();
+    let cases = [
+        ("wrong CA", wrong_ca.as_str(), PASSWORD, untrusted),
+        ("wrong password", right_ca.as_str(), WRONG_PASSWORD, refused),
+    ];
+    for (case, ca, password, cause) in cases {
+        let mut env = chain_env(&anvil, &fixture);
+        env.extend([
+            ("ANCHORMQ_BROKER", url.clone()),
+            ("ANCHORMQ_BROKER_CA", ca.to_owned()),
+            ("ANCHORMQ_BROKER_USERNAME", USERNAME.to_owned()),
+            ("ANCHORMQ_BROKER_PASSWORD", password.to_owned()),
+            ("ANCHORMQ_BRIDGE_KEY", bridge_public.clone()),
+        ]);
+        let env = borrowed(&env);
+        let runs: [(&str, Vec<&str>); 4] = [
+            (
+                "sub",
+                vec![
+                    "sub",
+                    "--as",
+                    "1112",
+                    "--key",
+                    &key_1112,
+                    "-t",
+                    "hsu/0001/#",
+                    "--wait",
+                    PATIENCE,
+                ],
+            ),
+            (
+                "pub",
+                vec![
+                    "pub",
+                    "--as",
+                    "1111",
+                    "--key",
+                    &key_1111,
+                    "-t",
+                    "hsu/0001/temperature",
+                    "-m",
+                    "x",
+                    "-q",
+                    "1",
+                    "--wait",
+                    PATIENCE,
+                ],
+            ),
+            ("verify", vec!["verify", "--max-wait", PATIENCE]),
+            (
+                "bridge",
+                vec![
+                    "bridge",
+                    "--key",
+                    &bridge_key_path,
+                    "--checkpoint",
+                    checkpoint,
+                ],
+            ),
+        ];
+        for (what, args) in runs {
+            let started = Instant::now();
+            let output = anchormq(&args, &env).await;
+            let what = format!("{what} with a {case}");
+            assert_refused(&what, &output, started.elapsed(), &url, &cause);
+            if what.starts_with("bridge") {
+                // The bridge says who it is and where it starts before it meets the broker.
+                continue;
+            }
+            let lines = stderr(&output)
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .count();
+            assert_eq!(lines, 1, "{what}: one line expected: {}", stderr(&output));
+        }
+    }
+    // The broker saw the refused password, so the test did reach it.
+    assert!(
+        broker.log_tail().contains("not authorised"),
+        "{}",
+        broker.log_tail()
+    );
+}
