@@ -6,7 +6,10 @@
 
 use std::sync::Arc;
 
-use anchormq_core::{GroupId, Ingested, NoteUpdate, OpenError, Opened, topic_matches};
+use anchormq_core::{
+    GroupId, IngestError, Ingested, MembershipError, NoteError, NoteUpdate, OpenError, Opened,
+    SenderKeyError, topic_matches,
+};
 use anchormq_mqtt::{LinkEvent, Message, QoS};
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -266,6 +269,10 @@ impl Reader {
                 }
                 Ok(Ingested::SenderKey { stream, .. }) => fixes.push(Fix::SenderKey(stream)),
                 Ok(_) => {}
+                Err(error) if superseded(&error) => {
+                    // a retained note older than one already held: expected after every change
+                    tracing::debug!(target: "anchormq::agent", topic = %message.topic, %error, "older note ignored");
+                }
                 Err(error) => {
                     bump(&self.inner.stats.notes_refused);
                     tracing::warn!(target: "anchormq::agent", topic = %message.topic, %error, "note refused");
@@ -292,4 +299,17 @@ async fn sleep_until_or_never(deadline: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// Refusals that only say a note was overtaken by a newer one: a retained sender-key note of an
+/// earlier epoch, or a chain note older than the one held. Normal operation; anything else (bad
+/// signature, foreign registry, malformed bytes) is worth a warning.
+fn superseded(error: &IngestError) -> bool {
+    matches!(
+        error,
+        IngestError::SenderKey(SenderKeyError::Sender {
+            source: MembershipError::StaleEpoch { .. },
+            ..
+        }) | IngestError::Note(NoteError::Rollback { .. })
+    )
 }
