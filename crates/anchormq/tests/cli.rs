@@ -9,59 +9,12 @@ use std::process::Output;
 use std::time::Duration;
 
 use anchormq_localstack::{
-    Anvil, DEV_ACCOUNTS, EmbeddedBroker, Mosquitto, PaperFixture, await_condition, deploy_registry,
-    free_port,
+    Anvil, DEV_ACCOUNTS, EmbeddedBroker, Mosquitto, await_condition, deploy_registry, free_port,
 };
 use tokio::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_anchormq");
-
-/// Runs the binary with no ANCHORMQ_* variables from the caller's environment.
-async fn anchormq(args: &[&str], envs: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(BIN);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("ANCHORMQ_") && key != "ANCHORMQ_ROOT" && key != "ANCHORMQ_ANVIL" {
-            command.env_remove(key);
-        }
-    }
-    command
-        .args(args)
-        .envs(envs.iter().copied())
-        .kill_on_drop(true);
-    tokio::time::timeout(Duration::from_secs(120), command.output())
-        .await
-        .expect("anchormq finished within 120 s")
-        .expect("anchormq runs")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// An error is exactly one line on stderr, starting with `error:`.
-fn assert_one_line_error(output: &Output, code: i32, needle: &str) {
-    let err = stderr(output);
-    assert_eq!(output.status.code(), Some(code), "stderr: {err}");
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "one line expected, got: {err}");
-    assert!(lines[0].starts_with("error: "), "{err}");
-    assert!(lines[0].contains(needle), "{needle:?} not in {err:?}");
-}
-
-async fn paper_anvil() -> (Anvil, PaperFixture) {
-    let fixture = PaperFixture::embedded().expect("paper fixture");
-    let anvil = Anvil::builder()
-        .chain_id(fixture.deployment.chain_id)
-        .load_state(fixture.state_path().expect("state file"))
-        .spawn()
-        .await
-        .expect("anvil");
-    (anvil, fixture)
-}
+mod common;
+use common::{BIN, Sub, UpPaper, anchormq, assert_one_line_error, paper_anvil, stderr, stdout};
 
 fn check_demo_output(output: &Output) {
     let out = stdout(output);
@@ -631,114 +584,6 @@ async fn registry_commands_bridge_pubsub_audit_and_verify() {
     let _ = bridge.wait().await;
 }
 
-/// A running `anchormq up`, with the settings it printed.
-struct UpPaper {
-    child: tokio::process::Child,
-    /// The `export` lines, in order.
-    exports: Vec<(String, String)>,
-    /// The folder holding the paper nodes' key files (`<id>.key`), with `--paper`.
-    key_dir: Option<std::path::PathBuf>,
-}
-
-impl UpPaper {
-    async fn start() -> Self {
-        Self::start_with(&["--paper"]).await
-    }
-
-    /// Starts `anchormq up ARGS` and reads what it prints up to its example commands.
-    async fn start_with(args: &[&str]) -> Self {
-        use tokio::io::AsyncBufReadExt;
-        let mut up = Command::new(BIN);
-        up.arg("up")
-            .args(args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true);
-        let mut child = up.spawn().expect("up starts");
-        let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let mut exports = Vec::new();
-        let mut key_dir = None;
-        let read = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(assignment) = line.strip_prefix("export ") {
-                    let assignment = assignment.split_whitespace().next().unwrap_or_default();
-                    if let Some((key, value)) = assignment.split_once('=') {
-                        exports.push((key.to_owned(), value.to_owned()));
-                    }
-                }
-                if let Some(rest) = line.strip_prefix("anchormq pub --as 1111 --key ") {
-                    let path = rest.split_whitespace().next().unwrap_or_default();
-                    key_dir = std::path::Path::new(path).parent().map(|p| p.to_owned());
-                    return true;
-                }
-                if line.starts_with("anchormq node register") {
-                    return true;
-                }
-            }
-            false
-        })
-        .await;
-        assert!(matches!(read, Ok(true)), "up printed its settings");
-        // keep draining stdout so up never blocks on a full pipe
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self {
-            child,
-            exports,
-            key_dir,
-        }
-    }
-
-    fn env(&self) -> Vec<(&str, &str)> {
-        self.exports
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect()
-    }
-
-    fn key(&self, id: &str) -> String {
-        self.key_dir
-            .as_ref()
-            .expect("up --paper wrote key files")
-            .join(format!("{id}.key"))
-            .display()
-            .to_string()
-    }
-
-    async fn verify_agrees(&self) {
-        let env = self.env();
-        await_condition(
-            "verify to agree on up's stack",
-            Duration::from_secs(30),
-            Duration::from_millis(200),
-            || {
-                let env = env.clone();
-                async move {
-                    anchormq(&["verify", "--quiet-ms", "300"], &env)
-                        .await
-                        .status
-                        .success()
-                }
-            },
-        )
-        .await
-        .expect("the bridge of up mirrors the chain");
-    }
-
-    async fn interrupt(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().expect("pid").to_string();
-        let killed = Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .await
-            .expect("kill runs");
-        assert!(killed.success());
-        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .expect("up stops after SIGINT")
-            .expect("exit status")
-    }
-}
-
 /// `up --paper` prints working settings; commands pasted from them work; Ctrl-C stops it cleanly.
 #[tokio::test(flavor = "multi_thread")]
 async fn up_prints_working_settings_and_stops_on_sigint() {
@@ -761,59 +606,6 @@ async fn up_prints_working_settings_and_stops_on_sigint() {
     assert_eq!(group["members"], serde_json::json!(["1113", "1114"]));
     up.verify_agrees().await;
     assert_eq!(up.interrupt().await.code(), Some(0));
-}
-
-/// A running `anchormq sub`, started and subscribed.
-struct Sub {
-    child: tokio::process::Child,
-    /// Everything it writes on stderr after "subscribed to", once it exits.
-    stderr: tokio::sync::oneshot::Receiver<String>,
-}
-
-impl Sub {
-    /// Starts `anchormq sub ARGS` and returns once it says it is subscribed.
-    async fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
-        use tokio::io::AsyncBufReadExt;
-        let mut sub = Command::new(BIN);
-        sub.arg("sub")
-            .args(args)
-            .envs(env.iter().copied())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = sub.spawn().expect("sub starts");
-        let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.starts_with("subscribed to") {
-                    return true;
-                }
-            }
-            false
-        })
-        .await;
-        assert!(matches!(ready, Ok(true)), "sub did not get ready");
-        let (tx, stderr) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
-            let mut rest = String::new();
-            while let Ok(Some(line)) = lines.next_line().await {
-                rest.push_str(&line);
-                rest.push('\n');
-            }
-            let _ = tx.send(rest);
-        });
-        Self { child, stderr }
-    }
-
-    /// Waits for it to exit: exit code, stdout, the rest of stderr.
-    async fn finish(self) -> (Option<i32>, String, String) {
-        let output = tokio::time::timeout(Duration::from_secs(90), self.child.wait_with_output())
-            .await
-            .expect("sub exits")
-            .expect("sub output");
-        let rest = self.stderr.await.unwrap_or_default();
-        (output.status.code(), stdout(&output), rest)
-    }
 }
 
 /// A stranger's attack campaign against a running `anchormq up --paper`: invalid topic filters,

@@ -11,9 +11,10 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anchormq_localstack::{Anvil, Mosquitto, PaperFixture, TlsFiles, await_condition};
-use tokio::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_anchormq");
+mod common;
+use common::{Sub, anchormq, command, paper_anvil, stderr, stdout};
+
 const USERNAME: &str = "fleet";
 const PASSWORD: &str = "tls-test-pa55word";
 const WRONG_PASSWORD: &str = "not-the-pa55word";
@@ -21,49 +22,6 @@ const WRONG_PASSWORD: &str = "not-the-pa55word";
 const PATIENCE: &str = "30";
 /// A failure the link reports itself must come well before [`PATIENCE`] runs out.
 const PROMPT: Duration = Duration::from_secs(15);
-
-/// The binary with no ANCHORMQ_* variables from the caller's environment, killed when dropped.
-fn command(args: &[&str], envs: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(BIN);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("ANCHORMQ_") && key != "ANCHORMQ_ROOT" && key != "ANCHORMQ_ANVIL" {
-            command.env_remove(key);
-        }
-    }
-    command
-        .args(args)
-        .envs(envs.iter().copied())
-        .kill_on_drop(true);
-    command
-}
-
-/// Runs the binary to its end.
-async fn anchormq(args: &[&str], envs: &[(&str, &str)]) -> Output {
-    tokio::time::timeout(Duration::from_secs(120), command(args, envs).output())
-        .await
-        .expect("anchormq finished within 120 s")
-        .expect("anchormq runs")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// Anvil with the paper's registry: nodes 1111-1114, hsu0001 = {1111, 1112}, hsu0002 = {1113, 1114}.
-async fn paper_anvil() -> (Anvil, PaperFixture) {
-    let fixture = PaperFixture::embedded().expect("paper fixture");
-    let anvil = Anvil::builder()
-        .chain_id(fixture.deployment.chain_id)
-        .load_state(fixture.state_path().expect("state file"))
-        .spawn()
-        .await
-        .expect("anvil");
-    (anvil, fixture)
-}
 
 /// Writes the fixture's key of node `id` as an anchormq key file (mode 0600); returns its path.
 fn paper_key_file(fixture: &PaperFixture, id: &str, dir: &Path) -> String {
@@ -123,57 +81,6 @@ async fn tls_broker(dir: &Path) -> (Mosquitto, TlsFiles) {
         .await
         .expect("mosquitto with TLS");
     (broker, files)
-}
-
-/// A running `anchormq sub`, started and subscribed.
-struct Sub {
-    child: tokio::process::Child,
-    /// Everything it writes on stderr after "subscribed to", once it exits.
-    stderr: tokio::sync::oneshot::Receiver<String>,
-}
-
-impl Sub {
-    /// Starts `anchormq sub ARGS` and returns once it says it is subscribed.
-    async fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
-        use tokio::io::AsyncBufReadExt;
-        let mut sub = command(&[&["sub"], args].concat(), env);
-        sub.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = sub.spawn().expect("sub starts");
-        let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let mut before = String::new();
-        let ready = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.starts_with("subscribed to") {
-                    return true;
-                }
-                before.push_str(&line);
-                before.push('\n');
-            }
-            false
-        })
-        .await;
-        assert!(matches!(ready, Ok(true)), "sub did not get ready: {before}");
-        let (tx, stderr) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
-            let mut rest = before;
-            while let Ok(Some(line)) = lines.next_line().await {
-                rest.push_str(&line);
-                rest.push('\n');
-            }
-            let _ = tx.send(rest);
-        });
-        Self { child, stderr }
-    }
-
-    /// Waits for it to exit: exit code, stdout, the rest of stderr.
-    async fn finish(self) -> (Option<i32>, String, String) {
-        let output = tokio::time::timeout(Duration::from_secs(90), self.child.wait_with_output())
-            .await
-            .expect("sub exits")
-            .expect("sub output");
-        let rest = self.stderr.await.unwrap_or_default();
-        (output.status.code(), stdout(&output), rest)
-    }
 }
 
 /// The bridge mirrors the paper's registry to a TLS broker that requires a password (flags on its
