@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use anchormq_core::topics::validate_topic_filter;
-use anchormq_core::{GroupId, KeyBook, NodeId, NodeSecretKey, Opener, Topics};
+use anchormq_core::{GroupId, KeyBook, NodeId, NodeSecretKey, Opener, StreamId, Topics};
 use anchormq_mqtt::{Link, QoS};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -62,6 +62,8 @@ pub struct AgentStats {
     pub suppressed: u64,
     /// Readings the guard refused (out of range, too large a step, not a number).
     pub refused: u64,
+    /// Messages that never arrived, seen from gaps in their sender's sequence numbers.
+    pub missing: u64,
 }
 
 /// A stream of received messages for the filters given to [`Agent::subscribe`].
@@ -118,6 +120,8 @@ struct State {
     key_filters: HashSet<GroupId>,
     /// Groups where a member's node note changed: the next send draws a new sender key.
     rekey: HashSet<GroupId>,
+    /// Highest sequence number delivered per sender key, to see what never arrived.
+    delivered: HashMap<([u8; 32], StreamId), u64>,
 }
 
 #[derive(Debug)]
@@ -138,6 +142,7 @@ struct Counters {
     connects: AtomicU64,
     suppressed: AtomicU64,
     refused: AtomicU64,
+    missing: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -176,6 +181,7 @@ impl Agent {
                 epochs: HashMap::new(),
                 key_filters: HashSet::new(),
                 rekey: HashSet::new(),
+                delivered: HashMap::new(),
             }),
             notes: watch::Sender::new(0),
             senders: Mutex::new(HashMap::new()),
@@ -236,6 +242,7 @@ impl Agent {
             connects: get(&c.connects),
             suppressed: get(&c.suppressed),
             refused: get(&c.refused),
+            missing: get(&c.missing),
         }
     }
 

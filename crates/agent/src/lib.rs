@@ -25,4 +25,4 @@ pub use anchormq_mqtt::{BrokerConfig, QoS};
 pub use config::AgentConfig;
 pub use error::AgentError;
 pub use guard::{Guard, GuardRule, GuardRuleError, Refusal, Refused, Suppressed};
-pub use received::{Received, ReceivedMessage, Unreadable};
+pub use received::{Missing, Received, ReceivedMessage, Unreadable};

@@ -30,6 +30,26 @@ pub struct ReceivedMessage {
     pub payload: Vec<u8>,
     /// Delivered by the broker as a retained message.
     pub retain: bool,
+    /// Messages of the same sender key that should have come before this one and did not (lost by
+    /// the broker or the network): this message's sequence number jumped past them. `None` when
+    /// nothing is missing, for the first message seen of a sender key, and for retained messages.
+    pub missing: Option<Missing>,
+}
+
+/// A run of sequence numbers that never arrived, `from..=to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Missing {
+    /// First missing sequence number.
+    pub from: u64,
+    /// Last missing sequence number.
+    pub to: u64,
+}
+
+impl Missing {
+    /// How many messages are missing.
+    pub fn count(&self) -> u64 {
+        self.to - self.from + 1
+    }
 }
 
 /// A message that could not be opened.

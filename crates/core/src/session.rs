@@ -285,6 +285,8 @@ pub enum Ingested {
 pub struct Message {
     /// (group, sender, epoch).
     pub stream: StreamId,
+    /// The sender key's ID: sequence numbers count from 0 under each sender key.
+    pub key_id: [u8; 32],
     /// Sequence number.
     pub seq: u64,
     /// The decrypted payload.
@@ -611,6 +613,7 @@ impl Opener {
         }
         Ok(Opened::Message(Message {
             stream,
+            key_id: env.key_id,
             seq: env.seq,
             plaintext,
         }))

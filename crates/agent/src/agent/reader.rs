@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Inner, State, bump, lock};
 use crate::hold::{Fix, Held, HoldQueue, worth_holding};
-use crate::received::{Received, ReceivedMessage, Unreadable};
+use crate::received::{Missing, Received, ReceivedMessage, Unreadable};
 
 /// The task that reads the link.
 pub(super) struct Reader {
@@ -131,6 +131,12 @@ impl Reader {
         match result {
             Ok(Opened::Message(message)) => {
                 bump(&self.inner.stats.opened);
+                let missing = if retain {
+                    // a retained message is a snapshot, not part of the live sequence
+                    None
+                } else {
+                    self.missing_before(&message)
+                };
                 let item = Received::Message(ReceivedMessage {
                     topic: topic.to_owned(),
                     group: message.stream.group,
@@ -139,6 +145,7 @@ impl Reader {
                     seq: message.seq,
                     payload: message.plaintext,
                     retain,
+                    missing,
                 });
                 self.deliver(topic, item).await;
                 None
@@ -154,6 +161,34 @@ impl Reader {
                 None
             }
         }
+    }
+
+    /// Records `message` as delivered and returns the sequence numbers of its sender key that
+    /// were skipped since the last one delivered (none for the first seen of a key).
+    fn missing_before(&self, message: &anchormq_core::Message) -> Option<Missing> {
+        const TRACKED: usize = 4096;
+        let mut st = lock(&self.inner.state);
+        let key = (message.key_id, message.stream);
+        if st.delivered.len() >= TRACKED && !st.delivered.contains_key(&key) {
+            // bounded memory: forget old sender keys (a gap across the reset goes unseen)
+            st.delivered.clear();
+        }
+        let last = st.delivered.get(&key).copied();
+        if last.is_none_or(|last| message.seq > last) {
+            st.delivered.insert(key, message.seq);
+        }
+        let missing = last
+            .filter(|last| message.seq > last + 1)
+            .map(|last| Missing {
+                from: last + 1,
+                to: message.seq - 1,
+            })?;
+        self.inner
+            .stats
+            .missing
+            .fetch_add(missing.count(), std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(target: "anchormq::agent", group = %message.stream.group, sender = %message.stream.sender, from = missing.from, to = missing.to, "messages missing");
+        Some(missing)
     }
 
     async fn give_up(&self, held: Held) {

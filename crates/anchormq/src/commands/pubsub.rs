@@ -29,6 +29,13 @@ pub struct Identity {
     /// Seconds to wait for the key notes a command needs.
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     pub wait: u64,
+    /// MQTT client ID (default: anchormq-<pub|sub>-<node>-<pid>). Needed for a persistent session.
+    #[arg(short = 'i', long = "id", value_name = "CLIENT_ID")]
+    pub client_id: Option<String>,
+    /// Keep the MQTT session (clean session off, like mosquitto_sub -c): the broker queues QoS 1
+    /// messages for this client ID while it or the client is away, and delivers them on reconnect.
+    #[arg(short = 'c', long = "disable-clean-session", requires = "client_id")]
+    pub persistent: bool,
 }
 
 fn parse_qos(value: &str) -> Result<QoS, String> {
@@ -51,11 +58,15 @@ pub async fn start_agent(
 ) -> eyre::Result<Agent> {
     let key = load_node_key(&identity.key)?;
     let deployment = context.deployment().await?;
-    let broker = context.broker_config(format!(
-        "anchormq-{role}-{}-{}",
-        identity.node.topic_segment(),
-        std::process::id()
-    ))?;
+    let client_id = identity.client_id.clone().unwrap_or_else(|| {
+        format!(
+            "anchormq-{role}-{}-{}",
+            identity.node.topic_segment(),
+            std::process::id()
+        )
+    });
+    let mut broker = context.broker_config(client_id)?;
+    broker.clean_session = !identity.persistent;
     let mut config = AgentConfig::new(
         broker,
         core_registry(&deployment),
@@ -379,6 +390,16 @@ impl SubCommand {
                 }
                 Some(Some(Received::Message(message))) => {
                     readable += 1;
+                    if let Some(missing) = message.missing {
+                        eprintln!(
+                            "{} message(s) from {} in {} missing: seq {}-{}",
+                            missing.count(),
+                            message.sender,
+                            message.group,
+                            missing.from,
+                            missing.to
+                        );
+                    }
                     let line = self.format(&message);
                     stdout
                         .write_all(&line)
@@ -407,6 +428,13 @@ impl SubCommand {
                 "seq": message.seq,
                 "retained": message.retain,
             });
+            if let Some(missing) = message.missing {
+                value["missing"] = serde_json::json!({
+                    "from": missing.from,
+                    "to": missing.to,
+                    "count": missing.count(),
+                });
+            }
             match std::str::from_utf8(&message.payload) {
                 Ok(text) => value["payload"] = text.into(),
                 Err(_) => value["payload_hex"] = hex::encode(&message.payload).into(),

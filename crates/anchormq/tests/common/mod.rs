@@ -106,8 +106,13 @@ impl UpPaper {
 
     /// Starts `anchormq up ARGS` and reads what it prints up to its example commands.
     pub(crate) async fn start_with(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[]).await
+    }
+
+    /// Starts `anchormq up ARGS` with `env` (for example an external broker).
+    pub(crate) async fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         use tokio::io::AsyncBufReadExt;
-        let mut up = command(&[&["up"], args].concat(), &[]);
+        let mut up = command(&[&["up"], args].concat(), env);
         up.stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true);
