@@ -4,19 +4,15 @@
 //!
 //! Run: `cargo bench -p anchormq-bridge --bench propagation` (prints a Markdown table).
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use alloy::providers::Provider;
-use anchormq_bridge::{BridgeSettings, Metrics};
+use anchormq_bridge::BridgeSettings;
+use anchormq_chain::B256;
 use anchormq_chain::bindings::IKeyRegistry;
-use anchormq_chain::{B256, Deployment, PrivateKeySigner, RegistryClient};
-use anchormq_core::{GroupId, NodeSecretKey, Registry, Topics};
-use anchormq_localstack::{Anvil, AnvilRpc, EmbeddedBroker, deploy_registry};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use tokio_util::sync::CancellationToken;
+use anchormq_core::{GroupId, Topics};
+use anchormq_localstack::{EmbeddedBroker, RegistryStack, RunningBridge};
 
 const LATENCY_EVENTS: usize = 1_000;
 const BACKFILL_EVENTS: usize = 20_000;
@@ -25,100 +21,27 @@ fn group(label: &str) -> B256 {
     B256::from(*GroupId::from_label(label).expect("label").as_bytes())
 }
 
+/// A fresh registry and a broker for its bridges.
 struct Stack {
-    anvil: Anvil,
-    deployment: Deployment,
-    client: RegistryClient,
+    chain: RegistryStack,
     broker: EmbeddedBroker,
-    dir: tempfile::TempDir,
 }
 
 async fn stack() -> Stack {
-    let anvil = Anvil::spawn().await.expect("anvil");
-    let deployed = deploy_registry(&anvil, anvil.dev_accounts()[0].private_key())
-        .await
-        .expect("deploy");
-    let deployment = deployed;
-    let signer: PrivateKeySigner = anvil.dev_accounts()[0].private_key().parse().expect("key");
-    let client = RegistryClient::connect(&anvil.http_url(), deployment, Some(signer))
-        .await
-        .expect("client");
-    let broker = EmbeddedBroker::start().await.expect("broker");
     Stack {
-        anvil,
-        deployment,
-        client,
-        broker,
-        dir: tempfile::tempdir().expect("dir"),
+        chain: RegistryStack::start().await.expect("stack"),
+        broker: EmbeddedBroker::start().await.expect("broker"),
     }
 }
 
-type BridgeTask = tokio::task::JoinHandle<Result<(), anchormq_bridge::BridgeError>>;
-
-fn start_bridge(
-    stack: &Stack,
-    rpc: &str,
-    name: &str,
-    poll_ms: u64,
-) -> (CancellationToken, Arc<Metrics>, BridgeTask) {
-    let config = BridgeSettings {
-        rpc: Some(rpc.to_owned()),
-        registry: Some(format!("{:#x}", stack.deployment.address)),
-        chain_id: Some(stack.deployment.chain_id),
-        deploy_block: Some(stack.deployment.deploy_block),
-        broker: Some(stack.broker.url()),
-        client_id: Some(name.to_owned()),
-        key_file: Some(stack.dir.path().join("unused")),
-        checkpoint: Some(stack.dir.path().join(format!("{name}.json"))),
+fn start_bridge(stack: &Stack, rpc: &str, name: &str, poll_ms: u64) -> RunningBridge {
+    let settings = BridgeSettings {
         poll_interval_ms: Some(poll_ms),
-        ..BridgeSettings::default()
-    }
-    .resolve()
-    .expect("settings");
-    let shutdown = CancellationToken::new();
-    let metrics = Arc::new(Metrics::default());
-    let key = NodeSecretKey::generate(&mut rand_core::OsRng);
-    let task = tokio::spawn(anchormq_bridge::run(
-        config,
-        key,
-        metrics.clone(),
-        shutdown.clone(),
-    ));
-    (shutdown, metrics, task)
-}
-
-/// Records when the first chunk of each group note arrives.
-fn observe(stack: &Stack) -> Arc<Mutex<HashMap<String, Instant>>> {
-    let registry = Registry {
-        chain_id: stack.deployment.chain_id,
-        address: stack.deployment.address.0.0,
+        ..stack.chain.bridge_settings(rpc, &stack.broker.url(), name)
     };
-    let filter = format!("{}/group/+/0", Topics::new(&registry).prefix());
-    let mut options = MqttOptions::new("bench-observer", "127.0.0.1", stack.broker.port());
-    options.set_max_packet_size(1 << 20, 1 << 20);
-    let (client, mut eventloop) = AsyncClient::new(options, 64);
-    let arrivals = Arc::new(Mutex::new(HashMap::new()));
-    let seen = arrivals.clone();
-    tokio::spawn(async move {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    client
-                        .try_subscribe(filter.clone(), QoS::AtLeastOnce)
-                        .expect("subscribe");
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    seen.lock()
-                        .expect("lock")
-                        .entry(p.topic)
-                        .or_insert_with(Instant::now);
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    });
-    arrivals
+    stack
+        .chain
+        .start_bridge(settings.resolve().expect("settings"))
 }
 
 async fn latency(
@@ -127,14 +50,12 @@ async fn latency(
     label: &str,
     poll_ms: u64,
 ) -> (Duration, Duration, Duration) {
-    let arrivals = observe(stack);
-    let (shutdown, _, _task) = start_bridge(stack, rpc, &format!("bench-{label}"), poll_ms);
-    let registry = IKeyRegistry::new(stack.deployment.address, stack.client.provider().clone());
-    let registry_id = Registry {
-        chain_id: stack.deployment.chain_id,
-        address: stack.deployment.address.0.0,
-    };
-    let topics = Topics::new(&registry_id);
+    // Records when the first chunk of each group note arrives.
+    let observer = stack.chain.observe(&stack.broker.url());
+    let bridge = start_bridge(stack, rpc, &format!("bench-{label}"), poll_ms);
+    let admin = &stack.chain.admin;
+    let registry = IKeyRegistry::new(stack.chain.deployment.address, admin.provider().clone());
+    let topics = Topics::new(&stack.chain.registry());
     let mut receipts = Vec::with_capacity(LATENCY_EVENTS);
     for i in 0..LATENCY_EVENTS {
         let id = format!("{label}{i}");
@@ -146,8 +67,7 @@ async fn latency(
         let hash = *pending.tx_hash();
         // The receipt is polled tightly so that the clock starts when the chain has the event.
         loop {
-            if stack
-                .client
+            if admin
                 .provider()
                 .get_transaction_receipt(hash)
                 .await
@@ -167,7 +87,7 @@ async fn latency(
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut samples = loop {
-        let seen = arrivals.lock().expect("lock").clone();
+        let seen = observer.arrivals();
         if receipts.iter().all(|(topic, _)| seen.contains_key(topic)) {
             break receipts
                 .iter()
@@ -177,63 +97,26 @@ async fn latency(
         assert!(Instant::now() < deadline, "notes did not all arrive");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    shutdown.cancel();
+    drop(bridge);
     samples.sort();
     let pick = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
     (pick(0.5), pick(0.99), *samples.last().expect("samples"))
 }
 
 async fn backfill(stack: &Stack) -> (usize, Duration) {
-    let provider = stack.client.provider().clone();
-    let registry = IKeyRegistry::new(stack.deployment.address, provider.clone());
-    let rpc = stack.anvil.rpc().expect("rpc");
-    rpc.call("evm_setAutomine", serde_json::json!([false]))
-        .await
-        .expect("automine off");
-    let sender = stack.client.sender().expect("sender");
-    let mut nonce = provider
-        .get_transaction_count(sender)
-        .pending()
-        .await
-        .expect("nonce");
-    for i in 0..BACKFILL_EVENTS {
-        let _pending = registry
-            .createGroup(group(&format!("fill{i}")), String::new())
-            .nonce(nonce)
-            .gas(200_000)
-            .max_fee_per_gas(20_000_000_000)
-            .max_priority_fee_per_gas(1)
-            .send()
-            .await
-            .expect("send");
-        nonce += 1;
-        if (i + 1) % 5_000 == 0 {
-            eprintln!("backfill: {} transactions sent", i + 1);
-        }
-        if (i + 1) % 400 == 0 {
-            rpc.call("evm_mine", serde_json::json!([]))
-                .await
-                .expect("mine");
-        }
-    }
-    rpc.call("evm_mine", serde_json::json!([]))
-        .await
-        .expect("mine");
-    rpc.call("evm_setAutomine", serde_json::json!([true]))
-        .await
-        .expect("automine on");
+    eprintln!("backfill: sending {BACKFILL_EVENTS} transactions");
+    stack.chain.burst(0, BACKFILL_EVENTS, 400).await;
     let started = Instant::now();
     eprintln!("backfill: {BACKFILL_EVENTS} events on chain, starting a fresh bridge");
-    let (shutdown, metrics, task) =
-        start_bridge(stack, &stack.anvil.http_url(), "bench-backfill", 500);
-    while metrics.events_processed.load(Ordering::Relaxed) < BACKFILL_EVENTS as u64 {
-        if task.is_finished() {
-            panic!("the bridge stopped: {:?}", task.await);
+    let bridge = start_bridge(stack, &stack.chain.anvil.http_url(), "bench-backfill", 500);
+    while bridge.metrics.events_processed.load(Ordering::Relaxed) < BACKFILL_EVENTS as u64 {
+        if bridge.is_finished() {
+            panic!("the bridge stopped: {:?}", bridge.outcome().await);
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let elapsed = started.elapsed();
-    shutdown.cancel();
+    drop(bridge);
     (BACKFILL_EVENTS, elapsed)
 }
 
@@ -242,10 +125,10 @@ async fn main() {
     // `cargo bench` passes `--bench`; a filter argument is accepted and ignored.
     let ws_stack = stack().await;
     eprintln!("latency over WebSocket");
-    let ws = latency(&ws_stack, &ws_stack.anvil.ws_url(), "ws", 500).await;
+    let ws = latency(&ws_stack, &ws_stack.chain.anvil.ws_url(), "ws", 500).await;
     let http_stack = stack().await;
     eprintln!("latency over HTTP polling");
-    let http = latency(&http_stack, &http_stack.anvil.http_url(), "http", 100).await;
+    let http = latency(&http_stack, &http_stack.chain.anvil.http_url(), "http", 100).await;
     let fill_stack = stack().await;
     let (events, took) = backfill(&fill_stack).await;
     println!("| measurement | p50 | p99 | max |");

@@ -5,17 +5,11 @@ use std::time::Duration;
 use alloy::signers::k256::ecdsa::SigningKey;
 use anchormq_chain::bindings::IKeyRegistry::IKeyRegistryErrors;
 use anchormq_chain::{
-    B256, ChainError, Deployment, EventStream, PrivateKeySigner, RegistryClient, RegistryEvent,
-    RegistryState, StreamConfig, StreamItem,
+    B256, ChainError, Deployment, EventStream, RegistryClient, RegistryEvent, RegistryState,
+    StreamConfig, StreamItem,
 };
 use anchormq_core::{GroupId, NodeId};
-use anchormq_localstack::{Anvil, AnvilRpc, RangeLimitedRpc, deploy_registry};
-
-struct Chain {
-    anvil: Anvil,
-    deployment: Deployment,
-    admin: RegistryClient,
-}
+use anchormq_localstack::{AnvilRpc, RangeLimitedRpc, RegistryStack};
 
 fn node(label: &str) -> NodeId {
     NodeId::from_label(label).expect("valid label")
@@ -30,31 +24,8 @@ fn word(id: &[u8; 32]) -> B256 {
     B256::from(*id)
 }
 
-fn signer(anvil: &Anvil, index: usize) -> PrivateKeySigner {
-    anvil.dev_accounts()[index]
-        .private_key()
-        .parse()
-        .expect("dev key")
-}
-
 fn random_key() -> SigningKey {
     SigningKey::random(&mut rand_core::OsRng)
-}
-
-async fn chain() -> Chain {
-    let anvil = Anvil::spawn().await.expect("anvil starts");
-    let deployed = deploy_registry(&anvil, anvil.dev_accounts()[0].private_key())
-        .await
-        .expect("registry deploys");
-    let deployment = deployed;
-    let admin = RegistryClient::connect(&anvil.http_url(), deployment, Some(signer(&anvil, 0)))
-        .await
-        .expect("connects");
-    Chain {
-        anvil,
-        deployment,
-        admin,
-    }
 }
 
 /// Reads the whole stream up to the current head.
@@ -93,7 +64,7 @@ fn events_of(items: &[StreamItem]) -> Vec<anchormq_chain::PositionedEvent> {
 
 #[tokio::test]
 async fn proof_of_possession_digest_matches_the_contract() {
-    let chain = chain().await;
+    let chain = RegistryStack::start().await.expect("registry deploys");
     let key = random_key();
     let public_key = key.verifying_key().to_encoded_point(true);
     let owner = chain.admin.sender().expect("sender");
@@ -113,7 +84,7 @@ async fn proof_of_possession_digest_matches_the_contract() {
 
 #[tokio::test]
 async fn every_operation_round_trips_and_reverts_are_decoded() {
-    let chain = chain().await;
+    let chain = RegistryStack::start().await.expect("registry deploys");
     let key = random_key();
     let outcome = chain
         .admin
@@ -183,13 +154,7 @@ async fn every_operation_round_trips_and_reverts_are_decoded() {
     assert_eq!(chain.admin.group(group("hsu0001")).await.unwrap().epoch, 1);
 
     // Another account is neither admin nor owner.
-    let stranger = RegistryClient::connect(
-        &chain.anvil.http_url(),
-        chain.deployment,
-        Some(signer(&chain.anvil, 1)),
-    )
-    .await
-    .unwrap();
+    let stranger = chain.client(1).await.unwrap();
     let error = stranger
         .remove_member(group("hsu0001"), node("1111"))
         .await
@@ -270,7 +235,7 @@ async fn every_operation_round_trips_and_reverts_are_decoded() {
 
 #[tokio::test]
 async fn the_stream_rebuilds_exactly_the_contract_state() {
-    let chain = chain().await;
+    let chain = RegistryStack::start().await.expect("registry deploys");
     let keys: Vec<SigningKey> = (0..4).map(|_| random_key()).collect();
     for (i, key) in keys.iter().enumerate() {
         chain
@@ -358,7 +323,7 @@ async fn the_stream_rebuilds_exactly_the_contract_state() {
 
 #[tokio::test]
 async fn backfill_completes_when_the_rpc_refuses_large_ranges() {
-    let chain = chain().await;
+    let chain = RegistryStack::start().await.expect("registry deploys");
     for i in 0..12 {
         chain
             .admin
@@ -393,7 +358,7 @@ async fn backfill_completes_when_the_rpc_refuses_large_ranges() {
 
 #[tokio::test]
 async fn a_reorg_rewinds_to_the_fork_and_drops_the_removed_events() {
-    let chain = chain().await;
+    let chain = RegistryStack::start().await.expect("registry deploys");
     chain.admin.create_group(group("kept"), "").await.unwrap();
     let config = StreamConfig {
         poll_interval: Duration::from_millis(50),
@@ -438,7 +403,7 @@ async fn a_reorg_rewinds_to_the_fork_and_drops_the_removed_events() {
 
 #[tokio::test]
 async fn wrong_chain_missing_registry_and_dead_rpc_fail_fast_with_clear_errors() {
-    let chain = chain().await;
+    let chain = RegistryStack::start().await.expect("registry deploys");
     let url = chain.anvil.http_url();
     let wrong_chain = Deployment {
         chain_id: 1,
