@@ -347,6 +347,35 @@ impl Agent {
         self.acked(last).await
     }
 
+    /// Waits (bounded) for this node's own note and checks that the configured key is the node's
+    /// key on chain, so a wrong key file is named at start-up rather than as missing sender keys
+    /// later.
+    pub async fn check_identity(&self) -> Result<(), AgentError> {
+        let me = self.inner.node;
+        let mine = self.inner.node_key.public_key();
+        let note = self
+            .inner
+            .wait_until(self.inner.wait_timeout, |st| {
+                st.opener
+                    .book()
+                    .node(&me)
+                    .map(|n| (n.public_key, n.key_version))
+            })
+            .await;
+        match note {
+            Some((key, _)) if key == mine => Ok(()),
+            Some((_, key_version)) => Err(AgentError::WrongNodeKey {
+                node: me,
+                key_version,
+            }),
+            None => Err(AgentError::NoNodeNote {
+                node: me,
+                waited: self.inner.wait_timeout,
+                broker: self.inner.broker.clone(),
+            }),
+        }
+    }
+
     /// Waits for the group's note; returns its epoch.
     pub async fn wait_for_group(&self, group: GroupId) -> Result<u64, AgentError> {
         self.inner

@@ -50,6 +50,22 @@ pub enum AgentError {
         /// The groups known, as `id "filter"`, comma separated (or "none").
         known: String,
     },
+    /// Not one key note arrived: the broker is unreachable, or no bridge publishes notes for this
+    /// registry there (wrong chain ID or registry address, bridge not running).
+    #[error(
+        "no key notes from {broker} under {prefix} within {waited:?}: {}",
+        no_notes_hint(*.connected)
+    )]
+    NoNotes {
+        /// The broker, without credentials.
+        broker: String,
+        /// The registry's note prefix (`anchormq/v1/<chainId>/<registry>`).
+        prefix: String,
+        /// How long the agent waited.
+        waited: Duration,
+        /// Whether the broker was ever connected.
+        connected: bool,
+    },
     /// Several groups' filters match the topic.
     #[error("topic {topic:?} matches the filters of several groups ({groups}): name the group")]
     AmbiguousTopic {
@@ -168,4 +184,12 @@ pub enum AgentError {
 
 fn show_admin(admin: &Option<[u8; 20]>) -> String {
     admin.map_or_else(|| "unknown".to_owned(), |a| format!("0x{}", hex::encode(a)))
+}
+
+fn no_notes_hint(connected: bool) -> &'static str {
+    if connected {
+        "is a bridge running for this registry on this broker (check --chain-id and --registry)?"
+    } else {
+        "the broker could not be reached"
+    }
 }

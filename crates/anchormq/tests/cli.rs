@@ -1109,3 +1109,95 @@ async fn the_installed_binary_deploys_runs_up_and_the_demo_outside_a_checkout() 
         stderr(&missing)
     );
 }
+
+/// Each failure names its real cause: the client's own packet limit, a registry no bridge
+/// publishes (wrong chain ID), an unreachable broker, another node's key; `sub -W` without `-C`
+/// is a listening time, not a failure.
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_name_the_real_cause() {
+    let up = UpPaper::start().await;
+    up.verify_agrees().await;
+    let env = up.env();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let big = dir.path().join("big.bin");
+    std::fs::write(&big, vec![b'x'; 2 * 1024 * 1024]).expect("write");
+    let key = up.key("1111");
+    let pub_args = |extra: &[&'static str]| {
+        let mut args = vec![
+            "pub",
+            "--as",
+            "1111",
+            "--key",
+            key.as_str(),
+            "-t",
+            "hsu/0001/x",
+        ];
+        args.extend_from_slice(extra);
+        args
+    };
+
+    let big_path = big.to_str().expect("utf-8");
+    let mut args = pub_args(&["-f"]);
+    args.push(big_path);
+    let out = anchormq(&args, &env).await;
+    assert_one_line_error(
+        &out,
+        1,
+        "larger than this client's maximum MQTT packet size of 1048576 bytes",
+    );
+
+    let mut wrong_chain = env.clone();
+    wrong_chain.retain(|(k, _)| *k != "ANCHORMQ_CHAIN_ID");
+    wrong_chain.push(("ANCHORMQ_CHAIN_ID", "1"));
+    let out = anchormq(&pub_args(&["-m", "x", "--wait", "2"]), &wrong_chain).await;
+    assert_one_line_error(&out, 1, "no key notes from");
+    assert!(
+        stderr(&out).contains("check --chain-id and --registry"),
+        "{}",
+        stderr(&out)
+    );
+
+    let port = free_port().expect("port").to_string();
+    let nowhere = format!("mqtt://127.0.0.1:{port}");
+    let mut unreachable = env.clone();
+    unreachable.retain(|(k, _)| *k != "ANCHORMQ_BROKER");
+    unreachable.push(("ANCHORMQ_BROKER", &nowhere));
+    let out = anchormq(&pub_args(&["-m", "x", "--wait", "2"]), &unreachable).await;
+    assert_one_line_error(&out, 1, "the broker could not be reached");
+
+    let other_key = up.key("1113");
+    let out = anchormq(
+        &[
+            "sub",
+            "--as",
+            "1112",
+            "--key",
+            &other_key,
+            "-t",
+            "hsu/0001/#",
+            "--wait",
+            "5",
+        ],
+        &env,
+    )
+    .await;
+    assert_one_line_error(&out, 1, "is not its on-chain key");
+
+    let out = anchormq(
+        &[
+            "sub",
+            "--as",
+            "1112",
+            "--key",
+            &up.key("1112"),
+            "-t",
+            "hsu/0001/#",
+            "-W",
+            "1",
+        ],
+        &env,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(up.interrupt().await.code(), Some(0));
+}

@@ -57,6 +57,19 @@ pub enum LinkError {
     /// The broker options could not be built (for example, an unreadable CA file).
     #[error("cannot configure the MQTT connection: {0}")]
     Config(String),
+    /// The message would not fit in one MQTT packet of this client's maximum size: nothing was
+    /// sent (a larger packet would make the connection fail and reconnect for ever).
+    #[error(
+        "a message of {size} bytes on {topic:?} is larger than this client's maximum MQTT packet size of {limit} bytes"
+    )]
+    TooLarge {
+        /// The topic.
+        topic: String,
+        /// The packet's size: topic, payload and header.
+        size: usize,
+        /// The client's limit.
+        limit: usize,
+    },
     /// The first connection failed in a way that trying again cannot fix; the link has stopped.
     #[error("cannot connect to the MQTT broker {broker}: {cause}")]
     Rejected {
@@ -116,6 +129,7 @@ pub struct Link {
     acked_through: watch::Receiver<u64>,
     phase: watch::Receiver<Phase>,
     broker: String,
+    max_packet_size: usize,
 }
 
 /// How far the link got with its first connection.
@@ -185,6 +199,7 @@ impl Link {
                 acked_through,
                 phase,
                 broker: config.display_url(),
+                max_packet_size: config.max_packet_size,
             },
             events,
         ))
@@ -225,11 +240,21 @@ impl Link {
         qos: QoS,
         retain: bool,
     ) -> Result<Option<u64>, LinkError> {
+        let (topic, payload) = (topic.into(), payload.into());
+        // fixed header (5) + topic length (2) + packet id (2): a bound, not the exact encoding
+        let size = 9 + topic.len() + payload.len();
+        if size > self.max_packet_size {
+            return Err(LinkError::TooLarge {
+                topic,
+                size,
+                limit: self.max_packet_size,
+            });
+        }
         self.settled().await?;
         let (reply, seq) = oneshot::channel();
         let message = Outbound {
-            topic: topic.into(),
-            payload: payload.into(),
+            topic,
+            payload,
             qos,
             retain,
         };

@@ -294,6 +294,19 @@ impl Inner {
                 group: untrusted.group(),
                 admin: untrusted.admin(),
             }),
+            _ if book.groups().next().is_none() && book.nodes().next().is_none() => {
+                // not a single note: the cause is the broker or the registry, not the topic
+                Err(AgentError::NoNotes {
+                    broker: self.broker.clone(),
+                    prefix: self.topics.prefix().to_owned(),
+                    waited: self.wait_timeout,
+                    connected: self
+                        .stats
+                        .connects
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                        > 0,
+                })
+            }
             _ => {
                 let all: Vec<_> = book.groups().collect();
                 Err(AgentError::NoGroupForTopic {

@@ -326,7 +326,7 @@ pub struct SubCommand {
     /// QoS of the subscription, 0 or 1.
     #[arg(short = 'q', long, default_value = "1", value_parser = parse_qos)]
     pub qos: QoS,
-    /// Give up after this many seconds (exit code 1 when COUNT was not reached).
+    /// Stop after this many seconds: exit code 0, or 1 when -C COUNT was given and not reached.
     #[arg(short = 'W', long, value_name = "SECONDS")]
     pub timeout: Option<u64>,
 }
@@ -349,6 +349,7 @@ impl SubCommand {
             .subscribe(&self.filters)
             .await
             .wrap_err("cannot subscribe")?;
+        agent.check_identity().await?;
         eprintln!(
             "subscribed to {} as node {}",
             self.filters.join(", "),
@@ -374,6 +375,8 @@ impl SubCommand {
                 () = shutdown.cancelled() => break,
             };
             match item {
+                // -W without -C is how long to listen: reaching it is the normal end
+                None if self.count.is_none() => break,
                 None => {
                     return Err(eyre!(
                         "timed out after {} s with {readable} readable message(s){}",
