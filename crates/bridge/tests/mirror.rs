@@ -30,8 +30,7 @@ async fn every_kind_of_change_appears_as_verified_notes_equal_to_the_chain() {
     let setup = RegistryStack::start().await.expect("stack");
     let broker = EmbeddedBroker::start().await.expect("broker");
     let observer = setup.observe(&broker.url());
-    let bridge =
-        setup.start_bridge(setup.bridge_config(&setup.anvil.ws_url(), &broker.url(), "bridge-a"));
+    let bridge = setup.bridge(&setup.anvil.ws_url(), &broker.url(), "bridge-a");
 
     let ids: Vec<_> = ["1111", "1112", "1113", "1114"]
         .iter()
@@ -135,11 +134,7 @@ async fn a_reorg_takes_back_the_notes_of_removed_blocks() {
     let setup = RegistryStack::start().await.expect("stack");
     let broker = EmbeddedBroker::start().await.expect("broker");
     let observer = setup.observe(&broker.url());
-    let bridge = setup.start_bridge(setup.bridge_config(
-        &setup.anvil.http_url(),
-        &broker.url(),
-        "bridge-reorg",
-    ));
+    let bridge = setup.bridge(&setup.anvil.http_url(), &broker.url(), "bridge-reorg");
 
     setup.admin.create_group(group("kept"), "").await.unwrap();
     setup
@@ -187,11 +182,7 @@ async fn a_broker_restart_with_or_without_persistence_is_repaired() {
         let observer = setup.observe(&mosquitto.url());
         let client_id = format!("bridge-restart-{persistence}");
         let _ = std::fs::remove_file(setup.checkpoint(&client_id));
-        let bridge = setup.start_bridge(setup.bridge_config(
-            &setup.anvil.ws_url(),
-            &mosquitto.url(),
-            &client_id,
-        ));
+        let bridge = setup.bridge(&setup.anvil.ws_url(), &mosquitto.url(), &client_id);
         let id = group(&format!("before{persistence}"));
         setup.admin.create_group(id, "").await.unwrap();
         // The second round's bridge mirrors the first round's groups too: they are on the same chain.
@@ -222,7 +213,7 @@ async fn cutting_the_websocket_mid_stream_leaves_no_gap() {
         .expect("addr");
     let proxy = TcpCutProxy::start(anvil_addr).await.expect("proxy");
     let ws_url = format!("ws://{}", proxy.addr());
-    let bridge = setup.start_bridge(setup.bridge_config(&ws_url, &broker.url(), "bridge-ws"));
+    let bridge = setup.bridge(&ws_url, &broker.url(), "bridge-ws");
 
     let mut groups = setup.burst(0, 200, 20).await;
     proxy.cut_all();
@@ -238,15 +229,10 @@ async fn two_bridges_on_one_broker_converge_on_the_chain_state() {
     let setup = RegistryStack::start().await.expect("stack");
     let broker = EmbeddedBroker::start().await.expect("broker");
     let observer = setup.observe(&broker.url());
-    let first = setup.start_bridge(setup.bridge_config(
-        &setup.anvil.http_url(),
-        &broker.url(),
-        "bridge-one",
-    ));
+    let first = setup.bridge(&setup.anvil.http_url(), &broker.url(), "bridge-one");
     let mut groups = setup.burst(0, 300, 30).await;
     // The second starts from nothing while the first is up to date: it publishes old notes first.
-    let second =
-        setup.start_bridge(setup.bridge_config(&setup.anvil.ws_url(), &broker.url(), "bridge-two"));
+    let second = setup.bridge(&setup.anvil.ws_url(), &broker.url(), "bridge-two");
     groups.extend(setup.burst(300, 300, 30).await);
     observer.await_chain(&setup.admin, &[], &groups).await;
     first.stop().await;
@@ -354,11 +340,7 @@ async fn hostile_transactions_from_many_accounts_never_stop_or_corrupt_the_mirro
     let setup = RegistryStack::start().await.expect("stack");
     let broker = EmbeddedBroker::start().await.expect("broker");
     let observer = setup.observe(&broker.url());
-    let bridge = setup.start_bridge(setup.bridge_config(
-        &setup.anvil.ws_url(),
-        &broker.url(),
-        "bridge-prop",
-    ));
+    let bridge = setup.bridge(&setup.anvil.ws_url(), &broker.url(), "bridge-prop");
 
     let mut accounts = Vec::new();
     for index in 1..5 {
@@ -488,11 +470,7 @@ async fn chain_data_no_note_can_carry_is_skipped_and_the_bridge_goes_on() {
     let setup = RegistryStack::start().await.expect("stack");
     let broker = EmbeddedBroker::start().await.expect("broker");
     let observer = setup.observe(&broker.url());
-    let bridge = setup.start_bridge(setup.bridge_config(
-        &setup.anvil.http_url(),
-        &broker.url(),
-        "bridge-bad-data",
-    ));
+    let bridge = setup.bridge(&setup.anvil.http_url(), &broker.url(), "bridge-bad-data");
     setup
         .admin
         .create_group(group("before"), "ok/#")

@@ -124,6 +124,11 @@ impl RegistryStack {
         RunningBridge::spawn(config, self.bridge_key.clone(), CancellationToken::new())
     }
 
+    /// [`Self::start_bridge`] with [`Self::bridge_config`].
+    pub fn bridge(&self, rpc: &str, broker: &str, client_id: &str) -> RunningBridge {
+        self.start_bridge(self.bridge_config(rpc, broker, client_id))
+    }
+
     /// An observer of the notes on `broker_url` under this registry's prefix, verified with this
     /// stack's bridge key.
     pub fn observe(&self, broker_url: &str) -> Observer {

@@ -3,15 +3,16 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use anchormq_agent::{Agent, AgentConfig, BrokerConfig, Received, Subscription};
-use anchormq_bridge::{BridgeSettings, Metrics};
+use anchormq_bridge::BridgeSettings;
 use anchormq_chain::{PrivateKeySigner, RegistryClient};
 use anchormq_core::{GroupId, NodeId, NodePublicKey, NodeSecretKey, Registry};
-use anchormq_localstack::{Anvil, EmbeddedBroker, PaperFixture};
+use anchormq_localstack::{
+    Anvil, EmbeddedBroker, PaperFixture, RunningBridge, bridge_settings, registry_of,
+};
 use bytes::Bytes;
 use rand_core::OsRng;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -31,6 +32,7 @@ pub struct Stack {
     pub bridge_key: NodePublicKey,
     pub admin: RegistryClient,
     pub shutdown: CancellationToken,
+    _bridge: RunningBridge,
     _dir: tempfile::TempDir,
 }
 
@@ -67,35 +69,20 @@ impl Stack {
         let dir = tempfile::tempdir().expect("tempdir");
         let bridge_secret = NodeSecretKey::generate(&mut OsRng);
         let settings = BridgeSettings {
-            rpc: Some(anvil.ws_url()),
-            registry: Some(fixture.deployment.address.to_string()),
-            chain_id: Some(fixture.deployment.chain_id),
-            deploy_block: Some(fixture.deployment.deploy_block),
-            broker: Some(broker.url()),
-            client_id: Some(format!("bridge-{}", broker.port())),
-            key_file: Some(dir.path().join("unused.key")),
-            checkpoint: Some(dir.path().join("checkpoint.json")),
             poll_interval_ms: Some(100),
             publish_events: Some(false),
-            ..BridgeSettings::default()
+            ..bridge_settings(
+                &fixture.deployment,
+                &anvil.ws_url(),
+                &broker.url(),
+                &format!("bridge-{}", broker.port()),
+                dir.path(),
+            )
         };
         let config = settings.resolve().expect("bridge config");
         let deployment = config.deployment;
         let shutdown = CancellationToken::new();
-        let bridge_shutdown = shutdown.child_token();
-        let bridge_bridge_key = bridge_secret.clone();
-        tokio::spawn(async move {
-            if let Err(error) = anchormq_bridge::run(
-                config,
-                bridge_bridge_key,
-                Arc::new(Metrics::default()),
-                bridge_shutdown,
-            )
-            .await
-            {
-                panic!("bridge stopped: {error}");
-            }
-        });
+        let bridge = RunningBridge::spawn(config, bridge_secret.clone(), shutdown.child_token());
         let owner_key = fixture
             .owner_private_key
             .as_ref()
@@ -107,16 +94,14 @@ impl Stack {
             .await
             .expect("admin client");
         Self {
-            registry: Registry {
-                chain_id: deployment.chain_id,
-                address: deployment.address.0.0,
-            },
+            registry: registry_of(&deployment),
             bridge_key: bridge_secret.public_key(),
             anvil,
             broker,
             fixture,
             admin,
             shutdown,
+            _bridge: bridge,
             _dir: dir,
         }
     }
