@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use anchormq_core::{
-    GroupId, IngestError, Ingested, MembershipError, NoteError, NoteUpdate, OpenError, Opened,
-    SenderKeyError, topic_matches,
+    GroupId, IngestError, Ingested, MembershipError, NoteError, NoteTopic, NoteUpdate, OpenError,
+    Opened, SenderKeyError, topic_matches,
 };
 use anchormq_mqtt::{LinkEvent, Message, QoS};
 use bytes::Bytes;
@@ -73,14 +73,16 @@ impl Reader {
     }
 
     async fn on_message(&mut self, message: Message) {
-        if let Some(rest) = message.topic.strip_prefix(&self.inner.prefix) {
-            if ["node/", "group/", "senderkey/"]
-                .iter()
-                .any(|kind| rest.starts_with(kind))
-            {
+        match self.inner.topics.parse(&message.topic) {
+            Some(
+                NoteTopic::Node { .. } | NoteTopic::Group { .. } | NoteTopic::SenderKey { .. },
+            ) => {
                 self.on_note(&message).await;
+                return;
             }
-            return;
+            // the event feed, or something else under the prefix: not for the agent
+            Some(_) => return,
+            None => {}
         }
         if !self.has_subscriber(&message.topic) {
             return;
