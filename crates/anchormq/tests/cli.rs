@@ -14,7 +14,9 @@ use anchormq_localstack::{
 use tokio::process::Command;
 
 mod common;
-use common::{BIN, Sub, UpPaper, anchormq, assert_one_line_error, paper_anvil, stderr, stdout};
+use common::{
+    BIN, Sub, UpPaper, anchormq, assert_one_line_error, await_line, paper_anvil, stderr, stdout,
+};
 
 fn check_demo_output(output: &Output) {
     let out = stdout(output);
@@ -412,16 +414,10 @@ async fn registry_commands_bridge_pubsub_audit_and_verify() {
     let mut sub = sub.spawn().expect("sub starts");
     let sub_stderr = sub.stderr.take().expect("stderr");
     let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(sub_stderr));
-    let ready = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if line.starts_with("subscribed to") {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    assert!(matches!(ready, Ok(true)), "sub did not get ready");
+    assert!(
+        await_line(&mut lines, "subscribed to", Duration::from_secs(30)).await,
+        "sub did not get ready"
+    );
     let out = ok(&run(
         args(&[
             "pub",
@@ -1075,16 +1071,15 @@ async fn the_installed_binary_deploys_runs_up_and_the_demo_outside_a_checkout() 
     let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
         up.stdout.take().expect("out"),
     ));
-    let ready = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if line.starts_with("export ANCHORMQ_PRIVATE_KEY=") {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    assert!(matches!(ready, Ok(true)), "up printed its settings");
+    assert!(
+        await_line(
+            &mut lines,
+            "export ANCHORMQ_PRIVATE_KEY=",
+            Duration::from_secs(60)
+        )
+        .await,
+        "up printed its settings"
+    );
     let pid = up.id().expect("pid").to_string();
     assert!(
         Command::new("kill")

@@ -10,7 +10,7 @@ use anchormq_localstack::Mosquitto;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 mod common;
-use common::{UpPaper, command};
+use common::{UpPaper, await_line, command};
 
 const MESSAGES: u64 = 500;
 
@@ -67,16 +67,10 @@ async fn stream_through_restarts(persistence: bool) -> Outcome {
     sub.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut sub = sub.spawn().expect("sub starts");
     let mut err_lines = tokio::io::BufReader::new(sub.stderr.take().expect("stderr")).lines();
-    let ready = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Ok(Some(line)) = err_lines.next_line().await {
-            if line.starts_with("subscribed to") {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    assert!(matches!(ready, Ok(true)), "sub got ready");
+    assert!(
+        await_line(&mut err_lines, "subscribed to", Duration::from_secs(30)).await,
+        "sub got ready"
+    );
     let stderr_task = tokio::spawn(async move {
         let mut all = String::new();
         while let Ok(Some(line)) = err_lines.next_line().await {

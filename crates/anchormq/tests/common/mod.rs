@@ -78,6 +78,27 @@ pub(crate) fn assert_one_line_error(output: &Output, code: i32, needle: &str) {
     assert!(lines[0].contains(needle), "{needle:?} not in {err:?}");
 }
 
+/// Reads `lines` until one starts with `prefix` (true), or `limit` passes or the output ends (false).
+pub(crate) async fn await_line<R>(
+    lines: &mut tokio::io::Lines<R>,
+    prefix: &str,
+    limit: Duration,
+) -> bool
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+{
+    let found = tokio::time::timeout(limit, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.starts_with(prefix) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    matches!(found, Ok(true))
+}
+
 /// Anvil with the paper's registry: nodes 1111-1114, hsu0001 = {1111, 1112}, hsu0002 = {1113, 1114}.
 pub(crate) async fn paper_anvil() -> (Anvil, PaperFixture) {
     let fixture = PaperFixture::embedded().expect("paper fixture");
