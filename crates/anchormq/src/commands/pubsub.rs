@@ -29,7 +29,7 @@ pub struct Identity {
     /// Seconds to wait for the key notes a command needs.
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     pub wait: u64,
-    /// MQTT client ID (default: anchormq-<pub|sub>-<node>-<pid>). Needed for a persistent session.
+    /// MQTT client ID (default `anchormq-<pub|sub>-<node>-<pid>`). Needed for a persistent session.
     #[arg(short = 'i', long = "id", value_name = "CLIENT_ID")]
     pub client_id: Option<String>,
     /// Keep the MQTT session (clean session off, like mosquitto_sub -c): the broker queues QoS 1
