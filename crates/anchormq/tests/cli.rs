@@ -506,10 +506,9 @@ async fn registry_commands_bridge_pubsub_audit_and_verify() {
         deployment.chain_id,
         registry.to_lowercase()
     );
-    let (client, mut eventloop) = rumqttc::AsyncClient::new(
-        rumqttc::MqttOptions::new("tamper", "127.0.0.1", broker.port()),
-        16,
-    );
+    let mut tamper = rumqttc::MqttOptions::new("tamper", "127.0.0.1", broker.port());
+    tamper.set_max_packet_size(4 << 20, 4 << 20);
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(tamper, 16);
     tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
     client
         .publish(
@@ -529,6 +528,17 @@ async fn registry_commands_bridge_pubsub_audit_and_verify() {
         )
         .await
         .expect("forge note");
+    // 2 MiB of garbage under the prefix: larger than any note, it once made every client drop
+    // its connection at each reconnect
+    client
+        .publish(
+            format!("{prefix}/node/zzzz/0"),
+            rumqttc::QoS::AtLeastOnce,
+            true,
+            vec![7u8; 2 << 20],
+        )
+        .await
+        .expect("oversized garbage");
     let missing = await_condition(
         "verify to see the deleted and forged notes",
         Duration::from_secs(30),
@@ -540,6 +550,7 @@ async fn registry_commands_bridge_pubsub_audit_and_verify() {
                 out.status.code() == Some(3)
                     && stdout(&out).contains("missing  node 1113")
                     && stdout(&out).contains("forged   group/line1")
+                    && stdout(&out).contains("node/zzzz")
             }
         },
     )

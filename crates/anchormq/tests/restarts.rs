@@ -202,7 +202,12 @@ async fn without_persistence_every_lost_message_is_reported() {
     seen.sort_unstable();
     seen.dedup();
     assert_eq!(seen.len(), outcome.payloads.len(), "no duplicate");
-    assert_eq!(outcome.payloads.last(), Some(&MESSAGES), "the stream ends");
+    assert_eq!(
+        outcome.payloads.last(),
+        Some(&MESSAGES),
+        "the stream ends; sub said:\n{}",
+        outcome.stderr
+    );
     let lost = MESSAGES - outcome.payloads.len() as u64;
     assert_eq!(
         outcome.reported_missing, lost,

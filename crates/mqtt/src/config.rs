@@ -46,7 +46,9 @@ pub struct BrokerConfig {
     /// Start a new session on every connection (the link resends and resubscribes itself), or ask
     /// the broker to keep the session so it queues QoS 1 messages while this client is away.
     pub clean_session: bool,
-    /// Largest packet sent or accepted, in bytes.
+    /// Largest packet sent, in bytes. Any packet the broker sends is accepted (up to MQTT's own
+    /// limit): a retained message too large for us to read would otherwise drop the connection at
+    /// every reconnect and lock the client out; the reader refuses such content instead.
     pub max_packet_size: usize,
     /// QoS 1 messages in flight at once.
     pub inflight: u16,
@@ -140,7 +142,7 @@ impl BrokerConfig {
         options
             .set_keep_alive(self.keep_alive)
             .set_clean_session(self.clean_session)
-            .set_max_packet_size(self.max_packet_size, self.max_packet_size)
+            .set_max_packet_size(MQTT_MAX_PACKET, self.max_packet_size)
             .set_inflight(self.inflight.max(1));
         if let Some(credentials) = &self.credentials {
             options.set_credentials(credentials.username.clone(), credentials.password.clone());
@@ -200,6 +202,9 @@ impl BrokerConfig {
             .with_no_client_auth())
     }
 }
+
+/// MQTT 3.1.1's largest packet: a 268,435,455-byte remaining length plus a 5-byte fixed header.
+const MQTT_MAX_PACKET: usize = 268_435_455 + 5;
 
 #[cfg(test)]
 mod tests {
