@@ -98,22 +98,10 @@ impl Context {
             g.keystore = g.keystore.take().or(file.keystore);
         }
         if g.trust_group.is_empty() {
-            for group in file.trust_groups.unwrap_or_default() {
-                g.trust_group.push(
-                    group
-                        .parse()
-                        .map_err(|e| eyre!("config file: trust_groups: {group:?}: {e}"))?,
-                );
-            }
+            g.trust_group = parse_file_list("trust_groups", file.trust_groups)?;
         }
         if g.trust_admin.is_empty() {
-            for admin in file.trust_admins.unwrap_or_default() {
-                g.trust_admin.push(
-                    admin
-                        .parse()
-                        .map_err(|e| eyre!("config file: trust_admins: {admin:?}: {e}"))?,
-                );
-            }
+            g.trust_admin = parse_file_list("trust_admins", file.trust_admins)?;
         }
         Ok(Self {
             globals,
@@ -307,6 +295,22 @@ pub fn load_node_key(path: &Path) -> eyre::Result<NodeSecretKey> {
     })
 }
 
+/// Parses a list from the config file; an error names the key and the entry.
+fn parse_file_list<T>(key: &str, items: Option<Vec<String>>) -> eyre::Result<Vec<T>>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    items
+        .unwrap_or_default()
+        .iter()
+        .map(|item| {
+            item.parse()
+                .map_err(|e| eyre!("config file: {key}: {item:?}: {e}"))
+        })
+        .collect()
+}
+
 /// Refuses a secret key file that other users can read or write, as ssh does: the key may already
 /// be compromised, and the user should know before it is used.
 pub fn check_private(path: &Path) -> eyre::Result<()> {
@@ -334,4 +338,32 @@ pub fn signing_key(key: &NodeSecretKey) -> eyre::Result<alloy::signers::k256::ec
     let bytes = key.to_bytes();
     alloy::signers::k256::ecdsa::SigningKey::from_slice(&bytes[..])
         .map_err(|_| eyre!("the node key is not a valid secp256k1 secret key"))
+}
+
+#[cfg(test)]
+mod tests {
+    use anchormq_core::GroupId;
+
+    use super::parse_file_list;
+
+    #[test]
+    fn config_lists_parse_and_errors_name_key_and_entry() {
+        let groups: Vec<GroupId> =
+            parse_file_list("trust_groups", Some(vec!["hsu0001".into()])).expect("parses");
+        assert_eq!(groups, [GroupId::from_label("hsu0001").expect("id")]);
+        let error =
+            parse_file_list::<anchormq_chain::Address>("trust_admins", Some(vec!["0xnope".into()]))
+                .expect_err("not an address");
+        assert!(
+            error
+                .to_string()
+                .starts_with("config file: trust_admins: \"0xnope\""),
+            "{error}"
+        );
+        assert!(
+            parse_file_list::<GroupId>("trust_groups", None)
+                .expect("empty")
+                .is_empty()
+        );
+    }
 }

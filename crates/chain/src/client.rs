@@ -476,8 +476,16 @@ impl RegistryClient {
         to: Option<u64>,
     ) -> Result<Vec<PositionedEvent>, ChainError> {
         let head = self.head().await?;
+        self.events_up_to(from, to.unwrap_or(head).min(head)).await
+    }
+
+    /// Every registry event in `from..=to` (default `from`: the deploy block).
+    async fn events_up_to(
+        &self,
+        from: Option<u64>,
+        to: u64,
+    ) -> Result<Vec<PositionedEvent>, ChainError> {
         let from = from.unwrap_or(self.deployment.deploy_block);
-        let to = to.unwrap_or(head).min(head);
         if from > to {
             return Ok(Vec::new());
         }
@@ -503,7 +511,7 @@ impl RegistryClient {
     pub async fn state(&self) -> Result<(RegistryState, u64), ChainError> {
         let head = self.head().await?;
         let mut state = RegistryState::default();
-        for event in self.events(None, Some(head)).await? {
+        for event in self.events_up_to(None, head).await? {
             state.apply(&event)?;
         }
         Ok((state, head))

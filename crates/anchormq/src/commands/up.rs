@@ -27,19 +27,20 @@ impl UpCommand {
     pub async fn execute(self, context: &Context) -> eyre::Result<()> {
         let external = match &context.globals().broker {
             Some(url) => {
+                let config = context.broker_config("anchormq-up")?;
                 // Say where the broker setting came from: a stale export of an earlier `up` is
                 // the usual surprise.
                 let from_env = std::env::var("ANCHORMQ_BROKER").is_ok_and(|v| v == *url);
                 println!(
                     "using the external broker {} (from {}; unset it to use the embedded broker)",
-                    context.broker_config("anchormq-up")?.display_url(),
+                    config.display_url(),
                     if from_env {
                         "ANCHORMQ_BROKER in the environment"
                     } else {
                         "--broker or the config file"
                     }
                 );
-                Some(context.broker_config("anchormq-up")?)
+                Some(config)
             }
             None => None,
         };
