@@ -49,6 +49,7 @@ fn world(
     for i in 0..with_keys {
         let key = NodeSecretKey::generate(rng);
         let note = NodeNote {
+            sequence: i as u64,
             position: pos(i as u64),
             node: id(i),
             key_version: 1,

@@ -140,22 +140,18 @@ pub enum NoteError {
         /// Registry in the note (hex).
         found_registry: String,
     },
-    /// The note is older than the one already held for the same node or group.
+    /// The note is older (by bridge sequence) than the one already held for the same node or group.
     #[error(
-        "note at block {offered_block} log {offered_log} is older than the held one at block {held_block} log {held_log} (rollback refused)"
+        "note of bridge sequence {offered} is older than the held one of sequence {held} (rollback refused)"
     )]
     Rollback {
-        /// Block number of the held note.
-        held_block: u64,
-        /// Log index of the held note.
-        held_log: u64,
-        /// Block number of the offered note.
-        offered_block: u64,
-        /// Log index of the offered note.
-        offered_log: u64,
+        /// Bridge sequence of the held note.
+        held: u64,
+        /// Bridge sequence of the offered note.
+        offered: u64,
     },
-    /// Two different notes claim the same chain position: the bridge equivocated.
-    #[error("a different note for the same chain position is already held (bridge equivocation)")]
+    /// Two different notes carry the same bridge sequence: the bridge equivocated.
+    #[error("a different note of the same bridge sequence is already held (bridge equivocation)")]
     Conflict,
     /// A sender-key note was given where a chain note was expected.
     #[error("not a chain note (kind {kind})")]
@@ -332,6 +328,13 @@ pub enum SealError {
         sealer: u64,
         /// The group's current epoch.
         current: u64,
+    },
+    /// The group note changed at the same epoch (a reorg took a membership change back and
+    /// another took its place): the key may be wrapped for the wrong members; build a new `Sealer`.
+    #[error("the chain's word on {group} changed since the sealer was made; create a new sealer")]
+    GroupChanged {
+        /// The group.
+        group: GroupId,
     },
     /// The node key given does not match the node's public key on chain.
     #[error(

@@ -1,7 +1,7 @@
 //! The signed-note frame shared by node, group and sender-key notes:
 //!
 //! ```text
-//! version (1) = 0x01 || kind (1) || body || signature (64)
+//! version (1) = 0x02 || kind (1) || body || signature (64)
 //! ```
 //!
 //! The signature is ECDSA-secp256k1 (low S) over
@@ -22,7 +22,7 @@ use crate::sender_key::SenderKeyNote;
 use crate::wire::Reader;
 
 /// Version byte of every signed note.
-pub const NOTE_VERSION: u8 = 1;
+pub const NOTE_VERSION: u8 = 2;
 /// Domain separation prefix of note signatures.
 const NOTE_DOMAIN: &[u8] = b"anchormq/v1 note\0";
 /// `version || kind`.
@@ -288,6 +288,7 @@ mod tests {
         let node = NodeId::from_label("1111").expect("id");
         let group = GroupId::from_label("hsu0001").expect("id");
         round_trip(&NodeNote {
+            sequence: 7,
             position: position(),
             node,
             key_version: 4,
@@ -343,12 +344,15 @@ mod tests {
             decode::<NodeNote>(signed.as_bytes()).err(),
             Some(DecodeError::malformed("note.kind"))
         );
-        let mut v2 = signed.as_bytes().to_vec();
-        v2[0] = 2;
-        assert_eq!(
-            kind(&v2).err(),
-            Some(DecodeError::UnsupportedVersion { version: 2 })
-        );
+        // v1 notes carry no bridge sequence: refused by version, not misread
+        for version in [1, 3] {
+            let mut other = signed.as_bytes().to_vec();
+            other[0] = version;
+            assert_eq!(
+                kind(&other).err(),
+                Some(DecodeError::UnsupportedVersion { version })
+            );
+        }
         let mut kind9 = signed.as_bytes().to_vec();
         kind9[1] = 9;
         assert_eq!(

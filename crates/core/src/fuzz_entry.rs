@@ -82,7 +82,8 @@ pub fn group_note(data: &[u8]) {
             note.admin(),
             note.members().to_vec(),
         )
-        .expect("a decoded group note is valid");
+        .expect("a decoded group note is valid")
+        .with_sequence(note.sequence());
         assert_eq!(
             rebuilt, note,
             "group note normalisation changed a decoded note"

@@ -28,8 +28,9 @@ pub struct Registry {
     pub address: Address,
 }
 
-/// Where the event behind a note sits on chain. Notes are ordered by
-/// `(block_number, log_index)`; that order is what rollback protection uses.
+/// Where the event behind a note sits on chain. Readers do not order notes by
+/// it: a reorg can move the canonical event to an earlier position, so notes
+/// are ordered by the bridge's sequence (see [`KeyBook`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ChainPosition {
     /// EIP-155 chain ID.
@@ -113,6 +114,9 @@ impl NodeStatus {
 /// The chain's word on one node: its current public key and status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeNote {
+    /// The bridge's sequence: strictly increasing over every note one bridge key signs, so a
+    /// reader can tell the newer of two notes even when a reorg moved the chain backwards.
+    pub sequence: u64,
     /// The event this note mirrors.
     pub position: ChainPosition,
     /// The node.
@@ -127,7 +131,7 @@ pub struct NodeNote {
 
 impl NodeNote {
     /// Body length on the wire.
-    pub const BODY_LEN: usize = ChainPosition::LEN + 32 + 8 + 1 + 33;
+    pub const BODY_LEN: usize = 8 + ChainPosition::LEN + 32 + 8 + 1 + 33;
 
     /// Signs the note with the bridge key.
     pub fn sign(&self, bridge_key: &NodeSecretKey) -> SignedNote {
@@ -149,7 +153,7 @@ impl NoteBody for NodeNote {
     }
 
     fn order(&self) -> u64 {
-        self.position.block_number
+        self.sequence
     }
 
     fn body_len(&self) -> usize {
@@ -157,6 +161,7 @@ impl NoteBody for NodeNote {
     }
 
     fn encode_body(&self, out: &mut Vec<u8>) {
+        put_u64(out, self.sequence);
         self.position.encode(out);
         out.extend_from_slice(self.node.as_bytes());
         put_u64(out, self.key_version);
@@ -165,6 +170,7 @@ impl NoteBody for NodeNote {
     }
 
     fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let sequence = r.u64("node.sequence")?;
         let position = ChainPosition::decode(r)?;
         let node = NodeId::from_bytes(r.array("node.id")?);
         let key_version = r.u64("node.key_version")?;
@@ -172,6 +178,7 @@ impl NoteBody for NodeNote {
         let public_key = NodePublicKey::from_compressed(r.bytes(33, "node.public_key")?)
             .map_err(|_| DecodeError::malformed("node.public_key"))?;
         Ok(Self {
+            sequence,
             position,
             node,
             key_version,
@@ -196,6 +203,7 @@ pub struct Member {
 /// `O(log n)` even for 10,000 members.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupNote {
+    sequence: u64,
     position: ChainPosition,
     group: GroupId,
     epoch: u64,
@@ -205,7 +213,8 @@ pub struct GroupNote {
 }
 
 impl GroupNote {
-    /// Builds a group note; sorts `members` and refuses duplicates and bad filters.
+    /// Builds a group note (bridge sequence 0, see [`GroupNote::with_sequence`]); sorts `members`
+    /// and refuses duplicates and bad filters.
     pub fn new(
         position: ChainPosition,
         group: GroupId,
@@ -224,6 +233,7 @@ impl GroupNote {
             return Err(GroupNoteError::DuplicateMember { node: w[0].node });
         }
         Ok(Self {
+            sequence: 0,
             position,
             group,
             epoch,
@@ -233,6 +243,17 @@ impl GroupNote {
         })
     }
 
+    /// The same note under bridge sequence `sequence`.
+    #[must_use]
+    pub const fn with_sequence(mut self, sequence: u64) -> Self {
+        self.sequence = sequence;
+        self
+    }
+
+    /// The bridge's sequence (see [`NodeNote::sequence`]).
+    pub const fn sequence(&self) -> u64 {
+        self.sequence
+    }
     /// The event this note mirrors.
     pub const fn position(&self) -> &ChainPosition {
         &self.position
@@ -307,13 +328,13 @@ impl NoteBody for GroupNote {
     }
 
     fn order(&self) -> u64 {
-        self.position.block_number
+        self.sequence
     }
 
     fn body_len(&self) -> usize {
         let admin = if self.admin.is_some() { 20 } else { 0 };
-        // position, ID, epoch, filter length, filter, admin flag, admin, member count, members
-        ChainPosition::LEN
+        // sequence, position, ID, epoch, filter length, filter, admin flag, admin, member count, members
+        8 + ChainPosition::LEN
             + 32
             + 8
             + 2
@@ -325,6 +346,7 @@ impl NoteBody for GroupNote {
     }
 
     fn encode_body(&self, out: &mut Vec<u8>) {
+        put_u64(out, self.sequence);
         self.position.encode(out);
         out.extend_from_slice(self.group.as_bytes());
         put_u64(out, self.epoch);
@@ -346,6 +368,7 @@ impl NoteBody for GroupNote {
     }
 
     fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let sequence = r.u64("group.sequence")?;
         let position = ChainPosition::decode(r)?;
         let group = GroupId::from_bytes(r.array("group.id")?);
         let epoch = r.u64("group.epoch")?;
@@ -378,6 +401,7 @@ impl NoteBody for GroupNote {
             members.push(Member { node, key_version });
         }
         Ok(Self {
+            sequence,
             position,
             group,
             epoch,
@@ -420,14 +444,32 @@ pub enum NoteUpdate {
 #[derive(Debug, Clone)]
 struct Held<T> {
     note: T,
+    sequence: u64,
+    /// SHA-256 of the whole signed note: tells a redelivery from an equivocation.
     digest: [u8; 32],
+    /// SHA-256 of the body after the sequence: what the chain says, whoever signed it when.
+    state: [u8; 32],
+}
+
+impl<T> Held<T> {
+    fn new(note: T, sequence: u64, bytes: &[u8]) -> Self {
+        // version, kind and sequence before the state; the signature after it (lengths checked by decoding)
+        let state = &bytes[2 + 8..bytes.len() - crate::keys::Signature::LEN];
+        Self {
+            note,
+            sequence,
+            digest: Sha256::digest(bytes).into(),
+            state: Sha256::digest(state).into(),
+        }
+    }
 }
 
 /// The reader's view of the registry, built only from bridge-signed notes.
 ///
 /// Refuses notes that are unsigned or signed by another key, that name another
-/// chain or registry, or that are older than the note already held (by
-/// `(block_number, log_index)`), and keeps the last good one. Pure: feed it
+/// chain or registry, or that are older than the note already held (by the
+/// bridge's sequence, not by chain position: after a reorg the canonical note
+/// can sit at an earlier block), and keeps the last good one. Pure: feed it
 /// payloads, ask it questions.
 #[derive(Debug, Clone)]
 pub struct KeyBook {
@@ -458,26 +500,25 @@ impl KeyBook {
         &self.bridge
     }
 
-    /// Verifies and stores one complete signed node or group note.
+    /// Verifies and stores one complete signed node or group note. `changed` says whether what
+    /// the chain says changed: the same state signed again under a later sequence (a bridge
+    /// restart) is stored but reported unchanged.
     pub fn ingest_note(&mut self, bytes: &[u8]) -> Result<NoteUpdate, NoteError> {
-        let digest: [u8; 32] = Sha256::digest(bytes).into();
         match frame::kind(bytes)? {
             NoteKind::Node => {
                 let note: NodeNote = self.verified(bytes)?;
                 self.check_registry(&note.position)?;
                 let node = note.node;
-                let changed = store(&mut self.nodes, node, Held { note, digest }, |h| {
-                    h.note.position
-                })?;
+                let sequence = note.sequence;
+                let changed = store(&mut self.nodes, node, Held::new(note, sequence, bytes))?;
                 Ok(NoteUpdate::Node { node, changed })
             }
             NoteKind::Group => {
                 let note: GroupNote = self.verified(bytes)?;
                 self.check_registry(&note.position)?;
                 let group = note.group;
-                let changed = store(&mut self.groups, group, Held { note, digest }, |h| {
-                    h.note.position
-                })?;
+                let sequence = note.sequence;
+                let changed = store(&mut self.groups, group, Held::new(note, sequence, bytes))?;
                 Ok(NoteUpdate::Group { group, changed })
             }
             kind @ NoteKind::SenderKey => Err(NoteError::NotAChainNote { kind: kind as u8 }),
@@ -513,6 +554,12 @@ impl KeyBook {
     /// The held note of `group`.
     pub fn group(&self, group: &GroupId) -> Option<&GroupNote> {
         self.groups.get(group).map(|h| &h.note)
+    }
+
+    /// A digest of what the held note of `group` says (its body after the bridge sequence): it
+    /// changes whenever the chain's word on the group changes, also when a reorg keeps the epoch.
+    pub fn group_state(&self, group: &GroupId) -> Option<[u8; 32]> {
+        self.groups.get(group).map(|h| h.state)
     }
 
     /// All held group notes (no particular order).
@@ -564,28 +611,26 @@ fn store<K: std::hash::Hash + Eq, T>(
     map: &mut HashMap<K, Held<T>>,
     key: K,
     new: Held<T>,
-    position: impl Fn(&Held<T>) -> ChainPosition,
 ) -> Result<bool, NoteError> {
-    if let Some(held) = map.get(&key) {
-        let (h, o) = (position(held).order(), position(&new).order());
-        if o < h {
+    let changed = match map.get(&key) {
+        Some(held) if new.sequence < held.sequence => {
             return Err(NoteError::Rollback {
-                held_block: h.0,
-                held_log: h.1,
-                offered_block: o.0,
-                offered_log: o.1,
+                held: held.sequence,
+                offered: new.sequence,
             });
         }
-        if o == h {
+        Some(held) if new.sequence == held.sequence => {
             return if held.digest == new.digest {
                 Ok(false)
             } else {
                 Err(NoteError::Conflict)
             };
         }
-    }
+        Some(held) => held.state != new.state,
+        None => true,
+    };
     map.insert(key, new);
-    Ok(true)
+    Ok(changed)
 }
 
 #[cfg(test)]

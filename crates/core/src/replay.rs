@@ -118,6 +118,11 @@ impl<K: Hash + Eq + Clone, V> BoundedMap<K, V> {
         self.map.contains_key(key)
     }
 
+    /// Keeps only the entries whose key passes `keep`.
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&K) -> bool) {
+        self.map.retain(|k, _| keep(k));
+    }
+
     pub(crate) fn insert(&mut self, key: K, value: V) {
         self.tick += 1;
         if !self.map.contains_key(&key) && self.map.len() >= self.capacity {

@@ -29,6 +29,8 @@ use crate::trust::Trust;
 pub struct Sealer {
     node_key: NodeSecretKey,
     key_version: u64,
+    /// [`KeyBook::group_state`] when the key was drawn: the members it is wrapped for.
+    group_state: [u8; 32],
     stream: StreamId,
     topic_filter: String,
     sender_key: SenderKey,
@@ -82,6 +84,9 @@ impl Sealer {
             .ok_or(MembershipError::UnknownGroup { group })?;
         let epoch = note.epoch();
         note.check_member(&me, epoch)?;
+        let group_state = book
+            .group_state(&group)
+            .ok_or(MembershipError::UnknownGroup { group })?;
         let stream = StreamId {
             group,
             sender: me,
@@ -94,6 +99,7 @@ impl Sealer {
             topic_filter: note.topic_filter().to_owned(),
             node_key,
             key_version,
+            group_state,
             stream,
             sender_key,
             next_seq: 0,
@@ -116,7 +122,8 @@ impl Sealer {
     }
 
     /// Whether this sealer is still usable with the book's current notes:
-    /// same epoch, still a member, same node key. Call after group note updates.
+    /// same epoch and group note (a reorg can change members without changing the epoch), still
+    /// a member, same node key. Call after group note updates.
     pub fn check_current(&self, book: &KeyBook) -> Result<(), SealError> {
         let group = self.stream.group;
         let note = book
@@ -128,6 +135,9 @@ impl Sealer {
                 sealer: self.stream.epoch,
                 current: note.epoch(),
             });
+        }
+        if book.group_state(&group) != Some(self.group_state) {
+            return Err(SealError::GroupChanged { group });
         }
         note.check_member(&self.stream.sender, self.stream.epoch)?;
         let node = book.active_node(&self.stream.sender)?;
@@ -413,13 +423,22 @@ impl Opener {
             _ => None,
         };
         let update = self.book.ingest_note(bytes)?;
-        if let (Some(old), NoteUpdate::Group { group, .. }) = (before, update)
-            && self
+        if let (Some(old), NoteUpdate::Group { group, .. }) = (before, update) {
+            let epoch = self
                 .book
                 .group(&group)
-                .is_some_and(|n| n.epoch() > old.epoch())
-        {
-            self.previous.insert(group, old);
+                .map_or(old.epoch(), GroupNote::epoch);
+            if epoch > old.epoch() {
+                self.previous.insert(group, old);
+            } else if epoch < old.epoch() {
+                // A reorg took epochs back: what was sealed for them was never canonical, and
+                // their numbers will be used again for other members.
+                self.previous.remove(&group);
+                let orphaned =
+                    |(stream, _): &StreamKey| stream.group == group && stream.epoch > epoch;
+                self.keys.retain(|k| !orphaned(k));
+                self.windows.retain(|k| !orphaned(k));
+            }
         }
         match update {
             NoteUpdate::Node {
@@ -676,6 +695,7 @@ mod tests {
         let mut book = KeyBook::new(registry, bridge.public_key());
         for (i, (n, k)) in [(a, &ka), (b, &kb)].into_iter().enumerate() {
             let note = NodeNote {
+                sequence: i as u64,
                 position: pos(i as u64),
                 node: n,
                 key_version: 1,
@@ -771,6 +791,7 @@ mod tests {
         let mut book = KeyBook::new(registry, bridge.public_key());
         for (i, (n, k)) in ids.iter().zip(&keys).enumerate() {
             let note = NodeNote {
+                sequence: i as u64,
                 position: pos(i as u64),
                 node: *n,
                 key_version: 1,
@@ -791,6 +812,7 @@ mod tests {
                 .collect();
             GroupNote::new(pos(block), g, epoch, "g/#", None, members)
                 .expect("group")
+                .with_sequence(block)
                 .sign(&bridge)
         };
         book.ingest_note(group_note(10, 1, &ids[..2]).as_bytes())

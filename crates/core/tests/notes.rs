@@ -5,13 +5,14 @@ mod common;
 use anchormq_core::chunk::{Assembly, MAX_CHUNK_LEN};
 use anchormq_core::sender_key::{Recipient, StreamId};
 use anchormq_core::{
-    ChunkAssembler, ChunkError, DecodeError, GroupId, KeyBook, Member, NodeId, NodeNote,
+    ChunkAssembler, ChunkError, DecodeError, GroupId, GroupNote, KeyBook, Member, NodeId, NodeNote,
     NodeSecretKey, NodeStatus, NoteError, NoteUpdate, SenderKey, SenderKeyNote,
 };
 use common::{EPOCH, World, group, node, position, rng};
 
 fn node_note(w: &World, label: &str, block: u64, log: u64, version: u64) -> NodeNote {
     NodeNote {
+        sequence: block * 100 + log,
         position: position(&w.registry, block, log),
         node: node(label),
         key_version: version,
@@ -70,10 +71,8 @@ fn keybook_accepts_only_bridge_signed_notes_for_its_registry() {
     assert_eq!(
         book.ingest_note(older.as_bytes()),
         Err(NoteError::Rollback {
-            held_block: 50,
-            held_log: 2,
-            offered_block: 50,
-            offered_log: 1
+            held: 5002,
+            offered: 5001
         })
     );
     let much_older = node_note(&w, "1111", 3, 9, 0).sign(&w.bridge);
@@ -81,7 +80,7 @@ fn keybook_accepts_only_bridge_signed_notes_for_its_registry() {
         book.ingest_note(much_older.as_bytes()),
         Err(NoteError::Rollback { .. })
     ));
-    // equivocation: different note, same position
+    // equivocation: different note, same bridge sequence
     let mut twin = node_note(&w, "1111", 50, 2, 1);
     twin.status = NodeStatus::Revoked;
     assert_eq!(
@@ -99,12 +98,12 @@ fn keybook_accepts_only_bridge_signed_notes_for_its_registry() {
     assert_eq!(book.node(&node("1111")).map(|n| n.key_version), Some(2));
 
     // wrong version byte and truncation name the problem
-    let mut v2 = good.as_bytes().to_vec();
-    v2[0] = 2;
+    let mut v1 = good.as_bytes().to_vec();
+    v1[0] = 1;
     assert_eq!(
-        book.ingest_note(&v2),
+        book.ingest_note(&v1),
         Err(NoteError::Decode(DecodeError::UnsupportedVersion {
-            version: 2
+            version: 1
         }))
     );
     assert!(matches!(
@@ -270,4 +269,58 @@ fn a_sender_key_note_for_ten_thousand_members_chunks_and_unwraps() {
     assert_eq!(unwrapped.key_id(&stream), sender_key.key_id(&stream));
     // someone else's key does not open this member's entry
     assert!(decoded.unwrap_for(&me.node, &recipients[1].0, 1).is_err());
+}
+
+/// After a reorg the canonical event can sit at an earlier block than the held note's: readers
+/// order by the bridge's sequence, so the bridge's later word wins wherever it points on chain.
+#[test]
+fn a_later_sequence_replaces_a_note_from_a_later_block() {
+    let w = World::new();
+    let mut book = w.book();
+    let orphaned = w.group_note("hsu0001", &["1111", "1112", "1113"], 3, 60);
+    book.ingest_note(orphaned.sign(&w.bridge).as_bytes())
+        .expect("held");
+    // the canonical note: epoch 2 at block 55, signed after the orphaned one
+    let canonical = w
+        .group_note("hsu0001", &["1111", "1112"], 2, 55)
+        .with_sequence(orphaned.sequence() + 1);
+    assert_eq!(
+        book.ingest_note(canonical.sign(&w.bridge).as_bytes()),
+        Ok(NoteUpdate::Group {
+            group: group("hsu0001"),
+            changed: true
+        })
+    );
+    let held = book.group(&group("hsu0001")).expect("held");
+    assert_eq!((held.epoch(), held.members().len()), (2, 2));
+    // the orphaned note cannot come back
+    assert!(matches!(
+        book.ingest_note(orphaned.sign(&w.bridge).as_bytes()),
+        Err(NoteError::Rollback { .. })
+    ));
+}
+
+/// A restarted bridge signs the same chain state again under a later sequence: stored, but
+/// reported unchanged, so nobody re-keys for it.
+#[test]
+fn the_same_state_under_a_later_sequence_is_unchanged() {
+    let w = World::new();
+    let mut book = w.book();
+    let note = w.group_note("hsu0001", &["1111", "1112"], 2, 55);
+    book.ingest_note(note.sign(&w.bridge).as_bytes())
+        .expect("held");
+    let state = book.group_state(&group("hsu0001"));
+    let again = note.clone().with_sequence(note.sequence() + 10);
+    assert_eq!(
+        book.ingest_note(again.sign(&w.bridge).as_bytes()),
+        Ok(NoteUpdate::Group {
+            group: group("hsu0001"),
+            changed: false
+        })
+    );
+    assert_eq!(book.group_state(&group("hsu0001")), state);
+    assert_eq!(
+        book.group(&group("hsu0001")).map(GroupNote::sequence),
+        Some(note.sequence() + 10)
+    );
 }

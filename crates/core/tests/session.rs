@@ -288,6 +288,7 @@ fn revoked_or_unknown_senders_are_refused() {
     let (w, mut sealer, mut openers) = setup();
     let env = sealer.seal("hsu0001/a", b"a", &mut rng(21)).expect("seal");
     let revoked = NodeNote {
+        sequence: 4000,
         position: position(&w.registry, 40, 0),
         node: node("1111"),
         key_version: 1,

@@ -170,8 +170,16 @@ fn notes(w: &World) -> Value {
     unsigned[len - 64..].fill(0);
     let mut flipped = good.as_bytes().to_vec();
     flipped[60] ^= 0x01;
-    let mut v2 = good.as_bytes().to_vec();
-    v2[0] = 2;
+    let mut v1 = good.as_bytes().to_vec();
+    v1[0] = 1;
+    let resequenced = |sequence: u64, block: u64, log: u64, status: NodeStatus| {
+        NodeNote {
+            sequence,
+            ..node_note(w, "1111", block, log, 1, status)
+        }
+        .sign(&w.bridge)
+        .into_bytes()
+    };
     let mut other_chain = node_note(w, "1111", 50, 2, 1, NodeStatus::Active);
     other_chain.position.chain_id = 1;
     let mut other_registry = node_note(w, "1111", 50, 2, 1, NodeStatus::Active);
@@ -197,27 +205,21 @@ fn notes(w: &World) -> Value {
             other_registry.sign(&w.bridge).into_bytes(),
         ),
         (
-            "rollback_lower_log_index",
+            "rollback_lower_sequence",
             vec![good.as_bytes().to_vec()],
-            node_note(w, "1111", 50, 1, 1, NodeStatus::Active)
-                .sign(&w.bridge)
-                .into_bytes(),
+            resequenced(5001, 50, 2, NodeStatus::Active),
         ),
         (
-            "rollback_older_block",
+            "rollback_lower_sequence_at_a_later_block",
             vec![good.as_bytes().to_vec()],
-            node_note(w, "1111", 49, 7, 1, NodeStatus::Active)
-                .sign(&w.bridge)
-                .into_bytes(),
+            resequenced(5001, 51, 0, NodeStatus::Revoked),
         ),
         (
-            "equivocation_same_position",
+            "equivocation_same_sequence",
             vec![good.as_bytes().to_vec()],
-            node_note(w, "1111", 50, 2, 1, NodeStatus::Revoked)
-                .sign(&w.bridge)
-                .into_bytes(),
+            resequenced(5002, 50, 2, NodeStatus::Revoked),
         ),
-        ("unsupported_version", vec![], v2),
+        ("unsupported_version_1", vec![], v1),
         ("truncated", vec![], good.as_bytes()[..100].to_vec()),
     ];
     let invalid: Vec<Value> = cases
@@ -231,6 +233,36 @@ fn notes(w: &World) -> Value {
             json!({"name": name, "held": held.iter().map(|n| h(n)).collect::<Vec<_>>(), "note": h(&note), "error_kind": err_kind(&err), "error": err})
         })
         .collect();
+    // Readers order by bridge sequence, not by chain position: a reorg can put the canonical
+    // event at an earlier block; a restarted bridge signs the same state under a later sequence.
+    let replacements: Vec<Value> = [
+        (
+            "later_sequence_at_an_earlier_block",
+            resequenced(5003, 49, 7, NodeStatus::Revoked),
+            true,
+        ),
+        (
+            "same_state_under_a_later_sequence",
+            resequenced(5003, 50, 2, NodeStatus::Active),
+            false,
+        ),
+    ]
+    .into_iter()
+    .map(|(name, note, changed)| {
+        let mut book = KeyBook::new(w.registry, w.bridge.public_key());
+        book.ingest_note(good.as_bytes())
+            .expect("held note is valid");
+        assert_eq!(
+            book.ingest_note(&note),
+            Ok(anchormq_core::NoteUpdate::Node {
+                node: node("1111"),
+                changed
+            }),
+            "{name}"
+        );
+        json!({"name": name, "held": [h(good.as_bytes())], "note": h(&note), "changed": changed})
+    })
+    .collect();
     // a group note large enough for two chunks
     let members = (0..2460u32)
         .map(|i| {
@@ -272,11 +304,12 @@ fn notes(w: &World) -> Value {
         })
         .collect();
     json!({
-        "description": "Bridge-signed node and group notes; a reader trusting `bridge_public` for `registry` must accept `valid` in order and refuse each `invalid` note (after ingesting `held`) with `error`",
+        "description": "Bridge-signed node and group notes; a reader trusting `bridge_public` for `registry` must accept `valid` in order, refuse each `invalid` note (after ingesting `held`) with `error`, and let each `replacements` note replace `held`, reporting whether what the chain says `changed`",
         "registry": registry_json(&w.registry),
         "bridge_public": h(&w.bridge.public_key().to_bytes()),
         "valid": valid,
         "invalid": invalid,
+        "replacements": replacements,
         "chunked_group_note": {"sha256": h(&sha2::Sha256::digest(big.as_bytes())), "chunks": chunks_hex(&big)},
         "invalid_chunks": chunk_cases,
     })
@@ -291,6 +324,7 @@ fn node_note(
     status: NodeStatus,
 ) -> NodeNote {
     NodeNote {
+        sequence: block * 100 + log,
         position: position(&w.registry, block, log),
         node: node(label),
         key_version: version,
@@ -699,6 +733,21 @@ fn vector_files_replay_through_the_public_api() {
         }
         let err = book.ingest_note(&unh(&v["note"])).expect_err("must fail");
         assert_eq!(format!("{err:?}"), v["error"], "{}", v["name"]);
+    }
+    for v in notes["replacements"].as_array().expect("replacements") {
+        let mut book = fresh();
+        for n in v["held"].as_array().expect("held") {
+            book.ingest_note(&unh(n)).expect("held");
+        }
+        let note = unh(&v["note"]);
+        match book.ingest_note(&note).expect("replaces") {
+            anchormq_core::NoteUpdate::Node { changed, .. } => {
+                assert_eq!(Some(changed), v["changed"].as_bool(), "{}", v["name"]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let (expected, _) = NodeNote::decode_signed(&note).expect("decodes");
+        assert_eq!(book.node(&expected.node), Some(&expected), "{}", v["name"]);
     }
     let big = &notes["chunked_group_note"];
     let mut o = reader_from_files("1111");

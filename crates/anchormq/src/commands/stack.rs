@@ -56,9 +56,8 @@ pub struct LocalStack {
 impl LocalStack {
     /// Starts Anvil (paper fixture or fresh deploy), the broker and the bridge.
     pub async fn start(options: StackOptions) -> eyre::Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("anchormq-stack-")
-            .tempdir()
+        // keys live here: a dir left by an `up` that was killed is removed by the next one
+        let (dir, _) = anchormq_devnet::process::work_dir("anchormq-stack-")
             .wrap_err("cannot create a temporary directory")?;
         let (anvil, deployment, fixture) = if options.paper {
             let fixture = PaperFixture::embedded().wrap_err("cannot prepare the paper fixture")?;
