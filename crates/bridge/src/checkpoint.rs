@@ -25,9 +25,10 @@ pub struct Checkpoint {
     base: RegistryState,
     /// Events after `base`, in order; a reorg drops the ones after the fork.
     journal: Vec<PositionedEvent>,
-    /// The last bridge sequence given to a note (0 in files written before sequences existed).
+    /// How many reorgs the bridge has followed: notes are signed under it, so those of the
+    /// canonical chain outrank those of removed blocks (0 in files written before it existed).
     #[serde(default)]
-    sequence: u64,
+    generation: u64,
 }
 
 /// Why a checkpoint could not be read or written.
@@ -77,19 +78,13 @@ impl Checkpoint {
             stream,
             base: RegistryState::default(),
             journal: Vec::new(),
-            sequence: 0,
+            generation: 0,
         }
     }
 
-    /// The sequence for the next note: the wall clock in microseconds, and always above every
-    /// sequence given before. The clock keeps it rising across a crash that lost the last
-    /// checkpoint; the stored value keeps it rising when the clock is set back.
-    pub fn next_sequence(&mut self) -> u64 {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
-        self.sequence = now.max(self.sequence.saturating_add(1));
-        self.sequence
+    /// The generation notes are signed under now.
+    pub const fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Reads `path`, or returns `None` when it does not exist.
@@ -187,42 +182,17 @@ impl Checkpoint {
         Ok(())
     }
 
-    /// Forgets every event after the fork block `to`.
+    /// Forgets every event after the fork block `to`, and starts the next generation. A crash
+    /// before this is stored follows the same reorg again on restart, into the same generation.
     pub fn rewind(&mut self, to: Cursor, stream: StreamPosition) {
         self.journal
             .retain(|e| e.position.block_number <= to.block_number);
         self.stream = stream;
+        self.generation += 1;
     }
 
     /// Number of events that a reorg could still undo.
     pub fn journal_len(&self) -> usize {
         self.journal.len()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Sequences rise within a process and across a store and load, even when the stored one is
-    /// ahead of the clock (a clock set back).
-    #[test]
-    fn sequences_always_rise() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("checkpoint.json");
-        let position = StreamPosition {
-            next_block: 0,
-            recent: Vec::new(),
-        };
-        let mut checkpoint = Checkpoint::new(1, "0x00".into(), position);
-        let first = checkpoint.next_sequence();
-        let second = checkpoint.next_sequence();
-        assert!(second > first);
-        checkpoint.sequence = u64::MAX - 10;
-        checkpoint.store(&path).expect("store");
-        let mut loaded = Checkpoint::load(&path, 1, "0x00")
-            .expect("load")
-            .expect("present");
-        assert_eq!(loaded.next_sequence(), u64::MAX - 9);
     }
 }

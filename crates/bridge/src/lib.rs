@@ -1,14 +1,14 @@
 //! The anchormq bridge: mirrors the KeyRegistry's events as signed, retained MQTT key notes.
 //!
 //! One node note per node and one group note per group, each signed with the bridge key and
-//! carrying its chain position and a bridge sequence (readers order notes by it, so the notes of
-//! the canonical chain replace those of blocks a reorg removed), retained at QoS 1 under
-//! `anchormq/v1/<chain>/<registry>/…`, plus a non-retained live feed of the events. The checkpoint
-//! moves only after the broker acknowledged every note of a batch, so a crash at any point repeats
-//! work and loses none. On every broker connection the bridge publishes all notes again, so a
-//! broker that lost its retained messages is repaired; any other note found on a note topic
-//! (older, forged, garbage) is put back at once, unless it says the same under a later sequence of
-//! the bridge's own key.
+//! carrying its chain position and the bridge's generation (raised with every reorg it follows;
+//! readers order notes by generation, then position, so the notes of the canonical chain replace
+//! those of removed blocks), retained at QoS 1 under `anchormq/v1/<chain>/<registry>/…`, plus a
+//! non-retained live feed of the events. The checkpoint moves only after the broker acknowledged
+//! every note of a batch, so a crash at any point repeats work (notes are deterministic) and loses
+//! none. On every broker connection the bridge publishes all notes again, so a broker that lost its
+//! retained messages is repaired; any other note found on a note topic (older, forged, garbage) is
+//! put back at once, unless it is a later note of the bridge's own key (another instance ahead).
 //!
 //! It is not a source of truth: readers trust notes because the bridge key signed them, and
 //! `anchormq verify` checks them against the chain.
@@ -105,7 +105,6 @@ pub async fn run(
         publish_events: config.publish_events,
         expected: HashMap::new(),
         chunk_counts: HashMap::new(),
-        signed: HashMap::new(),
         repairs: BTreeSet::new(),
         republish_all: false,
         connected_once: false,

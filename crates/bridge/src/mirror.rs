@@ -9,10 +9,8 @@ use anchormq_chain::{
     B256, Changed, EventStream, PositionedEvent, RegistryState, StreamError, StreamItem,
     StreamPosition, StreamStats,
 };
-use anchormq_core::chunk::Chunk;
-use anchormq_core::{
-    GroupId, GroupNote, KeyBook, NodeId, NodeNote, NodeSecretKey, NoteUpdate, Registry, Topics,
-};
+use anchormq_core::chunk::{Assembly, ChunkAssembler};
+use anchormq_core::{GroupId, KeyBook, NodeId, NodeNote, NodeSecretKey, Registry, Topics};
 use anchormq_mqtt::{Link, LinkEvent, QoS};
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -28,13 +26,6 @@ use crate::notes;
 pub(crate) enum Subject {
     Node([u8; 32]),
     Group([u8; 32]),
-}
-
-/// A note as the chain state makes it, before a sequence is given and it is signed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Unsigned {
-    Node(NodeNote),
-    Group(GroupNote),
 }
 
 type StreamMessage = Result<(StreamItem, StreamPosition, StreamStats), StreamError>;
@@ -54,9 +45,6 @@ pub(crate) struct Mirror {
     pub(crate) expected: HashMap<String, Bytes>,
     /// How many chunk topics each subject holds now.
     pub(crate) chunk_counts: HashMap<Subject, u16>,
-    /// The last note signed for each subject, and its chunks: the same state is published again
-    /// under the same sequence, so readers see no change where the chain made none.
-    pub(crate) signed: HashMap<Subject, (Unsigned, Vec<Vec<u8>>)>,
     /// Topics seen on the broker with content that is older than ours or not ours: to republish.
     pub(crate) repairs: BTreeSet<String>,
     /// Set on every (re)connection: the broker may have lost the retained notes.
@@ -194,11 +182,11 @@ impl Mirror {
                 if message.payload.is_empty() && !self.expected.contains_key(&message.topic) {
                     return;
                 }
-                // A note that differs from ours: the same state signed later with this key (another
-                // instance of this bridge: leave it), or an older, forged, foreign or leftover one
-                // (put ours back, or clear the topic).
+                // A note that differs from ours: a later one of this bridge's key (another instance
+                // ahead of us: leave it), or an older, forged, foreign or leftover one (put ours back,
+                // or clear the topic).
                 if let Some(ours) = self.expected.get(&message.topic)
-                    && self.same_state_signed_later(ours, &message.payload)
+                    && self.ours_later(ours, &message.payload)
                 {
                     return;
                 }
@@ -207,25 +195,21 @@ impl Mirror {
         }
     }
 
-    /// Whether `theirs` is a one-chunk note that says what `ours` says, under a later sequence of
-    /// this bridge's key. Anything else on a note topic is repaired.
-    fn same_state_signed_later(&self, ours: &[u8], theirs: &[u8]) -> bool {
-        let note = |payload: &[u8]| {
-            Chunk::decode(payload)
-                .ok()
-                .filter(|c| c.count == 1)
-                .map(|c| c.piece)
+    /// Whether `theirs` is a one-chunk note that readers would take over `ours`: a valid chunk of a
+    /// note of the same node or group, signed with this bridge's key, and later. A chunk of a
+    /// larger note cannot be verified alone: it is never left in place.
+    fn ours_later(&self, ours: &[u8], theirs: &[u8]) -> bool {
+        let note = |payload: &[u8]| match ChunkAssembler::new(1).push(payload) {
+            Ok(Assembly::Complete(note)) => Some(note),
+            _ => None,
         };
         let (Some(ours), Some(theirs)) = (note(ours), note(theirs)) else {
             return false;
         };
         let mut book = KeyBook::new(self.registry, self.key.public_key());
-        book.ingest_note(&ours).is_ok()
-            && matches!(
-                book.ingest_note(&theirs),
-                Ok(NoteUpdate::Node { changed: false, .. }
-                    | NoteUpdate::Group { changed: false, .. })
-            )
+        (ours.kind(), ours.subject()) == (theirs.kind(), theirs.subject())
+            && book.ingest_note(ours.as_bytes()).is_ok()
+            && book.ingest_note(theirs.as_bytes()).is_ok()
     }
 
     /// Republishes everything after a (re)connection, and repairs topics found wrong on the broker,
@@ -304,7 +288,7 @@ impl Mirror {
 
     /// Publishes a subject's note as retained chunks and clears chunk topics it no longer uses.
     async fn publish_subject(&mut self, subject: Subject) -> Result<Option<u64>, BridgeError> {
-        let chunks = self.note_chunks(subject).to_vec();
+        let chunks = self.note_chunks(subject);
         let topic = |index: u16| match subject {
             Subject::Node(id) => self.topics.node_note(&NodeId::from_bytes(id), index),
             Subject::Group(id) => self.topics.group_note(&GroupId::from_bytes(id), index),
@@ -342,14 +326,15 @@ impl Mirror {
             .await
     }
 
-    /// The signed chunks of a subject's note; none for a subject the chain no longer has, or one
-    /// the chain describes in a way no note can carry (logged and counted, never fatal). A note
-    /// whose state changed is signed under a new sequence; an unchanged one keeps its bytes.
-    fn note_chunks(&mut self, subject: Subject) -> &[Vec<u8>] {
+    /// The signed chunks of a subject's note, under the current generation; none for a subject the
+    /// chain no longer has, or one the chain describes in a way no note can carry (logged and
+    /// counted, never fatal).
+    fn note_chunks(&self, subject: Subject) -> Vec<Vec<u8>> {
+        let generation = self.checkpoint.generation();
         let made = match subject {
             Subject::Node(id) => match self.state.nodes.get(&B256::from(id)) {
                 Some(record) => notes::node_note(&self.registry, &B256::from(id), record)
-                    .map(|note| Some(Unsigned::Node(note))),
+                    .map(|note| Some(NodeNote { generation, ..note }.sign(&self.key))),
                 None => Ok(None),
             },
             Subject::Group(id) => match self.state.groups.get(&B256::from(id)) {
@@ -359,47 +344,20 @@ impl Mirror {
                             if let Some(refused) = refused {
                                 self.refuse(&refused);
                             }
-                            Some(Unsigned::Group(note))
+                            Some(note.with_generation(generation).sign(&self.key))
                         },
                     )
                 }
                 None => Ok(None),
             },
         };
-        let unsigned = match made {
-            Ok(Some(note)) => note,
-            Ok(None) => {
-                self.signed.remove(&subject);
-                return &[];
-            }
+        match made {
+            Ok(note) => note.map(|n| n.chunks()).unwrap_or_default(),
             Err(refused) => {
                 self.refuse(&refused);
-                self.signed.remove(&subject);
-                return &[];
+                Vec::new()
             }
-        };
-        if self
-            .signed
-            .get(&subject)
-            .is_none_or(|(held, _)| *held != unsigned)
-        {
-            let sequence = self.checkpoint.next_sequence();
-            let chunks = match &unsigned {
-                Unsigned::Node(note) => NodeNote {
-                    sequence,
-                    ..note.clone()
-                }
-                .sign(&self.key)
-                .chunks(),
-                Unsigned::Group(note) => note
-                    .clone()
-                    .with_sequence(sequence)
-                    .sign(&self.key)
-                    .chunks(),
-            };
-            self.signed.insert(subject, (unsigned, chunks));
         }
-        self.signed.get(&subject).map_or(&[], |(_, chunks)| chunks)
     }
 
     fn refuse(&self, refused: &notes::Unrepresentable) {

@@ -70,8 +70,8 @@ pub fn node_note(
     let public_key = NodePublicKey::from_compressed(&record.public_key)
         .map_err(|_| Unrepresentable::NodeKey { node })?;
     Ok(NodeNote {
-        // given when the mirror signs it
-        sequence: 0,
+        // the mirror signs it under its current generation
+        generation: 0,
         position: position(registry, &record.updated_at),
         node,
         key_version: u64::from(record.key_version),

@@ -566,3 +566,141 @@ async fn chain_data_no_note_can_carry_is_skipped_and_the_bridge_goes_on() {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Publishes `forgeries` retained on `topic` and waits until the broker acknowledged each.
+async fn forge(
+    forger: &rumqttc::AsyncClient,
+    acked: &mut tokio::sync::mpsc::UnboundedReceiver<()>,
+    topic: &str,
+    forgeries: &[&Vec<u8>],
+) {
+    for forged in forgeries {
+        forger
+            .publish(topic, rumqttc::QoS::AtLeastOnce, true, (*forged).clone())
+            .await
+            .expect("forger publishes");
+    }
+    for _ in forgeries {
+        acked
+            .recv()
+            .await
+            .expect("the broker acknowledges each forgery");
+    }
+}
+
+/// What a new subscriber gets as the retained message of `topic` (none within 500 ms: `None`).
+async fn retained(port: u16, topic: &str) -> Option<Vec<u8>> {
+    static CLIENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = CLIENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut options = rumqttc::MqttOptions::new(format!("retained-{n}"), "127.0.0.1", port);
+    options.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 16);
+    let read = async {
+        loop {
+            match eventloop.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                    client
+                        .subscribe(topic, rumqttc::QoS::AtLeastOnce)
+                        .await
+                        .ok()?;
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) if p.topic == topic => {
+                    return Some(p.payload.to_vec());
+                }
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_millis(500), read)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Anyone may publish under the note prefix unless the broker's ACLs forbid it. A forged note
+/// (garbage, another group's genuine note, a chunk claiming a later block, or a deletion) is put
+/// back within 2 s, also while the
+/// bridge is starting: after each of several restarts a forgery comes as soon as the bridge's
+/// republication reached the broker, while it may still wait for acknowledgements (a restarted
+/// bridge once left one in place for 10-31 s; one that decodes as a chunk from a later block it
+/// left for good).
+#[tokio::test]
+async fn forged_notes_are_put_back_at_once_also_right_after_restarts() {
+    const BOUND: Duration = Duration::from_secs(2);
+    let setup = RegistryStack::start().await.expect("stack");
+    let broker = Mosquitto::builder().spawn().await.expect("mosquitto");
+    let observer = setup.observe(&broker.url());
+    let config = setup.bridge_config(&setup.anvil.http_url(), &broker.url(), "bridge-forged");
+    let mut bridge = setup.start_bridge(config.clone());
+    for (id, filter) in [("target", "target/#"), ("other", "other/#")] {
+        setup.admin.create_group(group(id), filter).await.unwrap();
+    }
+    observer
+        .await_chain(&setup.admin, &[], &[group("target"), group("other")])
+        .await;
+    let topics = anchormq_core::Topics::new(&setup.registry());
+    let topic = topics.group_note(&group("target"), 0);
+    let genuine = observer.payload(&topic).expect("the target's note");
+    let foreign = observer
+        .payload(&topics.group_note(&group("other"), 0))
+        .expect("the other group's note");
+
+    let mut options = rumqttc::MqttOptions::new("forger", "127.0.0.1", broker.port());
+    options.set_max_packet_size(1 << 20, 1 << 20);
+    let (forger, mut eventloop) = rumqttc::AsyncClient::new(options, 512);
+    let (acked_tx, mut acked) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(event) = eventloop.poll().await {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = event {
+                let _ = acked_tx.send(());
+            }
+        }
+    });
+    // a chunk that claims to come from the future: it decodes, but holds no note of the target
+    let mut future = anchormq_core::chunk::Chunk::decode(&foreign).expect("chunk");
+    future.subject = *group("target").as_bytes();
+    future.order = u64::MAX;
+    let forgeries = [b"not a note".to_vec(), foreign, future.encode(), Vec::new()];
+
+    // the broker acknowledged each forgery before the clock starts: the retained note was forged
+    let await_genuine = |what: String| {
+        let (topic, genuine) = (topic.clone(), genuine.clone());
+        let port = broker.port();
+        async move {
+            await_condition(&what, BOUND, Duration::from_millis(10), || async {
+                retained(port, &topic).await.as_ref() == Some(&genuine)
+            })
+            .await
+            .expect("put back within the bound");
+        }
+    };
+    for round in 0..8 {
+        if round % 2 == 0 {
+            bridge.stop().await;
+        } else {
+            bridge.crash().await;
+        }
+        // the burst starts once the bridge's republication of the target has reached the broker
+        let before = observer.deliveries(&topic);
+        bridge = setup.start_bridge(config.clone());
+        await_condition(
+            "the restarted bridge republishes",
+            Duration::from_secs(30),
+            Duration::from_millis(1),
+            || async { observer.deliveries(&topic) > before },
+        )
+        .await
+        .expect("republished");
+        // one forgery, of another kind each round
+        forge(&forger, &mut acked, &topic, &[&forgeries[round % 4]]).await;
+        await_genuine(format!("forgery {} after restart {round}", round % 4)).await;
+        // the observer has seen the repair too, so the next round counts from a settled number
+        await_condition("the observer sees the repair", SETTLE, POLL, || async {
+            observer.payload(&topic).as_ref() == Some(&genuine)
+        })
+        .await
+        .expect("observer");
+    }
+    bridge.stop().await;
+}

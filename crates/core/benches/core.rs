@@ -49,7 +49,7 @@ fn world(
     for i in 0..with_keys {
         let key = NodeSecretKey::generate(rng);
         let note = NodeNote {
-            sequence: i as u64,
+            generation: 0,
             position: pos(i as u64),
             node: id(i),
             key_version: 1,

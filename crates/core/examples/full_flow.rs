@@ -35,7 +35,7 @@ pub(crate) fn main() -> Result<(), Box<dyn std::error::Error>> {
         let node = NodeId::from_label(label)?;
         let key = NodeSecretKey::generate(&mut OsRng);
         let note = NodeNote {
-            sequence: 10 + i as u64,
+            generation: 0,
             position: position(10 + i as u64),
             node,
             key_version: 1,

@@ -140,18 +140,29 @@ pub enum NoteError {
         /// Registry in the note (hex).
         found_registry: String,
     },
-    /// The note is older (by bridge sequence) than the one already held for the same node or group.
+    /// The note is older, by `(generation, block, log index)`, than the one already held for the
+    /// same node or group.
     #[error(
-        "note of bridge sequence {offered} is older than the held one of sequence {held} (rollback refused)"
+        "note at generation {offered_generation} block {offered_block} log {offered_log} is older than the held one at generation {held_generation} block {held_block} log {held_log} (rollback refused)"
     )]
     Rollback {
-        /// Bridge sequence of the held note.
-        held: u64,
-        /// Bridge sequence of the offered note.
-        offered: u64,
+        /// Bridge generation of the held note.
+        held_generation: u64,
+        /// Block number of the held note.
+        held_block: u64,
+        /// Log index of the held note.
+        held_log: u64,
+        /// Bridge generation of the offered note.
+        offered_generation: u64,
+        /// Block number of the offered note.
+        offered_block: u64,
+        /// Log index of the offered note.
+        offered_log: u64,
     },
-    /// Two different notes carry the same bridge sequence: the bridge equivocated.
-    #[error("a different note of the same bridge sequence is already held (bridge equivocation)")]
+    /// Two different notes claim the same generation and chain position: the bridge equivocated.
+    #[error(
+        "a different note for the same generation and chain position is already held (bridge equivocation)"
+    )]
     Conflict,
     /// A sender-key note was given where a chain note was expected.
     #[error("not a chain note (kind {kind})")]

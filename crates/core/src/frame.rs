@@ -288,7 +288,7 @@ mod tests {
         let node = NodeId::from_label("1111").expect("id");
         let group = GroupId::from_label("hsu0001").expect("id");
         round_trip(&NodeNote {
-            sequence: 7,
+            generation: 7,
             position: position(),
             node,
             key_version: 4,
@@ -344,7 +344,7 @@ mod tests {
             decode::<NodeNote>(signed.as_bytes()).err(),
             Some(DecodeError::malformed("note.kind"))
         );
-        // v1 notes carry no bridge sequence: refused by version, not misread
+        // v1 notes carry no bridge generation: refused by version, not misread
         for version in [1, 3] {
             let mut other = signed.as_bytes().to_vec();
             other[0] = version;

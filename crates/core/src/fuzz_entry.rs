@@ -83,7 +83,7 @@ pub fn group_note(data: &[u8]) {
             note.members().to_vec(),
         )
         .expect("a decoded group note is valid")
-        .with_sequence(note.sequence());
+        .with_generation(note.generation());
         assert_eq!(
             rebuilt, note,
             "group note normalisation changed a decoded note"

@@ -28,9 +28,10 @@ pub struct Registry {
     pub address: Address,
 }
 
-/// Where the event behind a note sits on chain. Readers do not order notes by
-/// it: a reorg can move the canonical event to an earlier position, so notes
-/// are ordered by the bridge's sequence (see [`KeyBook`]).
+/// Where the event behind a note sits on chain. Readers order notes by
+/// `(generation, block_number, log_index)`: a reorg can move the canonical
+/// event to an earlier position, and the bridge's generation rises with every
+/// reorg it follows (see [`KeyBook`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ChainPosition {
     /// EIP-155 chain ID.
@@ -114,9 +115,9 @@ impl NodeStatus {
 /// The chain's word on one node: its current public key and status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeNote {
-    /// The bridge's sequence: strictly increasing over every note one bridge key signs, so a
-    /// reader can tell the newer of two notes even when a reorg moved the chain backwards.
-    pub sequence: u64,
+    /// The bridge's generation: raised each time the bridge follows a reorg, so the notes of the
+    /// canonical chain outrank the held ones even when their events sit at earlier blocks.
+    pub generation: u64,
     /// The event this note mirrors.
     pub position: ChainPosition,
     /// The node.
@@ -153,7 +154,7 @@ impl NoteBody for NodeNote {
     }
 
     fn order(&self) -> u64 {
-        self.sequence
+        self.position.block_number
     }
 
     fn body_len(&self) -> usize {
@@ -161,7 +162,7 @@ impl NoteBody for NodeNote {
     }
 
     fn encode_body(&self, out: &mut Vec<u8>) {
-        put_u64(out, self.sequence);
+        put_u64(out, self.generation);
         self.position.encode(out);
         out.extend_from_slice(self.node.as_bytes());
         put_u64(out, self.key_version);
@@ -170,7 +171,7 @@ impl NoteBody for NodeNote {
     }
 
     fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let sequence = r.u64("node.sequence")?;
+        let generation = r.u64("node.generation")?;
         let position = ChainPosition::decode(r)?;
         let node = NodeId::from_bytes(r.array("node.id")?);
         let key_version = r.u64("node.key_version")?;
@@ -178,7 +179,7 @@ impl NoteBody for NodeNote {
         let public_key = NodePublicKey::from_compressed(r.bytes(33, "node.public_key")?)
             .map_err(|_| DecodeError::malformed("node.public_key"))?;
         Ok(Self {
-            sequence,
+            generation,
             position,
             node,
             key_version,
@@ -203,7 +204,7 @@ pub struct Member {
 /// `O(log n)` even for 10,000 members.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupNote {
-    sequence: u64,
+    generation: u64,
     position: ChainPosition,
     group: GroupId,
     epoch: u64,
@@ -213,8 +214,8 @@ pub struct GroupNote {
 }
 
 impl GroupNote {
-    /// Builds a group note (bridge sequence 0, see [`GroupNote::with_sequence`]); sorts `members`
-    /// and refuses duplicates and bad filters.
+    /// Builds a group note (bridge generation 0, see [`GroupNote::with_generation`]); sorts
+    /// `members` and refuses duplicates and bad filters.
     pub fn new(
         position: ChainPosition,
         group: GroupId,
@@ -233,7 +234,7 @@ impl GroupNote {
             return Err(GroupNoteError::DuplicateMember { node: w[0].node });
         }
         Ok(Self {
-            sequence: 0,
+            generation: 0,
             position,
             group,
             epoch,
@@ -243,16 +244,16 @@ impl GroupNote {
         })
     }
 
-    /// The same note under bridge sequence `sequence`.
+    /// The same note under bridge generation `generation`.
     #[must_use]
-    pub const fn with_sequence(mut self, sequence: u64) -> Self {
-        self.sequence = sequence;
+    pub const fn with_generation(mut self, generation: u64) -> Self {
+        self.generation = generation;
         self
     }
 
-    /// The bridge's sequence (see [`NodeNote::sequence`]).
-    pub const fn sequence(&self) -> u64 {
-        self.sequence
+    /// The bridge's generation (see [`NodeNote::generation`]).
+    pub const fn generation(&self) -> u64 {
+        self.generation
     }
     /// The event this note mirrors.
     pub const fn position(&self) -> &ChainPosition {
@@ -328,12 +329,12 @@ impl NoteBody for GroupNote {
     }
 
     fn order(&self) -> u64 {
-        self.sequence
+        self.position.block_number
     }
 
     fn body_len(&self) -> usize {
         let admin = if self.admin.is_some() { 20 } else { 0 };
-        // sequence, position, ID, epoch, filter length, filter, admin flag, admin, member count, members
+        // generation, position, ID, epoch, filter length, filter, admin flag, admin, member count, members
         8 + ChainPosition::LEN
             + 32
             + 8
@@ -346,7 +347,7 @@ impl NoteBody for GroupNote {
     }
 
     fn encode_body(&self, out: &mut Vec<u8>) {
-        put_u64(out, self.sequence);
+        put_u64(out, self.generation);
         self.position.encode(out);
         out.extend_from_slice(self.group.as_bytes());
         put_u64(out, self.epoch);
@@ -368,7 +369,7 @@ impl NoteBody for GroupNote {
     }
 
     fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let sequence = r.u64("group.sequence")?;
+        let generation = r.u64("group.generation")?;
         let position = ChainPosition::decode(r)?;
         let group = GroupId::from_bytes(r.array("group.id")?);
         let epoch = r.u64("group.epoch")?;
@@ -401,7 +402,7 @@ impl NoteBody for GroupNote {
             members.push(Member { node, key_version });
         }
         Ok(Self {
-            sequence,
+            generation,
             position,
             group,
             epoch,
@@ -444,20 +445,21 @@ pub enum NoteUpdate {
 #[derive(Debug, Clone)]
 struct Held<T> {
     note: T,
-    sequence: u64,
+    /// `(generation, block number, log index)`: notes are ordered by it.
+    order: (u64, u64, u64),
     /// SHA-256 of the whole signed note: tells a redelivery from an equivocation.
     digest: [u8; 32],
-    /// SHA-256 of the body after the sequence: what the chain says, whoever signed it when.
+    /// SHA-256 of the body after the generation: what the chain says.
     state: [u8; 32],
 }
 
 impl<T> Held<T> {
-    fn new(note: T, sequence: u64, bytes: &[u8]) -> Self {
-        // version, kind and sequence before the state; the signature after it (lengths checked by decoding)
+    fn new(note: T, generation: u64, position: &ChainPosition, bytes: &[u8]) -> Self {
+        // version, kind and generation before the state; the signature after it (lengths checked by decoding)
         let state = &bytes[2 + 8..bytes.len() - crate::keys::Signature::LEN];
         Self {
             note,
-            sequence,
+            order: (generation, position.block_number, position.log_index),
             digest: Sha256::digest(bytes).into(),
             state: Sha256::digest(state).into(),
         }
@@ -467,10 +469,10 @@ impl<T> Held<T> {
 /// The reader's view of the registry, built only from bridge-signed notes.
 ///
 /// Refuses notes that are unsigned or signed by another key, that name another
-/// chain or registry, or that are older than the note already held (by the
-/// bridge's sequence, not by chain position: after a reorg the canonical note
-/// can sit at an earlier block), and keeps the last good one. Pure: feed it
-/// payloads, ask it questions.
+/// chain or registry, or that are older than the note already held (by
+/// `(generation, block_number, log_index)`: after a reorg the canonical note can
+/// sit at an earlier block, under a higher generation), and keeps the last good
+/// one. Pure: feed it payloads, ask it questions.
 #[derive(Debug, Clone)]
 pub struct KeyBook {
     registry: Registry,
@@ -501,24 +503,26 @@ impl KeyBook {
     }
 
     /// Verifies and stores one complete signed node or group note. `changed` says whether what
-    /// the chain says changed: the same state signed again under a later sequence (a bridge
-    /// restart) is stored but reported unchanged.
+    /// the chain says changed: the same state under a higher generation is stored but reported
+    /// unchanged.
     pub fn ingest_note(&mut self, bytes: &[u8]) -> Result<NoteUpdate, NoteError> {
         match frame::kind(bytes)? {
             NoteKind::Node => {
                 let note: NodeNote = self.verified(bytes)?;
                 self.check_registry(&note.position)?;
                 let node = note.node;
-                let sequence = note.sequence;
-                let changed = store(&mut self.nodes, node, Held::new(note, sequence, bytes))?;
+                let (generation, position) = (note.generation, note.position);
+                let held = Held::new(note, generation, &position, bytes);
+                let changed = store(&mut self.nodes, node, held)?;
                 Ok(NoteUpdate::Node { node, changed })
             }
             NoteKind::Group => {
                 let note: GroupNote = self.verified(bytes)?;
                 self.check_registry(&note.position)?;
                 let group = note.group;
-                let sequence = note.sequence;
-                let changed = store(&mut self.groups, group, Held::new(note, sequence, bytes))?;
+                let (generation, position) = (note.generation, note.position);
+                let held = Held::new(note, generation, &position, bytes);
+                let changed = store(&mut self.groups, group, held)?;
                 Ok(NoteUpdate::Group { group, changed })
             }
             kind @ NoteKind::SenderKey => Err(NoteError::NotAChainNote { kind: kind as u8 }),
@@ -556,7 +560,7 @@ impl KeyBook {
         self.groups.get(group).map(|h| &h.note)
     }
 
-    /// A digest of what the held note of `group` says (its body after the bridge sequence): it
+    /// A digest of what the held note of `group` says (its body after the bridge generation): it
     /// changes whenever the chain's word on the group changes, also when a reorg keeps the epoch.
     pub fn group_state(&self, group: &GroupId) -> Option<[u8; 32]> {
         self.groups.get(group).map(|h| h.state)
@@ -613,13 +617,17 @@ fn store<K: std::hash::Hash + Eq, T>(
     new: Held<T>,
 ) -> Result<bool, NoteError> {
     let changed = match map.get(&key) {
-        Some(held) if new.sequence < held.sequence => {
+        Some(held) if new.order < held.order => {
             return Err(NoteError::Rollback {
-                held: held.sequence,
-                offered: new.sequence,
+                held_generation: held.order.0,
+                held_block: held.order.1,
+                held_log: held.order.2,
+                offered_generation: new.order.0,
+                offered_block: new.order.1,
+                offered_log: new.order.2,
             });
         }
-        Some(held) if new.sequence == held.sequence => {
+        Some(held) if new.order == held.order => {
             return if held.digest == new.digest {
                 Ok(false)
             } else {

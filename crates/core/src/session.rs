@@ -695,7 +695,7 @@ mod tests {
         let mut book = KeyBook::new(registry, bridge.public_key());
         for (i, (n, k)) in [(a, &ka), (b, &kb)].into_iter().enumerate() {
             let note = NodeNote {
-                sequence: i as u64,
+                generation: 0,
                 position: pos(i as u64),
                 node: n,
                 key_version: 1,
@@ -791,7 +791,7 @@ mod tests {
         let mut book = KeyBook::new(registry, bridge.public_key());
         for (i, (n, k)) in ids.iter().zip(&keys).enumerate() {
             let note = NodeNote {
-                sequence: i as u64,
+                generation: 0,
                 position: pos(i as u64),
                 node: *n,
                 key_version: 1,
@@ -812,7 +812,6 @@ mod tests {
                 .collect();
             GroupNote::new(pos(block), g, epoch, "g/#", None, members)
                 .expect("group")
-                .with_sequence(block)
                 .sign(&bridge)
         };
         book.ingest_note(group_note(10, 1, &ids[..2]).as_bytes())

@@ -12,7 +12,7 @@ use common::{EPOCH, World, group, node, position, rng};
 
 fn node_note(w: &World, label: &str, block: u64, log: u64, version: u64) -> NodeNote {
     NodeNote {
-        sequence: block * 100 + log,
+        generation: 0,
         position: position(&w.registry, block, log),
         node: node(label),
         key_version: version,
@@ -71,8 +71,12 @@ fn keybook_accepts_only_bridge_signed_notes_for_its_registry() {
     assert_eq!(
         book.ingest_note(older.as_bytes()),
         Err(NoteError::Rollback {
-            held: 5002,
-            offered: 5001
+            held_generation: 0,
+            held_block: 50,
+            held_log: 2,
+            offered_generation: 0,
+            offered_block: 50,
+            offered_log: 1
         })
     );
     let much_older = node_note(&w, "1111", 3, 9, 0).sign(&w.bridge);
@@ -80,7 +84,7 @@ fn keybook_accepts_only_bridge_signed_notes_for_its_registry() {
         book.ingest_note(much_older.as_bytes()),
         Err(NoteError::Rollback { .. })
     ));
-    // equivocation: different note, same bridge sequence
+    // equivocation: different note, same generation and position
     let mut twin = node_note(&w, "1111", 50, 2, 1);
     twin.status = NodeStatus::Revoked;
     assert_eq!(
@@ -271,19 +275,19 @@ fn a_sender_key_note_for_ten_thousand_members_chunks_and_unwraps() {
     assert!(decoded.unwrap_for(&me.node, &recipients[1].0, 1).is_err());
 }
 
-/// After a reorg the canonical event can sit at an earlier block than the held note's: readers
-/// order by the bridge's sequence, so the bridge's later word wins wherever it points on chain.
+/// After a reorg the canonical event can sit at an earlier block than the held note's: the bridge
+/// signs it under a higher generation, which outranks any position.
 #[test]
-fn a_later_sequence_replaces_a_note_from_a_later_block() {
+fn a_higher_generation_replaces_a_note_from_a_later_block() {
     let w = World::new();
     let mut book = w.book();
     let orphaned = w.group_note("hsu0001", &["1111", "1112", "1113"], 3, 60);
     book.ingest_note(orphaned.sign(&w.bridge).as_bytes())
         .expect("held");
-    // the canonical note: epoch 2 at block 55, signed after the orphaned one
+    // the canonical note: epoch 2 at block 55, under the bridge's next generation
     let canonical = w
         .group_note("hsu0001", &["1111", "1112"], 2, 55)
-        .with_sequence(orphaned.sequence() + 1);
+        .with_generation(orphaned.generation() + 1);
     assert_eq!(
         book.ingest_note(canonical.sign(&w.bridge).as_bytes()),
         Ok(NoteUpdate::Group {
@@ -300,17 +304,17 @@ fn a_later_sequence_replaces_a_note_from_a_later_block() {
     ));
 }
 
-/// A restarted bridge signs the same chain state again under a later sequence: stored, but
-/// reported unchanged, so nobody re-keys for it.
+/// A bridge that follows a reorg again (it restarted before storing its checkpoint) may sign an
+/// unchanged state under a higher generation: stored, but reported unchanged, so nobody re-keys.
 #[test]
-fn the_same_state_under_a_later_sequence_is_unchanged() {
+fn the_same_state_under_a_higher_generation_is_unchanged() {
     let w = World::new();
     let mut book = w.book();
     let note = w.group_note("hsu0001", &["1111", "1112"], 2, 55);
     book.ingest_note(note.sign(&w.bridge).as_bytes())
         .expect("held");
     let state = book.group_state(&group("hsu0001"));
-    let again = note.clone().with_sequence(note.sequence() + 10);
+    let again = note.clone().with_generation(note.generation() + 1);
     assert_eq!(
         book.ingest_note(again.sign(&w.bridge).as_bytes()),
         Ok(NoteUpdate::Group {
@@ -320,7 +324,7 @@ fn the_same_state_under_a_later_sequence_is_unchanged() {
     );
     assert_eq!(book.group_state(&group("hsu0001")), state);
     assert_eq!(
-        book.group(&group("hsu0001")).map(GroupNote::sequence),
-        Some(note.sequence() + 10)
+        book.group(&group("hsu0001")).map(GroupNote::generation),
+        Some(note.generation() + 1)
     );
 }

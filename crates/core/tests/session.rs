@@ -288,7 +288,7 @@ fn revoked_or_unknown_senders_are_refused() {
     let (w, mut sealer, mut openers) = setup();
     let env = sealer.seal("hsu0001/a", b"a", &mut rng(21)).expect("seal");
     let revoked = NodeNote {
-        sequence: 4000,
+        generation: 0,
         position: position(&w.registry, 40, 0),
         node: node("1111"),
         key_version: 1,
@@ -440,5 +440,74 @@ fn sender_key_notes_are_checked_and_parked_until_chain_notes_arrive() {
             })
         ),
         "{err:?}"
+    );
+}
+
+/// A reorg takes hsu0001 from epoch 4 (1113 added) back to epoch 3, and another branch reaches
+/// epoch 4 with 1114 instead. The sender must make a new key at each step, even when the epoch
+/// number comes back; the reader forgets the orphaned branch's key, so nothing sealed under it
+/// opens at the new epoch 4.
+#[test]
+fn a_reorg_that_takes_an_epoch_back_leaves_nothing_of_the_orphaned_branch() {
+    let w = World::new();
+    let hsu = group("hsu0001");
+    let mut book = w.book();
+    let mut reader = w.opener("1112");
+    let mut take = |note: anchormq_core::GroupNote, reader: &mut Opener| {
+        let signed = note.sign(&w.bridge);
+        book.ingest_note(signed.as_bytes()).expect("newer note");
+        World::feed(reader, &signed);
+        book.clone()
+    };
+    let orphaned = w.group_note("hsu0001", &["1111", "1112", "1113"], 4, 60);
+    let at_orphan = take(orphaned, &mut reader);
+    let mut sealer =
+        anchormq_core::Sealer::new(&at_orphan, node("1111"), w.key("1111"), hsu, &mut rng(40))
+            .expect("member at epoch 4");
+    let note = sealer
+        .sender_key_note(&at_orphan, &mut rng(41))
+        .expect("note")
+        .note;
+    World::feed(&mut reader, &note);
+    let before = sealer
+        .seal("hsu0001/a", b"before", &mut rng(42))
+        .expect("seal");
+    assert_eq!(
+        opened_plaintext(reader.open("hsu0001/a", &before)),
+        b"before"
+    );
+
+    // the reorg: the canonical note is epoch 3 at an earlier block, signed later
+    let canonical = w
+        .group_note("hsu0001", &["1111", "1112"], 3, 50)
+        .with_generation(1);
+    let at_canonical = take(canonical, &mut reader);
+    assert_eq!(
+        sealer.check_current(&at_canonical),
+        Err(SealError::EpochChanged {
+            group: hsu,
+            sealer: 4,
+            current: 3
+        })
+    );
+
+    // another branch: epoch 4 again, with other members
+    let other = w
+        .group_note("hsu0001", &["1111", "1112", "1114"], 4, 61)
+        .with_generation(1);
+    let at_other = take(other, &mut reader);
+    assert_eq!(
+        sealer.check_current(&at_other),
+        Err(SealError::GroupChanged { group: hsu })
+    );
+    let late = sealer
+        .seal("hsu0001/a", b"late", &mut rng(43))
+        .expect("seal");
+    assert!(
+        matches!(
+            reader.open("hsu0001/a", &late),
+            Err(OpenError::MissingSenderKey { .. })
+        ),
+        "the orphaned branch's key was forgotten"
     );
 }

@@ -172,9 +172,9 @@ fn notes(w: &World) -> Value {
     flipped[60] ^= 0x01;
     let mut v1 = good.as_bytes().to_vec();
     v1[0] = 1;
-    let resequenced = |sequence: u64, block: u64, log: u64, status: NodeStatus| {
+    let regenerated = |generation: u64, block: u64, log: u64, status: NodeStatus| {
         NodeNote {
-            sequence,
+            generation,
             ..node_note(w, "1111", block, log, 1, status)
         }
         .sign(&w.bridge)
@@ -205,19 +205,27 @@ fn notes(w: &World) -> Value {
             other_registry.sign(&w.bridge).into_bytes(),
         ),
         (
-            "rollback_lower_sequence",
+            "rollback_lower_log_index",
             vec![good.as_bytes().to_vec()],
-            resequenced(5001, 50, 2, NodeStatus::Active),
+            regenerated(0, 50, 1, NodeStatus::Active),
         ),
         (
-            "rollback_lower_sequence_at_a_later_block",
+            "rollback_older_block",
             vec![good.as_bytes().to_vec()],
-            resequenced(5001, 51, 0, NodeStatus::Revoked),
+            regenerated(0, 49, 7, NodeStatus::Active),
         ),
         (
-            "equivocation_same_sequence",
+            "rollback_lower_generation_at_a_later_block",
+            vec![
+                good.as_bytes().to_vec(),
+                regenerated(1, 49, 7, NodeStatus::Active),
+            ],
+            regenerated(0, 51, 0, NodeStatus::Revoked),
+        ),
+        (
+            "equivocation_same_generation_and_position",
             vec![good.as_bytes().to_vec()],
-            resequenced(5002, 50, 2, NodeStatus::Revoked),
+            regenerated(0, 50, 2, NodeStatus::Revoked),
         ),
         ("unsupported_version_1", vec![], v1),
         ("truncated", vec![], good.as_bytes()[..100].to_vec()),
@@ -233,18 +241,23 @@ fn notes(w: &World) -> Value {
             json!({"name": name, "held": held.iter().map(|n| h(n)).collect::<Vec<_>>(), "note": h(&note), "error_kind": err_kind(&err), "error": err})
         })
         .collect();
-    // Readers order by bridge sequence, not by chain position: a reorg can put the canonical
-    // event at an earlier block; a restarted bridge signs the same state under a later sequence.
+    // Readers order by (generation, block, log index): after a reorg the canonical event can sit
+    // at an earlier block, under the bridge's next generation.
     let replacements: Vec<Value> = [
         (
-            "later_sequence_at_an_earlier_block",
-            resequenced(5003, 49, 7, NodeStatus::Revoked),
+            "higher_generation_at_an_earlier_block",
+            regenerated(1, 49, 7, NodeStatus::Revoked),
             true,
         ),
         (
-            "same_state_under_a_later_sequence",
-            resequenced(5003, 50, 2, NodeStatus::Active),
+            "same_state_under_a_higher_generation",
+            regenerated(1, 50, 2, NodeStatus::Active),
             false,
+        ),
+        (
+            "later_position_same_generation",
+            regenerated(0, 50, 3, NodeStatus::Revoked),
+            true,
         ),
     ]
     .into_iter()
@@ -324,7 +337,7 @@ fn node_note(
     status: NodeStatus,
 ) -> NodeNote {
     NodeNote {
-        sequence: block * 100 + log,
+        generation: 0,
         position: position(&w.registry, block, log),
         node: node(label),
         key_version: version,

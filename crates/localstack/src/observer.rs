@@ -28,6 +28,7 @@ pub struct Observer {
     bridge: NodePublicKey,
     topics: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
     arrivals: Arc<Mutex<HashMap<String, Instant>>>,
+    deliveries: Arc<Mutex<HashMap<String, u64>>>,
     task: JoinHandle<()>,
 }
 
@@ -49,7 +50,8 @@ impl Observer {
         let (client, mut eventloop) = AsyncClient::new(options, 64);
         let topics = Arc::new(Mutex::new(BTreeMap::new()));
         let arrivals = Arc::new(Mutex::new(HashMap::new()));
-        let (seen, arrived) = (topics.clone(), arrivals.clone());
+        let deliveries = Arc::new(Mutex::new(HashMap::new()));
+        let (seen, arrived, delivered) = (topics.clone(), arrivals.clone(), deliveries.clone());
         let prefix = Topics::new(&registry).prefix().to_owned();
         let filters = [format!("{prefix}/node/#"), format!("{prefix}/group/#")];
         let task = tokio::spawn(async move {
@@ -69,6 +71,11 @@ impl Observer {
                             .expect("lock")
                             .entry(publish.topic.clone())
                             .or_insert_with(Instant::now);
+                        *delivered
+                            .lock()
+                            .expect("lock")
+                            .entry(publish.topic.clone())
+                            .or_insert(0) += 1;
                         let mut seen = seen.lock().expect("lock");
                         if publish.payload.is_empty() {
                             seen.remove(&publish.topic);
@@ -86,6 +93,7 @@ impl Observer {
             bridge,
             topics,
             arrivals,
+            deliveries,
             task,
         }
     }
@@ -109,6 +117,21 @@ impl Observer {
             }
         }
         book
+    }
+
+    /// The payload retained on `topic` as last seen, if any.
+    pub fn payload(&self, topic: &str) -> Option<Vec<u8>> {
+        self.topics.lock().expect("lock").get(topic).cloned()
+    }
+
+    /// How many messages arrived on `topic`, over every connection.
+    pub fn deliveries(&self, topic: &str) -> u64 {
+        self.deliveries
+            .lock()
+            .expect("lock")
+            .get(topic)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// When each topic's first message arrived, over every connection.

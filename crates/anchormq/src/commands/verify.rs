@@ -405,7 +405,7 @@ mod tests {
         let topics = Topics::new(&REGISTRY);
         let bridge = key(1);
         let note = NodeNote {
-            sequence: 1,
+            generation: 0,
             position: ChainPosition {
                 chain_id: REGISTRY.chain_id,
                 registry: REGISTRY.address,

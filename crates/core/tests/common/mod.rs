@@ -57,7 +57,7 @@ impl World {
             let id = node(label);
             let key = NodeSecretKey::generate(&mut rng);
             let note = NodeNote {
-                sequence: 10 + i as u64,
+                generation: 0,
                 position: position(&registry, 10 + i as u64, 0),
                 node: id,
                 key_version: 1,
@@ -104,7 +104,6 @@ impl World {
             members,
         )
         .expect("valid group note")
-        .with_sequence(block * 100)
     }
 
     pub fn key(&self, label: &str) -> NodeSecretKey {
