@@ -615,6 +615,52 @@ async fn up_prints_working_settings_and_stops_on_sigint() {
     assert_eq!(up.interrupt().await.code(), Some(0));
 }
 
+/// `kill -9` of `up` takes its Anvil down with it (the parent-death signal), and the next `up`
+/// removes the folder of keys the killed one could not clean up.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_up_leaves_no_anvil_and_the_next_removes_its_keys() {
+    let mut up = UpPaper::start().await;
+    let rpc = up
+        .exports
+        .iter()
+        .find(|(k, _)| k == "ANCHORMQ_RPC")
+        .map(|(_, v)| v.trim_start_matches("http://").to_owned())
+        .expect("up exports its RPC URL");
+    let stack_dir = std::path::PathBuf::from(up.key("1111"))
+        .parent()
+        .expect("key folder")
+        .to_owned();
+    assert!(stack_dir.join("1111.key").is_file());
+    let pid = up.child.id().expect("pid").to_string();
+    let killed = tokio::process::Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .await
+        .expect("kill runs");
+    assert!(killed.success());
+    // reaped, as a shell would: a zombie still counts as running
+    up.child.wait().await.expect("up reaped");
+    await_condition(
+        "the killed up's Anvil to stop",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || {
+            let rpc = rpc.clone();
+            async move { tokio::net::TcpStream::connect(rpc).await.is_err() }
+        },
+    )
+    .await
+    .expect("Anvil stops with its parent");
+    assert!(stack_dir.exists(), "a SIGKILLed process cannot clean up");
+    let next = UpPaper::start().await;
+    assert!(
+        !stack_dir.exists(),
+        "the next up removed {}",
+        stack_dir.display()
+    );
+    assert_eq!(next.interrupt().await.code(), Some(0));
+}
+
 /// A stranger's attack campaign against a running `anchormq up --paper`: invalid topic filters,
 /// forced memberships, groups over the paper's topics, ID squatting and griefing of the owner's
 /// nodes and groups. The bridge keeps running, `verify` stays clean, and the paper's outcomes
