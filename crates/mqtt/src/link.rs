@@ -185,6 +185,7 @@ impl Link {
             held: VecDeque::new(),
             next_seq: 1,
             connected: false,
+            connected_at: None,
             connected_once: false,
             commands_open: true,
             phase: phase_tx,
@@ -322,6 +323,8 @@ struct LinkTask {
     held: VecDeque<(u64, Outbound)>,
     next_seq: u64,
     connected: bool,
+    /// When the current connection was accepted: only one that lasted resets the backoff.
+    connected_at: Option<tokio::time::Instant>,
     /// Whether any connection succeeded: only before the first does a hopeless failure stop the link.
     connected_once: bool,
     commands_open: bool,
@@ -332,9 +335,17 @@ struct LinkTask {
     has_credentials: bool,
 }
 
+/// First wait before reconnecting, and the longest.
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A connection that lasted this long was healthy: the next reconnect starts from `BACKOFF_MIN`.
+/// A shorter one (the broker accepts, then drops the client: a duplicate client ID, an ACL, a
+/// packet it cannot take) keeps the backoff growing, so the client never hammers the broker.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+
 impl LinkTask {
     async fn run(mut self, shutdown: CancellationToken) {
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = BACKOFF_MIN;
         // While the broker is away the link waits before the next attempt, still taking commands:
         // a failed connect is immediately ready, so polling it in a loop would starve them.
         let mut retry_at: Option<tokio::time::Instant> = None;
@@ -359,17 +370,23 @@ impl LinkTask {
                 () = retry, if waiting => retry_at = None,
                 polled = self.eventloop.poll(), if !waiting => match polled {
                     Ok(event) => {
-                        backoff = Duration::from_millis(50);
                         if !self.on_event(event).await {
                             return;
                         }
                     }
                     Err(error) => {
+                        if self
+                            .connected_at
+                            .take()
+                            .is_some_and(|at| at.elapsed() >= STABLE_AFTER)
+                        {
+                            backoff = BACKOFF_MIN;
+                        }
                         if !self.on_disconnect(&error).await {
                             return;
                         }
                         retry_at = Some(tokio::time::Instant::now() + backoff);
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
                     }
                 },
                 command = self.commands.recv(), if take_commands => match command {
@@ -441,6 +458,7 @@ impl LinkTask {
                     .events
                     .retain(|e| !matches!(e, Event::Outgoing(_)));
                 self.connected = true;
+                self.connected_at = Some(tokio::time::Instant::now());
                 self.connected_once = true;
                 self.phase.send_replace(Phase::Settled);
                 if !connack.session_present {

@@ -77,3 +77,32 @@ async fn qos1_messages_published_while_the_broker_is_down_arrive_after_it_return
     );
     shutdown.cancel();
 }
+
+/// Two clients with one client ID: the broker accepts each and drops the other, for ever. Each
+/// link backs off (a connection that is dropped at once does not reset the backoff), so in 3 s
+/// there are a handful of reconnects, not one every 50 ms.
+#[tokio::test]
+async fn connections_dropped_at_once_back_off() {
+    let mosquitto = Mosquitto::builder().spawn().await.expect("mosquitto");
+    let shutdown = CancellationToken::new();
+    let config = BrokerConfig::from_url(&mosquitto.url(), "twin").unwrap();
+    let (_first, mut first_events) = Link::start(&config, shutdown.clone()).unwrap();
+    let (_second, mut second_events) = Link::start(&config, shutdown.clone()).unwrap();
+    let mut drops = 0;
+    let window = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let event = tokio::select! {
+            () = tokio::time::sleep_until(window) => break,
+            event = first_events.recv() => event,
+            event = second_events.recv() => event,
+        };
+        if let Some(LinkEvent::Disconnected { .. }) = event {
+            drops += 1;
+        }
+    }
+    shutdown.cancel();
+    // 50 ms + 100 + 200 + 400 + 800 + 1600 > 3 s: at most 6 drops a link, 12 in all; without the
+    // backoff, about 60 a link
+    assert!(drops >= 2, "the twins drop each other ({drops})");
+    assert!(drops <= 12, "{drops} drops in 3 s");
+}
