@@ -25,7 +25,8 @@ use aes_gcm::aead::consts::U16;
 use aes_gcm::aes::Aes256;
 use aes_gcm::{AeadInOut, AesGcm, KeyInit};
 use hkdf::Hkdf;
-use rand_core::CryptoRngCore;
+use rand_chacha::ChaCha20Rng;
+use rand_core::{CryptoRngCore, SeedableRng};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
@@ -37,6 +38,8 @@ use crate::keys::{NodePublicKey, NodeSecretKey};
 use crate::notes::KeyBook;
 use crate::wire::{Reader, put_u32, put_u64};
 
+/// Recipients wrapped with one generator (and on one thread) by [`SenderKeyNote::wrap`].
+pub const WRAP_BATCH: usize = 256;
 /// Length of one ECIES-wrapped sender key.
 pub const WRAPPED_LEN: usize = 65 + 16 + 16 + 32;
 const ENTRY_LEN: usize = 32 + 8 + WRAPPED_LEN;
@@ -205,6 +208,11 @@ pub struct SenderKeyNote {
 
 impl SenderKeyNote {
     /// Wraps `key` for every recipient (duplicates are wrapped once).
+    ///
+    /// Each wrap is independent, so large groups are wrapped on every core: recipients go in
+    /// batches of [`WRAP_BATCH`], each with its own ChaCha20 generator seeded from `rng`. The
+    /// batches do not depend on the number of cores, so a seeded `rng` gives the same note on
+    /// any machine.
     pub fn wrap(
         stream: StreamId,
         sender_key_version: u64,
@@ -215,13 +223,63 @@ impl SenderKeyNote {
         let mut sorted: Vec<&Recipient> = recipients.iter().collect();
         sorted.sort_by_key(|r| r.node);
         sorted.dedup_by_key(|r| r.node);
-        let mut entries = Vec::with_capacity(sorted.len());
-        for r in sorted {
-            entries.push(WrappedKey {
-                node: r.node,
-                key_version: r.key_version,
-                wrapped: ecies_wrap(&r.public_key, &key.0, rng)?,
+        let batches: Vec<(&[&Recipient], [u8; 32])> = sorted
+            .chunks(WRAP_BATCH)
+            .map(|batch| {
+                let mut seed = [0u8; 32];
+                rng.fill_bytes(&mut seed);
+                (batch, seed)
+            })
+            .collect();
+        let wrap_batch = |(batch, seed): &(&[&Recipient], [u8; 32])| {
+            let mut rng = ChaCha20Rng::from_seed(*seed);
+            batch
+                .iter()
+                .map(|r| {
+                    Ok(WrappedKey {
+                        node: r.node,
+                        key_version: r.key_version,
+                        wrapped: ecies_wrap(&r.public_key, &key.0, &mut rng)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, KeyError>>()
+        };
+        let workers = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(batches.len());
+        let wrapped: Vec<Result<Vec<WrappedKey>, KeyError>> = if workers <= 1 {
+            batches.iter().map(wrap_batch).collect()
+        } else {
+            // worker w takes batches w, w + workers, ...; results go back in batch order
+            let mut slots: Vec<Option<Result<Vec<WrappedKey>, KeyError>>> =
+                (0..batches.len()).map(|_| None).collect();
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..workers)
+                    .map(|w| {
+                        let (batches, wrap_batch) = (&batches, &wrap_batch);
+                        scope.spawn(move || {
+                            (w..batches.len())
+                                .step_by(workers)
+                                .map(|i| (i, wrap_batch(&batches[i])))
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                for handle in handles {
+                    // a panic in a worker is a bug in the wrap code: pass it on
+                    for (i, result) in handle
+                        .join()
+                        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+                    {
+                        slots[i] = Some(result);
+                    }
+                }
             });
+            slots.into_iter().flatten().collect()
+        };
+        let mut entries = Vec::with_capacity(sorted.len());
+        for batch in wrapped {
+            entries.extend(batch?);
         }
         Ok(Self {
             stream,
@@ -406,6 +464,55 @@ mod tests {
         assert_eq!(ecies_unwrap(&theirs, &node).as_deref(), Some(&key));
         let other = NodeSecretKey::generate(&mut rng);
         assert!(ecies_unwrap(&wrapped, &other).is_none());
+    }
+
+    /// Three batches, wrapped on several threads where there are cores: the same note from the
+    /// same seed, entries in node order, and every recipient opens its own entry.
+    #[test]
+    fn a_note_wrapped_in_parallel_is_the_same_and_opens_for_everyone() {
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        let keys: Vec<NodeSecretKey> = (0..2 * WRAP_BATCH + 5)
+            .map(|_| NodeSecretKey::generate(&mut rng))
+            .collect();
+        let recipients: Vec<Recipient> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| Recipient {
+                node: NodeId::from_label(&format!("n{i:05}")).expect("id"),
+                key_version: 1,
+                public_key: k.public_key(),
+            })
+            .collect();
+        let stream = StreamId {
+            group: GroupId::from_label("g").expect("id"),
+            sender: recipients[0].node,
+            epoch: 1,
+        };
+        let key = SenderKey::from_bytes([7; 32]);
+        let wrap = |seed| {
+            SenderKeyNote::wrap(
+                stream,
+                1,
+                &key,
+                &recipients,
+                &mut ChaCha20Rng::seed_from_u64(seed),
+            )
+            .expect("wrap")
+        };
+        let note = wrap(11);
+        assert_eq!(note, wrap(11));
+        assert_ne!(note, wrap(12));
+        let nodes: Vec<NodeId> = note.entries().iter().map(|e| e.node).collect();
+        assert!(nodes.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(nodes.len(), recipients.len());
+        for (r, k) in recipients.iter().zip(&keys) {
+            let entry = note
+                .entries()
+                .iter()
+                .find(|e| e.node == r.node)
+                .expect("entry");
+            assert_eq!(ecies_unwrap(&entry.wrapped, k).as_deref(), Some(&[7u8; 32]));
+        }
     }
 
     #[test]
