@@ -317,7 +317,7 @@ fn notes(w: &World) -> Value {
         })
         .collect();
     json!({
-        "description": "Bridge-signed node and group notes; a reader trusting `bridge_public` for `registry` must accept `valid` in order, refuse each `invalid` note (after ingesting `held`) with `error`, and let each `replacements` note replace `held`, reporting whether what the chain says `changed`",
+        "description": "Bridge-signed node and group notes; a reader trusting `bridge_public` for `registry` must accept `valid` in order; starting each case from an empty book, it must refuse each `invalid` note (after ingesting `held`) with `error`, and let each `replacements` note replace `held`, reporting whether what the chain says `changed`",
         "registry": registry_json(&w.registry),
         "bridge_public": h(&w.bridge.public_key().to_bytes()),
         "valid": valid,
@@ -612,7 +612,7 @@ fn envelopes(w: &World) -> Value {
         })
         .collect();
     json!({
-        "description": "Envelopes sealed by 1111 for hsu0001 (epoch 3). Readers ingest every world note (notes.json valid) and, where `sender_key_note` is true, `sender_key_note`; then open with the topic given",
+        "description": "Envelopes sealed by 1111 for hsu0001 (epoch 3). Readers ingest every world note (notes.json valid), then `sender_key_note` where it is true, then each of `setup_notes` in order (after the sender-key note: a later group note makes its epoch stale); then open with the topic given",
         "sender_key_note": sk,
         "key_id": h(sealer.key_id()),
         "valid": valid,
