@@ -150,6 +150,8 @@ interface IKeyRegistry {
     error AdminNotApproved(bytes32 nodeId, address owner, address admin);
     /// @notice The node is already a member of the group.
     error AlreadyMember(bytes32 groupId, bytes32 nodeId);
+    /// A batch call was given no nodes.
+    error EmptyNodeList();
     /// @notice The node is not a member of the group.
     error NotMember(bytes32 groupId, bytes32 nodeId);
     /// @notice The topic filter is longer than `limit` bytes.
@@ -214,6 +216,16 @@ interface IKeyRegistry {
     /// @notice Removes a member (admin only); epoch += 1. Constant gas in group size (swap and pop, so the
     /// order of `groupMembers` changes).
     function removeMember(bytes32 groupId, bytes32 nodeId) external;
+
+    /// @notice Adds several nodes at once, each under `addMember`'s rules; epoch += 1 once for the whole
+    /// batch, so every sender in the group draws one new key, not one per node. Emits `MemberAdded` per
+    /// node, all with the new epoch. Reverts on an empty list (`EmptyNodeList`) or any node `addMember`
+    /// would refuse (including one listed twice: `AlreadyMember`); then nothing changes.
+    function addMembers(bytes32 groupId, bytes32[] calldata nodeIds) external;
+
+    /// @notice Removes several members at once (admin only); epoch += 1 once. Emits `MemberRemoved` per
+    /// node, all with the new epoch. Reverts on an empty list or a node that is not a member.
+    function removeMembers(bytes32 groupId, bytes32[] calldata nodeIds) external;
 
     /// @notice The node's owner takes the node out of a group; epoch += 1.
     function leaveGroup(bytes32 groupId, bytes32 nodeId) external;

@@ -177,31 +177,51 @@ contract KeyRegistry is IKeyRegistry {
     /// @inheritdoc IKeyRegistry
     function addMember(bytes32 groupId, bytes32 nodeId) external {
         GroupRecord memory group = _adminGroup(groupId);
-        NodeRecord memory node = _nodes[nodeId];
-        if (node.status == NodeStatus.None) revert NodeNotFound(nodeId);
-        if (node.status == NodeStatus.Revoked) revert NodeIsRevoked(nodeId);
-        // Consent: an admin that owns the node needs nothing more (and pays no extra slot read).
-        if (node.owner != msg.sender && !_adminApproved[node.owner][msg.sender]) {
-            revert AdminNotApproved(nodeId, node.owner, msg.sender);
-        }
-        if (_positionPlusOne[groupId][nodeId] != 0) revert AlreadyMember(groupId, nodeId);
-
-        uint32 count = group.memberCount;
-        _memberAt[groupId][count] = nodeId;
-        _positionPlusOne[groupId][nodeId] = uint256(count) + 1;
+        uint64 epoch;
         // uint32/uint64 counters cannot realistically overflow: every increment is a paid transaction.
         unchecked {
-            group.memberCount = count + 1;
-            group.epoch += 1;
+            epoch = group.epoch + 1;
         }
+        _addMember(groupId, group, nodeId, epoch);
+        group.epoch = epoch;
         _groups[groupId] = group;
-        emit MemberAdded(groupId, nodeId, group.epoch, msg.sender);
+    }
+
+    /// @inheritdoc IKeyRegistry
+    function addMembers(bytes32 groupId, bytes32[] calldata nodeIds) external {
+        GroupRecord memory group = _adminGroup(groupId);
+        if (nodeIds.length == 0) revert EmptyNodeList();
+        uint64 epoch;
+        unchecked {
+            epoch = group.epoch + 1;
+        }
+        for (uint256 i; i < nodeIds.length; ++i) {
+            _addMember(groupId, group, nodeIds[i], epoch);
+        }
+        group.epoch = epoch;
+        _groups[groupId] = group;
     }
 
     /// @inheritdoc IKeyRegistry
     function removeMember(bytes32 groupId, bytes32 nodeId) external {
         _adminGroup(groupId);
         _removeMember(groupId, nodeId);
+    }
+
+    /// @inheritdoc IKeyRegistry
+    function removeMembers(bytes32 groupId, bytes32[] calldata nodeIds) external {
+        GroupRecord memory group = _adminGroup(groupId);
+        if (nodeIds.length == 0) revert EmptyNodeList();
+        uint64 epoch;
+        unchecked {
+            epoch = group.epoch + 1;
+        }
+        for (uint256 i; i < nodeIds.length; ++i) {
+            _unlinkMember(groupId, group, nodeIds[i]);
+            emit MemberRemoved(groupId, nodeIds[i], epoch, msg.sender);
+        }
+        group.epoch = epoch;
+        _groups[groupId] = group;
     }
 
     /// @inheritdoc IKeyRegistry
@@ -415,12 +435,43 @@ contract KeyRegistry is IKeyRegistry {
     }
 
     /// Swap-and-pop removal of a member the caller's checks allow to go; bumps the epoch and emits.
+    /// Appends an active node to `group` (in memory; the caller stores it) with the owner's consent.
+    function _addMember(bytes32 groupId, GroupRecord memory group, bytes32 nodeId, uint64 epoch) private {
+        NodeRecord memory node = _nodes[nodeId];
+        if (node.status == NodeStatus.None) revert NodeNotFound(nodeId);
+        if (node.status == NodeStatus.Revoked) revert NodeIsRevoked(nodeId);
+        // Consent: an admin that owns the node needs nothing more (and pays no extra slot read).
+        if (node.owner != msg.sender && !_adminApproved[node.owner][msg.sender]) {
+            revert AdminNotApproved(nodeId, node.owner, msg.sender);
+        }
+        if (_positionPlusOne[groupId][nodeId] != 0) revert AlreadyMember(groupId, nodeId);
+
+        uint32 count = group.memberCount;
+        _memberAt[groupId][count] = nodeId;
+        _positionPlusOne[groupId][nodeId] = uint256(count) + 1;
+        unchecked {
+            group.memberCount = count + 1;
+        }
+        emit MemberAdded(groupId, nodeId, epoch, msg.sender);
+    }
+
     function _removeMember(bytes32 groupId, bytes32 nodeId) private {
+        GroupRecord memory group = _groups[groupId];
+        uint64 epoch;
+        unchecked {
+            epoch = group.epoch + 1;
+        }
+        _unlinkMember(groupId, group, nodeId);
+        group.epoch = epoch;
+        _groups[groupId] = group;
+        emit MemberRemoved(groupId, nodeId, epoch, msg.sender);
+    }
+
+    /// Takes a member out of `group` (in memory; the caller stores it): swap and pop.
+    function _unlinkMember(bytes32 groupId, GroupRecord memory group, bytes32 nodeId) private {
         uint256 positionPlusOne = _positionPlusOne[groupId][nodeId];
         if (positionPlusOne == 0) revert NotMember(groupId, nodeId);
-        GroupRecord memory group = _groups[groupId];
         uint256 last;
-        uint64 epoch;
         unchecked {
             // The node is a member, so memberCount >= 1 and positionPlusOne >= 1.
             last = uint256(group.memberCount) - 1;
@@ -430,16 +481,12 @@ contract KeyRegistry is IKeyRegistry {
                 _memberAt[groupId][position] = moved;
                 _positionPlusOne[groupId][moved] = positionPlusOne;
             }
-            epoch = group.epoch + 1;
         }
         delete _memberAt[groupId][last];
         delete _positionPlusOne[groupId][nodeId];
         // casting to 'uint32' is safe because last < memberCount, itself a uint32.
         // forge-lint: disable-next-line(unsafe-typecast)
         group.memberCount = uint32(last);
-        group.epoch = epoch;
-        _groups[groupId] = group;
-        emit MemberRemoved(groupId, nodeId, epoch, msg.sender);
     }
 
     function _nodeKeyDigest(bytes32 nodeId, address owner, bytes calldata publicKey, uint32 keyVersion)

@@ -23,7 +23,7 @@ abstract contract AccessControlMatrix is TestBase {
     /// Administered by ADMIN, offered to OWNER (pending); MEMBER is in it.
     bytes32 internal constant GROUP = "hsu0001";
 
-    uint256 internal constant FUNCTION_COUNT = 15;
+    uint256 internal constant FUNCTION_COUNT = 17;
 
     /// Who gets which error when not allowed.
     enum Role {
@@ -96,6 +96,15 @@ abstract contract AccessControlMatrix is TestBase {
         if (index == 12) return (abi.encodeCall(IKeyRegistry.setRegistrar, (STRANGER, true)), Role.Operator);
         if (index == 13) return (abi.encodeCall(IKeyRegistry.transferOperator, (OWNER)), Role.Operator);
         if (index == 14) return (abi.encodeCall(IKeyRegistry.acceptOperator, ()), Role.PendingOperator);
+        bytes32[] memory nodes = new bytes32[](1);
+        if (index == 15) {
+            nodes[0] = OUTSIDER;
+            return (abi.encodeCall(IKeyRegistry.addMembers, (GROUP, nodes)), Role.GroupAdmin);
+        }
+        if (index == 16) {
+            nodes[0] = MEMBER;
+            return (abi.encodeCall(IKeyRegistry.removeMembers, (GROUP, nodes)), Role.GroupAdmin);
+        }
         revert("no such function");
     }
 
@@ -158,9 +167,9 @@ contract OpenRegistryAccessControlTest is AccessControlMatrix {
     }
 
     function test_AccessControlMatrix_OpenRegistry() public {
-        // registerNode, setAdminApproval, createGroup: all 4 callers; 9 functions: exactly one caller;
+        // registerNode, setAdminApproval, createGroup: all 4 callers; 11 functions: exactly one caller;
         // setRegistrar, transferOperator, acceptOperator: nobody (an open registry has no operator).
-        assertEq(_runMatrix(), 3 * 4 + 9, "successful cells");
+        assertEq(_runMatrix(), 3 * 4 + 11, "successful cells");
     }
 
     // ------------------------------------------------------------------ allowed calls, other people's things
@@ -248,8 +257,8 @@ contract ClosedRegistryAccessControlTest is AccessControlMatrix {
     }
 
     function test_AccessControlMatrix_ClosedRegistry() public {
-        // registerNode, createGroup: the 2 registrars; setAdminApproval: all 4 callers; 12 functions: exactly
+        // registerNode, createGroup: the 2 registrars; setAdminApproval: all 4 callers; 14 functions: exactly
         // one caller (setRegistrar and transferOperator: OPERATOR; acceptOperator: STRANGER, offered the role).
-        assertEq(_runMatrix(), 2 * 2 + 4 + 12, "successful cells");
+        assertEq(_runMatrix(), 2 * 2 + 4 + 14, "successful cells");
     }
 }

@@ -92,6 +92,21 @@ contract GasTest is TestBase {
         assertLe(gas, ADD_MEMBER_TARGET, "addMember over target");
     }
 
+    /// Three nodes, one epoch bump: compare with three `addMember` calls (three transactions, three epochs).
+    function test_Gas_addMembers_Three() public {
+        bytes32[] memory nodes = new bytes32[](3);
+        (nodes[0], nodes[1], nodes[2]) = (FLEET_NODE, OUTSIDER, OFFERED);
+        uint256 gas =
+            _measure("addMembers, 3 nodes", ADMIN, abi.encodeCall(KeyRegistry.addMembers, (GROUP, nodes)));
+        assertLe(gas, 3 * ADD_MEMBER_TARGET, "addMembers over target");
+    }
+
+    function test_Gas_removeMembers_One() public {
+        bytes32[] memory nodes = new bytes32[](1);
+        nodes[0] = MEMBER;
+        _measure("removeMembers, 1 node", ADMIN, abi.encodeCall(KeyRegistry.removeMembers, (GROUP, nodes)));
+    }
+
     function test_Gas_removeMember() public {
         _measure("removeMember", ADMIN, abi.encodeCall(KeyRegistry.removeMember, (GROUP, MEMBER)));
     }

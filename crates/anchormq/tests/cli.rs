@@ -661,6 +661,124 @@ async fn a_killed_up_leaves_no_anvil_and_the_next_removes_its_keys() {
     assert_eq!(next.interrupt().await.code(), Some(0));
 }
 
+/// The epoch and members of group `fleet`, from `group show --json`.
+async fn fleet(env: &[(&str, &str)]) -> (u64, serde_json::Value) {
+    let out = anchormq(&["group", "show", "--id", "fleet", "--json"], env).await;
+    let group: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    (
+        group["epoch"].as_u64().expect("epoch"),
+        group["members"].clone(),
+    )
+}
+
+/// Onboarding a fleet: `group add` with many nodes (flags and a file) sends `addMembers` in batches,
+/// one epoch bump each, and `group remove` likewise; the bridge mirrors every batch (verify agrees);
+/// a failed batch says which nodes the earlier ones already added.
+#[tokio::test(flavor = "multi_thread")]
+async fn group_add_and_remove_take_a_fleet_in_batches() {
+    let up = UpPaper::start_with(&[]).await;
+    let env = up.env();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ok = |output: Output| {
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        stdout(&output)
+    };
+    let ids: Vec<String> = (1..=7).map(|i| format!("n{i:02}")).collect();
+    for id in &ids {
+        let key = dir.path().join(format!("{id}.key"));
+        let key = key.to_str().expect("utf-8");
+        ok(anchormq(&["node", "keygen", "--out", key], &env).await);
+        ok(anchormq(&["node", "register", "--id", id, "--key", key], &env).await);
+    }
+    ok(anchormq(
+        &["group", "create", "--id", "fleet", "--topic", "fleet/#"],
+        &env,
+    )
+    .await);
+    let (start, _) = fleet(&env).await;
+
+    let file = dir.path().join("fleet.txt");
+    std::fs::write(
+        &file,
+        "# the first five\nn01\nn02\n\nn03  # line three\nn04\nn05\nn01\n",
+    )
+    .expect("write");
+    let out = ok(anchormq(
+        &[
+            "group",
+            "add",
+            "--id",
+            "fleet",
+            "--nodes-file",
+            file.to_str().expect("utf-8"),
+            "--node",
+            "n06",
+            "--batch",
+            "2",
+        ],
+        &env,
+    )
+    .await);
+    assert_eq!(
+        out.matches("added 2 node(s) to group fleet").count(),
+        3,
+        "{out}"
+    );
+    assert!(out.contains("(6 of 6)"), "{out}");
+    let (after_add, members) = fleet(&env).await;
+    assert_eq!(after_add, start + 3, "one epoch bump per batch");
+    assert_eq!(members.as_array().map(Vec::len), Some(6), "{members}");
+    up.verify_agrees().await;
+
+    let out = ok(anchormq(
+        &[
+            "group", "remove", "--id", "fleet", "--node", "n01", "--node", "n02", "--node", "n03",
+        ],
+        &env,
+    )
+    .await);
+    assert!(out.contains("removed 3 node(s) from group fleet"), "{out}");
+    let (after_remove, members) = fleet(&env).await;
+    assert_eq!(after_remove, after_add + 1, "one epoch bump for the batch");
+    assert_eq!(members, serde_json::json!(["n04", "n05", "n06"]));
+
+    let out = anchormq(
+        &[
+            "group", "add", "--id", "fleet", "--node", "n07", "--node", "nope", "--batch", "1",
+        ],
+        &env,
+    )
+    .await;
+    assert_one_line_error(
+        &out,
+        1,
+        "nodes 2-2 of 2 were not added to group fleet (the first 1 were)",
+    );
+    assert!(
+        stderr(&out).contains("node nope is not registered"),
+        "{}",
+        stderr(&out)
+    );
+    let out = anchormq(
+        &[
+            "group",
+            "add",
+            "--id",
+            "fleet",
+            "--node",
+            "n01",
+            "--node",
+            "n02",
+            "--expect-key",
+            "02",
+        ],
+        &env,
+    )
+    .await;
+    assert_one_line_error(&out, 1, "--expect-key checks one node; 2 were given");
+    up.verify_agrees().await;
+}
+
 /// A stranger's attack campaign against a running `anchormq up --paper`: invalid topic filters,
 /// forced memberships, groups over the paper's topics, ID squatting and griefing of the owner's
 /// nodes and groups. The bridge keeps running, `verify` stays clean, and the paper's outcomes

@@ -377,7 +377,7 @@ async fn hostile_transactions_from_many_accounts_never_stop_or_corrupt_the_mirro
             let n = *rng.pick(&nodes);
             let g = *rng.pick(&groups);
             let who = *rng.pick(&addresses);
-            let outcome = match rng.below(14) {
+            let outcome = match rng.below(16) {
                 0 | 1 => client.register_node(n, &key()).await.map(|_| ()),
                 2 => client.rotate_key(n, &key()).await.map(|_| ()),
                 3 => client.revoke_node(n).await.map(|_| ()),
@@ -395,6 +395,15 @@ async fn hostile_transactions_from_many_accounts_never_stop_or_corrupt_the_mirro
                 10 => client.accept_group_admin(g).await.map(|_| ()),
                 11 => client.add_member(g, n).await.map(|_| ()),
                 12 => client.remove_member(g, n).await.map(|_| ()),
+                // batches, sometimes with a node twice or one that does not exist
+                13 => {
+                    let batch = [n, *rng.pick(&nodes), *rng.pick(&nodes)];
+                    client.add_members(g, &batch).await.map(|_| ())
+                }
+                14 => {
+                    let batch = [n, *rng.pick(&nodes)];
+                    client.remove_members(g, &batch).await.map(|_| ())
+                }
                 _ => {
                     // Raw calldata no typed client would send: a filter of invalid UTF-8, or a key
                     // that is not a curve point with a garbage proof.

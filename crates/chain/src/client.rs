@@ -365,6 +365,31 @@ impl RegistryClient {
         .await
     }
 
+    /// Adds `nodes` to `group` in one transaction and one epoch bump (`addMembers`).
+    pub async fn add_members(
+        &self,
+        group: GroupId,
+        nodes: &[NodeId],
+    ) -> Result<TxOutcome, ChainError> {
+        let words = nodes.iter().map(|n| n.word()).collect();
+        self.send("addMembers", self.registry.addMembers(group.word(), words))
+            .await
+    }
+
+    /// Removes `nodes` from `group` in one transaction and one epoch bump (`removeMembers`).
+    pub async fn remove_members(
+        &self,
+        group: GroupId,
+        nodes: &[NodeId],
+    ) -> Result<TxOutcome, ChainError> {
+        let words = nodes.iter().map(|n| n.word()).collect();
+        self.send(
+            "removeMembers",
+            self.registry.removeMembers(group.word(), words),
+        )
+        .await
+    }
+
     /// Removes `node` from `group`.
     pub async fn remove_member(
         &self,

@@ -58,6 +58,7 @@ fn describe_revert(error: &IKeyRegistryErrors) -> String {
                 show_id(&e.groupId)
             )
         }
+        E::EmptyNodeList(_) => "the list of nodes is empty".into(),
         E::NotMember(e) => format!(
             "node {} is not a member of group {}",
             show_id(&e.nodeId),

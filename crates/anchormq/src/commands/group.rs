@@ -1,5 +1,7 @@
 //! `anchormq group …`: create groups, add and remove members, hand the admin role on, show a group.
 
+use std::path::PathBuf;
+
 use anchormq_chain::{Address, RegistryEvent, TxOutcome};
 use anchormq_core::{GroupId, NodeId, NodePublicKey};
 use clap::{Args, Subcommand};
@@ -13,12 +15,13 @@ use crate::context::{Context, parse_public_key};
 pub enum GroupCommand {
     /// Create a group administered by the operator account.
     Create(Create),
-    /// Add a node to a group (bumps its epoch); shows the node's owner and key first.
+    /// Add nodes to a group: one node shows its owner and key first; several go in batches, one
+    /// transaction and one epoch bump each.
     Add(Add),
-    /// Remove a node from a group (bumps its epoch).
-    Remove(Membership),
+    /// Remove nodes from a group (one epoch bump per transaction, batched like `add`).
+    Remove(Remove),
     /// Take one of the operator account's nodes out of a group (bumps its epoch).
-    Leave(Membership),
+    Leave(Leave),
     /// Offer the admin role to another account; it moves when that account runs `group accept`.
     Transfer(Transfer),
     /// Take the admin role of a group offered to the operator account.
@@ -33,8 +36,8 @@ impl GroupCommand {
         match self {
             Self::Create(c) => c.execute(context).await,
             Self::Add(c) => c.execute(context).await,
-            Self::Remove(c) => c.execute(context, Change::Remove).await,
-            Self::Leave(c) => c.execute(context, Change::Leave).await,
+            Self::Remove(c) => c.execute(context).await,
+            Self::Leave(c) => c.execute(context).await,
             Self::Transfer(c) => c.execute(context).await,
             Self::Accept(c) => c.execute(context).await,
             Self::Show(c) => c.execute(context).await,
@@ -73,24 +76,76 @@ impl Create {
     }
 }
 
+/// Nodes named on the command line and in a file, for `group add` and `group remove`.
+#[derive(Debug, Args)]
+pub struct Nodes {
+    /// Node ID; repeat for several.
+    #[arg(
+        long = "node",
+        value_name = "NODE",
+        required_unless_present = "nodes_file"
+    )]
+    pub node: Vec<NodeId>,
+    /// A file of node IDs, one per line (blank lines and `#` comments ignored).
+    #[arg(long, value_name = "FILE")]
+    pub nodes_file: Option<PathBuf>,
+    /// Nodes per transaction: each is one epoch bump, and must fit in a block (about 52,000 gas a node).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=2000))]
+    pub batch: u32,
+}
+
+impl Nodes {
+    /// The nodes in the order given, each once.
+    fn list(&self) -> eyre::Result<Vec<NodeId>> {
+        let mut nodes = self.node.clone();
+        if let Some(path) = &self.nodes_file {
+            let text = std::fs::read_to_string(path)
+                .wrap_err_with(|| format!("--nodes-file {}", path.display()))?;
+            for (index, line) in text.lines().enumerate() {
+                let line = line.split('#').next().unwrap_or_default().trim();
+                if line.is_empty() {
+                    continue;
+                }
+                nodes.push(line.parse().map_err(|e| {
+                    eyre!("--nodes-file {} line {}: {e}", path.display(), index + 1)
+                })?);
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        nodes.retain(|n| seen.insert(*n));
+        Ok(nodes)
+    }
+}
+
 /// `group add`.
 #[derive(Debug, Args)]
 pub struct Add {
     /// Group ID.
     #[arg(long)]
     pub id: GroupId,
-    /// Node ID.
-    #[arg(long)]
-    pub node: NodeId,
+    #[command(flatten)]
+    pub nodes: Nodes,
     /// Refuse unless the node's key on chain is this public key (hex, as `node keygen` prints it):
-    /// catches an ID registered by someone else before it is added.
+    /// catches an ID registered by someone else before it is added. One node only.
     #[arg(long, value_name = "PUBKEY_HEX")]
     pub expect_key: Option<String>,
 }
 
 impl Add {
-    /// Shows whose node it is, checks `--expect-key`, then sends `addMember`.
+    /// One node: shows whose node it is, checks `--expect-key`, sends `addMember`. Several: sends
+    /// `addMembers` in batches.
     pub async fn execute(self, context: &Context) -> eyre::Result<()> {
+        let nodes = self.nodes.list()?;
+        let [node_id] = nodes[..] else {
+            if self.expect_key.is_some() {
+                bail!("--expect-key checks one node; {} were given", nodes.len());
+            }
+            let client = context.writer().await?;
+            return in_batches(&nodes, self.nodes.batch, "added", "to", self.id, |batch| {
+                client.add_members(self.id, batch)
+            })
+            .await;
+        };
         let expected = self
             .expect_key
             .as_deref()
@@ -98,34 +153,31 @@ impl Add {
             .transpose()
             .wrap_err("--expect-key")?;
         let client = context.writer().await?;
-        let node_id = self.node;
         let node = client
             .node(node_id)
             .await
-            .wrap_err_with(|| format!("reading node {}", self.node))?;
+            .wrap_err_with(|| format!("reading node {node_id}"))?;
         let key = NodePublicKey::from_compressed(&node.publicKey)
-            .map_err(|e| eyre!("node {} has an unreadable key on chain: {e}", self.node))?;
+            .map_err(|e| eyre!("node {node_id} has an unreadable key on chain: {e}"))?;
         println!(
-            "node {}: owner {}, key {} (version {})",
-            self.node, node.owner, key, node.keyVersion
+            "node {node_id}: owner {}, key {key} (version {})",
+            node.owner, node.keyVersion
         );
         if let Some(expected) = expected
             && expected != key
         {
             bail!(
-                "node {} has key {key} on chain, not the expected {expected} (--expect-key): \
-                 the ID may belong to someone else; nothing was sent",
-                self.node
+                "node {node_id} has key {key} on chain, not the expected {expected} (--expect-key): \
+                 the ID may belong to someone else; nothing was sent"
             );
         }
         let outcome = client
             .add_member(self.id, node_id)
             .await
-            .wrap_err_with(|| format!("adding node {} to group {}", self.node, self.id))?;
+            .wrap_err_with(|| format!("adding node {node_id} to group {}", self.id))?;
         report(
             &format!(
-                "added node {} to group {}{}",
-                self.node,
+                "added node {node_id} to group {}{}",
                 self.id,
                 epoch_of(&outcome)
             ),
@@ -135,18 +187,95 @@ impl Add {
     }
 }
 
-/// Which membership change `group remove` / `group leave` sends.
-#[derive(Debug, Clone, Copy)]
-pub enum Change {
-    /// The admin removes a member.
-    Remove,
-    /// The node's owner takes it out.
-    Leave,
+/// `group remove`.
+#[derive(Debug, Args)]
+pub struct Remove {
+    /// Group ID.
+    #[arg(long)]
+    pub id: GroupId,
+    #[command(flatten)]
+    pub nodes: Nodes,
 }
 
-/// `group remove` / `group leave`.
+impl Remove {
+    /// Sends `removeMember` for one node, `removeMembers` in batches for several.
+    pub async fn execute(self, context: &Context) -> eyre::Result<()> {
+        let nodes = self.nodes.list()?;
+        let client = context.writer().await?;
+        if let [node] = nodes[..] {
+            let outcome = client
+                .remove_member(self.id, node)
+                .await
+                .wrap_err_with(|| format!("removing node {node} from group {}", self.id))?;
+            report(
+                &format!(
+                    "removed node {node} from group {}{}",
+                    self.id,
+                    epoch_of(&outcome)
+                ),
+                &outcome,
+            );
+            return Ok(());
+        }
+        in_batches(
+            &nodes,
+            self.nodes.batch,
+            "removed",
+            "from",
+            self.id,
+            |batch| client.remove_members(self.id, batch),
+        )
+        .await
+    }
+}
+
+/// Sends `send` for each batch of `nodes` in turn, reporting each; on a failure says which nodes
+/// the earlier transactions already changed and which were not sent.
+async fn in_batches<'a, F, Fut>(
+    nodes: &'a [NodeId],
+    batch: u32,
+    done: &str,
+    preposition: &str,
+    group: GroupId,
+    send: F,
+) -> eyre::Result<()>
+where
+    F: Fn(&'a [NodeId]) -> Fut,
+    Fut: std::future::Future<Output = Result<TxOutcome, anchormq_chain::ChainError>>,
+{
+    let size = usize::try_from(batch).unwrap_or(1).max(1);
+    let mut changed = 0;
+    for chunk in nodes.chunks(size) {
+        let outcome = send(chunk).await.wrap_err_with(|| {
+            format!(
+                "nodes {}-{} of {} were not {done} {preposition} group {group}{}",
+                changed + 1,
+                nodes.len(),
+                nodes.len(),
+                if changed == 0 {
+                    String::new()
+                } else {
+                    format!(" (the first {changed} were)")
+                }
+            )
+        })?;
+        changed += chunk.len();
+        report(
+            &format!(
+                "{done} {} node(s) {preposition} group {group}{} ({changed} of {})",
+                chunk.len(),
+                epoch_of(&outcome),
+                nodes.len()
+            ),
+            &outcome,
+        );
+    }
+    Ok(())
+}
+
+/// `group leave`.
 #[derive(Debug, Args)]
-pub struct Membership {
+pub struct Leave {
     /// Group ID.
     #[arg(long)]
     pub id: GroupId,
@@ -155,17 +284,14 @@ pub struct Membership {
     pub node: NodeId,
 }
 
-impl Membership {
-    /// Sends `removeMember` or `leaveGroup`.
-    pub async fn execute(self, context: &Context, change: Change) -> eyre::Result<()> {
+impl Leave {
+    /// Sends `leaveGroup`.
+    pub async fn execute(self, context: &Context) -> eyre::Result<()> {
         let client = context.writer().await?;
-        let group = self.id;
-        let node = self.node;
-        let outcome = match change {
-            Change::Remove => client.remove_member(group, node).await,
-            Change::Leave => client.leave_group(group, node).await,
-        }
-        .wrap_err_with(|| format!("removing node {} from group {}", self.node, self.id))?;
+        let outcome = client
+            .leave_group(self.id, self.node)
+            .await
+            .wrap_err_with(|| format!("taking node {} out of group {}", self.node, self.id))?;
         report(
             &format!(
                 "removed node {} from group {}{}",
