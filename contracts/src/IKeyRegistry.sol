@@ -152,6 +152,8 @@ interface IKeyRegistry {
     error AlreadyMember(bytes32 groupId, bytes32 nodeId);
     /// A batch call was given no nodes.
     error EmptyNodeList();
+    /// `registerNodes` was given lists of different lengths.
+    error BatchLengthMismatch(uint256 nodeIds, uint256 publicKeys, uint256 signatures);
     /// @notice The node is not a member of the group.
     error NotMember(bytes32 groupId, bytes32 nodeId);
     /// @notice The topic filter is longer than `limit` bytes.
@@ -174,6 +176,15 @@ interface IKeyRegistry {
     /// @param signature 65 bytes r || s || v (v 27/28, or 0/1) by the node key over the EIP-712 `NodeKey`
     /// struct (nodeId, owner = msg.sender, publicKey, keyVersion = 1); low-s only.
     function registerNode(bytes32 nodeId, bytes calldata publicKey, bytes calldata signature) external;
+
+    /// @notice Registers several nodes in one transaction, each under `registerNode`'s rules (the caller owns
+    /// them all); for onboarding a fleet. Reverts on an empty list (`EmptyNodeList`), lists of different
+    /// lengths (`BatchLengthMismatch`) or any node `registerNode` would refuse; then nothing changes.
+    function registerNodes(
+        bytes32[] calldata nodeIds,
+        bytes[] calldata publicKeys,
+        bytes[] calldata signatures
+    ) external;
 
     /// @notice Replaces the node's key (owner only); keyVersion += 1. Constant gas; touches no group.
     /// @param newPublicKey 33-byte compressed key, different from the current one.

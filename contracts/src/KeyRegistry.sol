@@ -77,14 +77,23 @@ contract KeyRegistry is IKeyRegistry {
     /// @inheritdoc IKeyRegistry
     function registerNode(bytes32 nodeId, bytes calldata publicKey, bytes calldata signature) external {
         _checkRegistrar();
-        if (nodeId == bytes32(0)) revert ZeroId();
-        if (_nodes[nodeId].status != NodeStatus.None) revert NodeAlreadyRegistered(nodeId);
-        (uint8 prefix, bytes32 x) = _verifyNodeKey(nodeId, msg.sender, publicKey, 1, signature);
+        _registerNode(nodeId, publicKey, signature);
+    }
 
-        _nodes[nodeId] =
-            NodeRecord({owner: msg.sender, keyVersion: 1, status: NodeStatus.Active, keyPrefix: prefix});
-        _keyX[nodeId] = x;
-        emit NodeRegistered(nodeId, msg.sender, publicKey, 1);
+    /// @inheritdoc IKeyRegistry
+    function registerNodes(
+        bytes32[] calldata nodeIds,
+        bytes[] calldata publicKeys,
+        bytes[] calldata signatures
+    ) external {
+        _checkRegistrar();
+        if (nodeIds.length == 0) revert EmptyNodeList();
+        if (publicKeys.length != nodeIds.length || signatures.length != nodeIds.length) {
+            revert BatchLengthMismatch(nodeIds.length, publicKeys.length, signatures.length);
+        }
+        for (uint256 i; i < nodeIds.length; ++i) {
+            _registerNode(nodeIds[i], publicKeys[i], signatures[i]);
+        }
     }
 
     /// @inheritdoc IKeyRegistry
@@ -435,6 +444,17 @@ contract KeyRegistry is IKeyRegistry {
     }
 
     /// Swap-and-pop removal of a member the caller's checks allow to go; bumps the epoch and emits.
+    function _registerNode(bytes32 nodeId, bytes calldata publicKey, bytes calldata signature) private {
+        if (nodeId == bytes32(0)) revert ZeroId();
+        if (_nodes[nodeId].status != NodeStatus.None) revert NodeAlreadyRegistered(nodeId);
+        (uint8 prefix, bytes32 x) = _verifyNodeKey(nodeId, msg.sender, publicKey, 1, signature);
+
+        _nodes[nodeId] =
+            NodeRecord({owner: msg.sender, keyVersion: 1, status: NodeStatus.Active, keyPrefix: prefix});
+        _keyX[nodeId] = x;
+        emit NodeRegistered(nodeId, msg.sender, publicKey, 1);
+    }
+
     /// Appends an active node to `group` (in memory; the caller stores it) with the owner's consent.
     function _addMember(bytes32 groupId, GroupRecord memory group, bytes32 nodeId, uint64 epoch) private {
         NodeRecord memory node = _nodes[nodeId];

@@ -23,7 +23,7 @@ abstract contract AccessControlMatrix is TestBase {
     /// Administered by ADMIN, offered to OWNER (pending); MEMBER is in it.
     bytes32 internal constant GROUP = "hsu0001";
 
-    uint256 internal constant FUNCTION_COUNT = 17;
+    uint256 internal constant FUNCTION_COUNT = 18;
 
     /// Who gets which error when not allowed.
     enum Role {
@@ -105,6 +105,13 @@ abstract contract AccessControlMatrix is TestBase {
             nodes[0] = MEMBER;
             return (abi.encodeCall(IKeyRegistry.removeMembers, (GROUP, nodes)), Role.GroupAdmin);
         }
+        if (index == 17) {
+            nodes[0] = "new";
+            bytes[] memory keys = new bytes[](1);
+            bytes[] memory proofs = new bytes[](1);
+            (keys[0], proofs[0]) = proof(registry, testNodeKey("new"), "new", caller, 1);
+            return (abi.encodeCall(IKeyRegistry.registerNodes, (nodes, keys, proofs)), Role.Registrar);
+        }
         revert("no such function");
     }
 
@@ -167,9 +174,9 @@ contract OpenRegistryAccessControlTest is AccessControlMatrix {
     }
 
     function test_AccessControlMatrix_OpenRegistry() public {
-        // registerNode, setAdminApproval, createGroup: all 4 callers; 11 functions: exactly one caller;
+        // registerNode(s), setAdminApproval, createGroup: all 4 callers; 11 functions: exactly one caller;
         // setRegistrar, transferOperator, acceptOperator: nobody (an open registry has no operator).
-        assertEq(_runMatrix(), 3 * 4 + 11, "successful cells");
+        assertEq(_runMatrix(), 4 * 4 + 11, "successful cells");
     }
 
     // ------------------------------------------------------------------ allowed calls, other people's things
@@ -257,8 +264,8 @@ contract ClosedRegistryAccessControlTest is AccessControlMatrix {
     }
 
     function test_AccessControlMatrix_ClosedRegistry() public {
-        // registerNode, createGroup: the 2 registrars; setAdminApproval: all 4 callers; 14 functions: exactly
+        // registerNode(s), createGroup: the 2 registrars; setAdminApproval: all 4 callers; 14 functions: exactly
         // one caller (setRegistrar and transferOperator: OPERATOR; acceptOperator: STRANGER, offered the role).
-        assertEq(_runMatrix(), 2 * 2 + 4 + 14, "successful cells");
+        assertEq(_runMatrix(), 3 * 2 + 4 + 14, "successful cells");
     }
 }

@@ -154,4 +154,56 @@ contract BatchTest is TestBase {
         vm.stopPrank();
         assertEq(registry.getGroup(GROUP).memberCount, 2, "members unchanged");
     }
+
+    function _proofs(uint256 from, uint256 count)
+        internal
+        returns (bytes32[] memory ids, bytes[] memory keys, bytes[] memory proofs)
+    {
+        ids = new bytes32[](count);
+        keys = new bytes[](count);
+        proofs = new bytes[](count);
+        for (uint256 i; i < count; ++i) {
+            ids[i] = _node(1000 + from + i);
+            (keys[i], proofs[i]) = proof(registry, 0x3000 + from + i, ids[i], OWNER, 1);
+        }
+    }
+
+    function test_RegisterNodes_RegistersAllWithAnEventEach() public {
+        (bytes32[] memory ids, bytes[] memory keys, bytes[] memory proofs) = _proofs(0, 5);
+        vm.recordLogs();
+        vm.prank(OWNER);
+        registry.registerNodes(ids, keys, proofs);
+        Vm.Log[] memory logs = vm.getRecordedLogs();
+        assertEq(logs.length, 5, "one NodeRegistered per node");
+        for (uint256 i; i < 5; ++i) {
+            IKeyRegistry.Node memory node = registry.getNode(ids[i]);
+            assertEq(node.owner, OWNER, "owner");
+            assertEq(node.publicKey, keys[i], "key");
+            assertEq(logs[i].topics[0], IKeyRegistry.NodeRegistered.selector, "event");
+            assertEq(logs[i].topics[1], ids[i], "node, in list order");
+        }
+    }
+
+    function test_RevertWhen_RegisterNodes_ListsDifferOrAreEmpty() public {
+        (bytes32[] memory ids, bytes[] memory keys,) = _proofs(0, 2);
+        vm.expectRevert(abi.encodeWithSelector(IKeyRegistry.BatchLengthMismatch.selector, 2, 2, 1));
+        vm.prank(OWNER);
+        registry.registerNodes(ids, keys, new bytes[](1));
+        vm.expectRevert(abi.encodeWithSelector(IKeyRegistry.EmptyNodeList.selector));
+        vm.prank(OWNER);
+        registry.registerNodes(new bytes32[](0), new bytes[](0), new bytes[](0));
+    }
+
+    /// A proof made for another account (the owner is in the signed struct) refuses the whole batch.
+    function test_RevertWhen_RegisterNodes_OneProofIsForAnotherOwner() public {
+        (bytes32[] memory ids, bytes[] memory keys, bytes[] memory proofs) = _proofs(0, 3);
+        (, proofs[1]) = proof(registry, 0x3001, ids[1], STRANGER, 1);
+        vm.prank(OWNER);
+        (bool ok,) = address(registry).call(abi.encodeCall(IKeyRegistry.registerNodes, (ids, keys, proofs)));
+        assertTrue(!ok, "refused");
+        for (uint256 i; i < 3; ++i) {
+            vm.expectRevert(abi.encodeWithSelector(IKeyRegistry.NodeNotFound.selector, ids[i]));
+            registry.getNode(ids[i]);
+        }
+    }
 }

@@ -92,6 +92,21 @@ contract GasTest is TestBase {
         assertLe(gas, ADD_MEMBER_TARGET, "addMember over target");
     }
 
+    /// Three nodes in one transaction: compare with three `registerNode` transactions.
+    function test_Gas_registerNodes_Three() public {
+        bytes32[] memory ids = new bytes32[](3);
+        bytes[] memory keys = new bytes[](3);
+        bytes[] memory proofs = new bytes[](3);
+        (ids[0], ids[1], ids[2]) = (bytes32("3001"), bytes32("3002"), bytes32("3003"));
+        for (uint256 i; i < 3; ++i) {
+            (keys[i], proofs[i]) = proof(registry, 0x3000 + i, ids[i], OWNER, 1);
+        }
+        uint256 gas = _measure(
+            "registerNodes, 3 nodes", OWNER, abi.encodeCall(KeyRegistry.registerNodes, (ids, keys, proofs))
+        );
+        assertLe(gas, 3 * REGISTER_NODE_TARGET, "registerNodes over target");
+    }
+
     /// Three nodes, one epoch bump: compare with three `addMember` calls (three transactions, three epochs).
     function test_Gas_addMembers_Three() public {
         bytes32[] memory nodes = new bytes32[](3);

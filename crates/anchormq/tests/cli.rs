@@ -671,11 +671,12 @@ async fn fleet(env: &[(&str, &str)]) -> (u64, serde_json::Value) {
     )
 }
 
-/// Onboarding a fleet: `group add` with many nodes (flags and a file) sends `addMembers` in batches,
-/// one epoch bump each, and `group remove` likewise; the bridge mirrors every batch (verify agrees);
+/// Onboarding a fleet: `node register --csv` (key files here, or proofs from `node prove` where the
+/// keys are) sends `registerNodes` in batches; `group add` with many nodes (flags and a file) sends
+/// `addMembers` in batches, one epoch bump each, and `group remove` likewise; the bridge mirrors every batch (verify agrees);
 /// a failed batch says which nodes the earlier ones already added.
 #[tokio::test(flavor = "multi_thread")]
-async fn group_add_and_remove_take_a_fleet_in_batches() {
+async fn a_fleet_is_registered_added_and_removed_in_batches() {
     let up = UpPaper::start_with(&[]).await;
     let env = up.env();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -683,13 +684,48 @@ async fn group_add_and_remove_take_a_fleet_in_batches() {
         assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
         stdout(&output)
     };
-    let ids: Vec<String> = (1..=7).map(|i| format!("n{i:02}")).collect();
-    for id in &ids {
+    // register: four from key files here, three from proofs made where their keys are
+    let mut csv = String::from("# id,key_file or id,public_key,proof\n");
+    for i in 1..=7 {
+        let id = format!("n{i:02}");
         let key = dir.path().join(format!("{id}.key"));
         let key = key.to_str().expect("utf-8");
         ok(anchormq(&["node", "keygen", "--out", key], &env).await);
-        ok(anchormq(&["node", "register", "--id", id, "--key", key], &env).await);
+        if i <= 4 {
+            csv.push_str(&format!("{id},{id}.key\n"));
+        } else {
+            let owner = DEV_ACCOUNTS[0].address;
+            let line = ok(anchormq(
+                &["node", "prove", "--id", &id, "--key", key, "--owner", owner],
+                &env,
+            )
+            .await);
+            csv.push_str(&line);
+        }
     }
+    let csv_path = dir.path().join("fleet.csv");
+    std::fs::write(&csv_path, csv).expect("write");
+    let csv_path = csv_path.to_str().expect("utf-8");
+    let out = ok(anchormq(
+        &["node", "register", "--csv", csv_path, "--batch", "3"],
+        &env,
+    )
+    .await);
+    assert!(out.contains("registered 3 node(s) (3 of 7)"), "{out}");
+    assert!(out.contains("registered 1 node(s) (7 of 7)"), "{out}");
+    let out = ok(anchormq(&["node", "show", "--id", "n06", "--json"], &env).await);
+    let node: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(
+        node["owner"].as_str().map(str::to_lowercase),
+        Some(DEV_ACCOUNTS[0].address.to_lowercase())
+    );
+    // registering the same fleet again: the first batch is refused, nothing after it is sent
+    let again = anchormq(
+        &["node", "register", "--csv", csv_path, "--batch", "3"],
+        &env,
+    )
+    .await;
+    assert_one_line_error(&again, 1, "nodes 1-7 of 7 were not registered");
     ok(anchormq(
         &["group", "create", "--id", "fleet", "--topic", "fleet/#"],
         &env,

@@ -130,6 +130,61 @@ pub struct RegistryClient {
     sender: Option<Address>,
 }
 
+/// One node of a `registerNodes` batch: its ID, 33-byte compressed public key and the 65-byte proof
+/// of possession that key made for the registering account ([`prove_possession`], run where the
+/// device key is, for example on the factory line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRegistration {
+    /// The node.
+    pub node: NodeId,
+    /// Its compressed public key.
+    pub public_key: Bytes,
+    /// The proof of possession.
+    pub proof: Bytes,
+}
+
+/// The EIP-712 digest a node key signs to prove possession to the registry of `deployment`, for
+/// `owner` (spec §1.5). Computed locally: no RPC.
+pub fn node_key_digest(
+    deployment: &Deployment,
+    node: NodeId,
+    owner: Address,
+    public_key: &[u8],
+    key_version: u32,
+) -> B256 {
+    let domain = eip712_domain! {
+        name: "anchormq KeyRegistry",
+        version: "1",
+        chain_id: deployment.chain_id,
+        verifying_contract: deployment.address,
+    };
+    NodeKey {
+        nodeId: node.word(),
+        owner,
+        publicKey: Bytes::copy_from_slice(public_key),
+        keyVersion: key_version,
+    }
+    .eip712_signing_hash(&domain)
+}
+
+/// The 65-byte proof of possession (r || s || v, low s) by `node_key` at `key_version`, for `owner`
+/// to anchor it in the registry of `deployment`. Needs only the key: no RPC, no account.
+pub fn prove_possession(
+    deployment: &Deployment,
+    owner: Address,
+    node: NodeId,
+    node_key: &SigningKey,
+    key_version: u32,
+) -> Result<Bytes, ChainError> {
+    let public_key = node_key.verifying_key().to_encoded_point(true);
+    let digest = node_key_digest(deployment, node, owner, public_key.as_bytes(), key_version);
+    let signer = PrivateKeySigner::from_signing_key(node_key.clone());
+    let signature = signer
+        .sign_hash_sync(&digest)
+        .map_err(|e| ChainError::Signing(e.to_string()))?;
+    Ok(Bytes::from(signature.as_bytes().to_vec()))
+}
+
 impl RegistryClient {
     /// Connects and validates the deployment. Without `signer` the client can only read.
     pub async fn connect(
@@ -178,22 +233,11 @@ impl RegistryClient {
         public_key: &[u8],
         key_version: u32,
     ) -> B256 {
-        let domain = eip712_domain! {
-            name: "anchormq KeyRegistry",
-            version: "1",
-            chain_id: self.deployment.chain_id,
-            verifying_contract: self.deployment.address,
-        };
-        NodeKey {
-            nodeId: node.word(),
-            owner,
-            publicKey: Bytes::copy_from_slice(public_key),
-            keyVersion: key_version,
-        }
-        .eip712_signing_hash(&domain)
+        node_key_digest(&self.deployment, node, owner, public_key, key_version)
     }
 
-    /// The 65-byte proof of possession (r || s || v, low s) by `node_key` for `key_version`.
+    /// The 65-byte proof of possession (r || s || v, low s) by `node_key` for `key_version`, for
+    /// the sending account as owner.
     pub fn prove_possession(
         &self,
         node: NodeId,
@@ -201,13 +245,23 @@ impl RegistryClient {
         key_version: u32,
     ) -> Result<Bytes, ChainError> {
         let owner = self.require_sender()?;
-        let public_key = node_key.verifying_key().to_encoded_point(true);
-        let digest = self.node_key_digest(node, owner, public_key.as_bytes(), key_version);
-        let signer = PrivateKeySigner::from_signing_key(node_key.clone());
-        let signature = signer
-            .sign_hash_sync(&digest)
-            .map_err(|e| ChainError::Signing(e.to_string()))?;
-        Ok(Bytes::from(signature.as_bytes().to_vec()))
+        prove_possession(&self.deployment, owner, node, node_key, key_version)
+    }
+
+    /// Registers a batch of nodes in one transaction (`registerNodes`), owned by the sending account;
+    /// each proof must name that account as owner.
+    pub async fn register_nodes(
+        &self,
+        batch: &[NodeRegistration],
+    ) -> Result<TxOutcome, ChainError> {
+        let ids = batch.iter().map(|r| r.node.word()).collect();
+        let keys = batch.iter().map(|r| r.public_key.clone()).collect();
+        let proofs = batch.iter().map(|r| r.proof.clone()).collect();
+        self.send(
+            "registerNodes",
+            self.registry.registerNodes(ids, keys, proofs),
+        )
+        .await
     }
 
     /// Registers `node` with `node_key`'s public key, owned by the sending account.

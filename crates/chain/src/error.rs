@@ -59,6 +59,10 @@ fn describe_revert(error: &IKeyRegistryErrors) -> String {
             )
         }
         E::EmptyNodeList(_) => "the list of nodes is empty".into(),
+        E::BatchLengthMismatch(e) => format!(
+            "{} node IDs, {} public keys and {} proofs: one of each per node",
+            e.nodeIds, e.publicKeys, e.signatures
+        ),
         E::NotMember(e) => format!(
             "node {} is not a member of group {}",
             show_id(&e.nodeId),

@@ -15,7 +15,7 @@ mod logs;
 mod state;
 mod stream;
 
-pub use client::{RegistryClient, TxOutcome};
+pub use client::{NodeRegistration, RegistryClient, TxOutcome, node_key_digest, prove_possession};
 pub use deploy::{creation_code, deploy_registry};
 pub use deployment::{Deployment, DeploymentError};
 pub use error::{ChainError, RegistryRevert};

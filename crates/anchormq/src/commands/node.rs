@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anchormq_chain::{Address, TxOutcome};
+use anchormq_chain::{Address, NodeRegistration, TxOutcome, prove_possession};
 use anchormq_core::{NodeId, NodeSecretKey};
 use clap::{Args, Subcommand};
 use eyre::{WrapErr, eyre};
@@ -16,8 +16,13 @@ use crate::context::{Context, load_node_key, signing_key};
 pub enum NodeCommand {
     /// Make a new node key file (mode 0600; never overwrites).
     Keygen(Keygen),
-    /// Register a node with its key, owned by the operator account.
+    /// Register a node with its key, owned by the operator account; or a fleet from a CSV file, in
+    /// batches (one transaction each).
     Register(Register),
+    /// Make a node's proof of possession for an owner account, where the device key is (a factory
+    /// line): prints the `id,public_key,proof` line `node register --csv` takes. No RPC needed with
+    /// --chain-id and --registry.
+    Prove(Prove),
     /// Replace a node's key (constant gas; members re-key on their own).
     Rotate(Rotate),
     /// Revoke a node for good (constant gas; it can read and send nothing after).
@@ -38,6 +43,7 @@ impl NodeCommand {
         match self {
             Self::Keygen(c) => c.execute(),
             Self::Register(c) => c.execute(context).await,
+            Self::Prove(c) => c.execute(context).await,
             Self::Rotate(c) => c.execute(context).await,
             Self::Revoke(c) => c.execute(context).await,
             Self::Transfer(c) => c.execute(context).await,
@@ -95,25 +101,169 @@ pub fn write_new_key_file(path: &std::path::Path, key: &NodeSecretKey) -> eyre::
 #[derive(Debug, Args)]
 pub struct Register {
     /// Node ID (up to 32 ASCII characters, or 0x + 64 hex).
-    #[arg(long)]
-    pub id: NodeId,
+    #[arg(long, required_unless_present = "csv", conflicts_with = "csv")]
+    pub id: Option<NodeId>,
     /// The node's key file (from `node keygen`).
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "csv",
+        conflicts_with = "csv"
+    )]
+    pub key: Option<PathBuf>,
+    /// A fleet: one node a line, `id,key_file` (the key stays here) or `id,public_key,proof` (from
+    /// `node prove` where the key is); blank lines and `#` comments ignored.
     #[arg(long, value_name = "FILE")]
-    pub key: PathBuf,
+    pub csv: Option<PathBuf>,
+    /// Nodes per transaction with --csv (about 62,000 gas a node).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub batch: u32,
 }
 
 impl Register {
-    /// Sends `registerNode` with the key's proof of possession.
+    /// Sends `registerNode` with the key's proof of possession, or `registerNodes` in batches.
     pub async fn execute(self, context: &Context) -> eyre::Result<()> {
-        let key = load_node_key(&self.key)?;
+        let (Some(id), Some(path)) = (self.id, &self.key) else {
+            let csv = self
+                .csv
+                .as_deref()
+                .ok_or_else(|| eyre!("--csv or --id and --key"))?;
+            return register_fleet(context, csv, self.batch).await;
+        };
+        let key = load_node_key(path)?;
         let client = context.writer().await?;
         let outcome = client
-            .register_node(self.id, &signing_key(&key)?)
+            .register_node(id, &signing_key(&key)?)
             .await
-            .wrap_err_with(|| format!("registering node {}", self.id))?;
+            .wrap_err_with(|| format!("registering node {id}"))?;
         report(
-            &format!("registered node {} with key {}", self.id, key.public_key()),
+            &format!("registered node {id} with key {}", key.public_key()),
             &outcome,
+        );
+        Ok(())
+    }
+}
+
+/// Reads a fleet CSV (see [`Register::csv`]) into registrations for `owner`.
+fn read_fleet(
+    path: &std::path::Path,
+    deployment: &anchormq_chain::Deployment,
+    owner: Address,
+) -> eyre::Result<Vec<NodeRegistration>> {
+    let text =
+        std::fs::read_to_string(path).wrap_err_with(|| format!("--csv {}", path.display()))?;
+    let mut fleet = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if line.is_empty() {
+            continue;
+        }
+        let at = || format!("--csv {} line {}", path.display(), index + 1);
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        let node: NodeId = fields[0]
+            .parse()
+            .map_err(|e| eyre!("{}: node ID: {e}", at()))?;
+        let registration = match fields[..] {
+            [_, key_file] => {
+                let base = path.parent().unwrap_or(std::path::Path::new("."));
+                let key = load_node_key(&base.join(key_file)).wrap_err_with(at)?;
+                let key = signing_key(&key)?;
+                NodeRegistration {
+                    node,
+                    public_key: key
+                        .verifying_key()
+                        .to_encoded_point(true)
+                        .as_bytes()
+                        .to_vec()
+                        .into(),
+                    proof: prove_possession(deployment, owner, node, &key, 1)?,
+                }
+            }
+            [_, public_key, proof] => {
+                let hex = |field: &str, what: &str, len: usize| {
+                    let bytes = hex::decode(field.trim_start_matches("0x"))
+                        .ok()
+                        .filter(|b| b.len() == len)
+                        .ok_or_else(|| eyre!("{}: {what} is not {len} bytes of hex", at()))?;
+                    eyre::Ok(bytes)
+                };
+                NodeRegistration {
+                    node,
+                    public_key: hex(public_key, "public key", 33)?.into(),
+                    proof: hex(proof, "proof", 65)?.into(),
+                }
+            }
+            _ => eyre::bail!(
+                "{}: expected `id,key_file` or `id,public_key,proof`, got {} fields",
+                at(),
+                fields.len()
+            ),
+        };
+        fleet.push(registration);
+    }
+    Ok(fleet)
+}
+
+/// `node register --csv`: every node of the file, in batches.
+async fn register_fleet(context: &Context, csv: &std::path::Path, batch: u32) -> eyre::Result<()> {
+    let client = context.writer().await?;
+    let owner = context.signer()?.address();
+    let fleet = read_fleet(csv, client.deployment(), owner)?;
+    let size = usize::try_from(batch).unwrap_or(1).max(1);
+    let mut done = 0;
+    for chunk in fleet.chunks(size) {
+        let outcome = client.register_nodes(chunk).await.wrap_err_with(|| {
+            format!(
+                "nodes {}-{} of {} were not registered{}",
+                done + 1,
+                fleet.len(),
+                fleet.len(),
+                if done == 0 {
+                    String::new()
+                } else {
+                    format!(" (the first {done} were)")
+                }
+            )
+        })?;
+        done += chunk.len();
+        report(
+            &format!(
+                "registered {} node(s) ({done} of {})",
+                chunk.len(),
+                fleet.len()
+            ),
+            &outcome,
+        );
+    }
+    Ok(())
+}
+
+/// `node prove`.
+#[derive(Debug, Args)]
+pub struct Prove {
+    /// Node ID.
+    #[arg(long)]
+    pub id: NodeId,
+    /// The node's key file.
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// The account that will register the node (the operator's address).
+    #[arg(long)]
+    pub owner: Address,
+}
+
+impl Prove {
+    /// Prints `id,public_key,proof` for key version 1.
+    pub async fn execute(self, context: &Context) -> eyre::Result<()> {
+        let deployment = context.deployment().await?;
+        let key = signing_key(&load_node_key(&self.key)?)?;
+        let proof = prove_possession(&deployment, self.owner, self.id, &key, 1)?;
+        let public_key = key.verifying_key().to_encoded_point(true);
+        println!(
+            "{},{},{}",
+            self.id,
+            hex::encode(public_key.as_bytes()),
+            hex::encode(&proof)
         );
         Ok(())
     }
