@@ -28,4 +28,5 @@ pub use stream::{
 };
 
 pub use alloy::primitives::{Address, B256, Bytes};
+pub use alloy::signers::k256::ecdsa::SigningKey;
 pub use alloy::signers::local::PrivateKeySigner;

@@ -453,3 +453,21 @@ async fn wrong_chain_missing_registry_and_dead_rpc_fail_fast_with_clear_errors()
         "{error}"
     );
 }
+
+/// The fleet onboarding of the `onboard` benchmark at a scale CI can run: 300 devices, registered
+/// 100 per `registerNodes` and added 150 per `addMembers`: five transactions, two epoch bumps.
+#[tokio::test]
+async fn a_fleet_is_onboarded_in_batched_transactions() {
+    let stack = RegistryStack::start().await.expect("stack");
+    let fleet = group("fleet");
+    let done = stack.onboard(fleet, 300, 100, 150).await.expect("onboard");
+    assert_eq!((done.register_txs, done.add_txs), (3, 2));
+    let stored = stack.admin.group(fleet).await.expect("group");
+    assert_eq!(stored.memberCount, 300);
+    assert_eq!(stored.epoch, 2, "one epoch bump per batch");
+    let members = stack.admin.members(fleet).await.expect("members");
+    assert_eq!(members.len(), 300);
+    // a batch costs about what its nodes would alone, without a transaction each
+    assert!(done.register_gas < 300 * 85_000, "{done:?}");
+    assert!(done.add_gas < 300 * 77_000, "{done:?}");
+}

@@ -4,11 +4,15 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anchormq_bridge::{BridgeConfig, BridgeError, BridgeSettings, Metrics};
 use anchormq_chain::bindings::IKeyRegistry;
-use anchormq_chain::{B256, ChainError, Deployment, PrivateKeySigner, RegistryClient};
-use anchormq_core::{GroupId, NodeSecretKey, Registry};
+use anchormq_chain::{
+    B256, ChainError, Deployment, NodeRegistration, PrivateKeySigner, RegistryClient, SigningKey,
+    prove_possession,
+};
+use anchormq_core::{GroupId, NodeId, NodeSecretKey, Registry};
 use anchormq_devnet::{Anvil, AnvilError};
 use serde_json::json;
 use tokio::task::{JoinError, JoinHandle};
@@ -279,5 +283,90 @@ impl RunningBridge {
 impl Drop for RunningBridge {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+/// What onboarding a fleet took: see [`RegistryStack::onboard`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Onboarding {
+    /// Nodes registered and added.
+    pub nodes: usize,
+    /// `registerNodes` transactions and their gas.
+    pub register_txs: usize,
+    /// Gas of all `registerNodes` transactions.
+    pub register_gas: u64,
+    /// `addMembers` transactions (one epoch bump each).
+    pub add_txs: usize,
+    /// Gas of all `addMembers` transactions.
+    pub add_gas: u64,
+    /// Making the keys and proofs of possession.
+    pub prove_time: Duration,
+    /// Sending and mining the registrations.
+    pub register_time: Duration,
+    /// Sending and mining the additions.
+    pub add_time: Duration,
+}
+
+impl RegistryStack {
+    /// Onboards a fleet the way `anchormq node register --csv` and `group add --nodes-file` do:
+    /// `count` fresh device keys, each proving possession for the admin account, registered in
+    /// `registerNodes` batches of `register_batch` and added to `group` (created here, on
+    /// `fleet/#`) in `addMembers` batches of `add_batch`.
+    pub async fn onboard(
+        &self,
+        group: GroupId,
+        count: usize,
+        register_batch: usize,
+        add_batch: usize,
+    ) -> Result<Onboarding, ChainError> {
+        let owner = self
+            .admin
+            .sender()
+            .ok_or_else(|| ChainError::Signing("the stack's admin client has no account".into()))?;
+        let started = Instant::now();
+        let mut fleet = Vec::with_capacity(count);
+        for i in 0..count {
+            let node = NodeId::from_label(&format!("dev{i:06}"))
+                .map_err(|e| ChainError::Signing(e.to_string()))?;
+            let key = SigningKey::random(&mut rand_core::OsRng);
+            fleet.push(NodeRegistration {
+                node,
+                public_key: key
+                    .verifying_key()
+                    .to_encoded_point(true)
+                    .as_bytes()
+                    .to_vec()
+                    .into(),
+                proof: prove_possession(&self.deployment, owner, node, &key, 1)?,
+            });
+        }
+        let prove_time = started.elapsed();
+        let mut outcome = Onboarding {
+            nodes: count,
+            register_txs: 0,
+            register_gas: 0,
+            add_txs: 0,
+            add_gas: 0,
+            prove_time,
+            register_time: Duration::ZERO,
+            add_time: Duration::ZERO,
+        };
+        let started = Instant::now();
+        for batch in fleet.chunks(register_batch.max(1)) {
+            let tx = self.admin.register_nodes(batch).await?;
+            outcome.register_txs += 1;
+            outcome.register_gas += tx.gas_used;
+        }
+        outcome.register_time = started.elapsed();
+        self.admin.create_group(group, "fleet/#").await?;
+        let started = Instant::now();
+        let ids: Vec<NodeId> = fleet.iter().map(|r| r.node).collect();
+        for batch in ids.chunks(add_batch.max(1)) {
+            let tx = self.admin.add_members(group, batch).await?;
+            outcome.add_txs += 1;
+            outcome.add_gas += tx.gas_used;
+        }
+        outcome.add_time = started.elapsed();
+        Ok(outcome)
     }
 }
