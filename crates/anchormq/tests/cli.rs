@@ -711,8 +711,8 @@ async fn a_fleet_is_registered_added_and_removed_in_batches() {
         &env,
     )
     .await);
-    assert!(out.contains("registered 3 node(s) (3 of 7)"), "{out}");
-    assert!(out.contains("registered 1 node(s) (7 of 7)"), "{out}");
+    assert!(out.contains("3 node(s) registered (3 of 7)"), "{out}");
+    assert!(out.contains("1 node(s) registered (7 of 7)"), "{out}");
     let out = ok(anchormq(&["node", "show", "--id", "n06", "--json"], &env).await);
     let node: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(
@@ -756,7 +756,7 @@ async fn a_fleet_is_registered_added_and_removed_in_batches() {
     )
     .await);
     assert_eq!(
-        out.matches("added 2 node(s) to group fleet").count(),
+        out.matches("2 node(s) added to group fleet (epoch").count(),
         3,
         "{out}"
     );
@@ -773,7 +773,10 @@ async fn a_fleet_is_registered_added_and_removed_in_batches() {
         &env,
     )
     .await);
-    assert!(out.contains("removed 3 node(s) from group fleet"), "{out}");
+    assert!(
+        out.contains("3 node(s) removed from group fleet (epoch"),
+        "{out}"
+    );
     let (after_remove, members) = fleet(&env).await;
     assert_eq!(after_remove, after_add + 1, "one epoch bump for the batch");
     assert_eq!(members, serde_json::json!(["n04", "n05", "n06"]));

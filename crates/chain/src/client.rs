@@ -143,6 +143,22 @@ pub struct NodeRegistration {
     pub proof: Bytes,
 }
 
+impl NodeRegistration {
+    /// `node` with `node_key`'s public key and its proof of possession for `owner` (key version 1).
+    pub fn prove(
+        deployment: &Deployment,
+        owner: Address,
+        node: NodeId,
+        node_key: &SigningKey,
+    ) -> Result<Self, ChainError> {
+        Ok(Self {
+            node,
+            public_key: compressed(node_key),
+            proof: prove_possession(deployment, owner, node, node_key, 1)?,
+        })
+    }
+}
+
 /// The EIP-712 digest a node key signs to prove possession to the registry of `deployment`, for
 /// `owner` (spec §1.5). Computed locally: no RPC.
 pub fn node_key_digest(

@@ -10,7 +10,6 @@ use anchormq_bridge::{BridgeConfig, BridgeError, BridgeSettings, Metrics};
 use anchormq_chain::bindings::IKeyRegistry;
 use anchormq_chain::{
     B256, ChainError, Deployment, NodeRegistration, PrivateKeySigner, RegistryClient, SigningKey,
-    prove_possession,
 };
 use anchormq_core::{GroupId, NodeId, NodeSecretKey, Registry};
 use anchormq_devnet::{Anvil, AnvilError};
@@ -329,16 +328,12 @@ impl RegistryStack {
             let node = NodeId::from_label(&format!("dev{i:06}"))
                 .map_err(|e| ChainError::Signing(e.to_string()))?;
             let key = SigningKey::random(&mut rand_core::OsRng);
-            fleet.push(NodeRegistration {
+            fleet.push(NodeRegistration::prove(
+                &self.deployment,
+                owner,
                 node,
-                public_key: key
-                    .verifying_key()
-                    .to_encoded_point(true)
-                    .as_bytes()
-                    .to_vec()
-                    .into(),
-                proof: prove_possession(&self.deployment, owner, node, &key, 1)?,
-            });
+                &key,
+            )?);
         }
         let prove_time = started.elapsed();
         let mut outcome = Onboarding {

@@ -2,12 +2,12 @@
 
 use std::path::PathBuf;
 
-use anchormq_chain::{Address, RegistryEvent, TxOutcome};
+use anchormq_chain::Address;
 use anchormq_core::{GroupId, NodeId, NodePublicKey};
 use clap::{Args, Subcommand};
 use eyre::{WrapErr, bail, eyre};
 
-use crate::commands::node::report;
+use crate::commands::node::{epoch_of, in_batches, report};
 use crate::context::{Context, parse_public_key};
 
 /// Group commands.
@@ -141,7 +141,8 @@ impl Add {
                 bail!("--expect-key checks one node; {} were given", nodes.len());
             }
             let client = context.writer().await?;
-            return in_batches(&nodes, self.nodes.batch, "added", "to", self.id, |batch| {
+            let done = format!("added to group {}", self.id);
+            return in_batches(&nodes, self.nodes.batch, &done, |batch| {
                 client.add_members(self.id, batch)
             })
             .await;
@@ -217,60 +218,12 @@ impl Remove {
             );
             return Ok(());
         }
-        in_batches(
-            &nodes,
-            self.nodes.batch,
-            "removed",
-            "from",
-            self.id,
-            |batch| client.remove_members(self.id, batch),
-        )
+        let done = format!("removed from group {}", self.id);
+        in_batches(&nodes, self.nodes.batch, &done, |batch| {
+            client.remove_members(self.id, batch)
+        })
         .await
     }
-}
-
-/// Sends `send` for each batch of `nodes` in turn, reporting each; on a failure says which nodes
-/// the earlier transactions already changed and which were not sent.
-async fn in_batches<'a, F, Fut>(
-    nodes: &'a [NodeId],
-    batch: u32,
-    done: &str,
-    preposition: &str,
-    group: GroupId,
-    send: F,
-) -> eyre::Result<()>
-where
-    F: Fn(&'a [NodeId]) -> Fut,
-    Fut: std::future::Future<Output = Result<TxOutcome, anchormq_chain::ChainError>>,
-{
-    let size = usize::try_from(batch).unwrap_or(1).max(1);
-    let mut changed = 0;
-    for chunk in nodes.chunks(size) {
-        let outcome = send(chunk).await.wrap_err_with(|| {
-            format!(
-                "nodes {}-{} of {} were not {done} {preposition} group {group}{}",
-                changed + 1,
-                nodes.len(),
-                nodes.len(),
-                if changed == 0 {
-                    String::new()
-                } else {
-                    format!(" (the first {changed} were)")
-                }
-            )
-        })?;
-        changed += chunk.len();
-        report(
-            &format!(
-                "{done} {} node(s) {preposition} group {group}{} ({changed} of {})",
-                chunk.len(),
-                epoch_of(&outcome),
-                nodes.len()
-            ),
-            &outcome,
-        );
-    }
-    Ok(())
 }
 
 /// `group leave`.
@@ -303,19 +256,6 @@ impl Leave {
         );
         Ok(())
     }
-}
-
-/// The group's new epoch from a membership change's events, as " (epoch N)".
-fn epoch_of(outcome: &TxOutcome) -> String {
-    outcome
-        .events
-        .iter()
-        .find_map(|e| match e.event {
-            RegistryEvent::MemberAdded { epoch, .. }
-            | RegistryEvent::MemberRemoved { epoch, .. } => Some(epoch),
-            _ => None,
-        })
-        .map_or_else(String::new, |epoch| format!(" (epoch {epoch})"))
 }
 
 /// `group transfer`.

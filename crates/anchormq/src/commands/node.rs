@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anchormq_chain::{Address, NodeRegistration, TxOutcome, prove_possession};
+use anchormq_chain::{Address, NodeRegistration, RegistryEvent, TxOutcome, prove_possession};
 use anchormq_core::{NodeId, NodeSecretKey};
 use clap::{Args, Subcommand};
 use eyre::{WrapErr, eyre};
@@ -167,17 +167,7 @@ fn read_fleet(
             [_, key_file] => {
                 let base = path.parent().unwrap_or(std::path::Path::new("."));
                 let key = load_node_key(&base.join(key_file)).wrap_err_with(at)?;
-                let key = signing_key(&key)?;
-                NodeRegistration {
-                    node,
-                    public_key: key
-                        .verifying_key()
-                        .to_encoded_point(true)
-                        .as_bytes()
-                        .to_vec()
-                        .into(),
-                    proof: prove_possession(deployment, owner, node, &key, 1)?,
-                }
+                NodeRegistration::prove(deployment, owner, node, &signing_key(&key)?)?
             }
             [_, public_key, proof] => {
                 let hex = |field: &str, what: &str, len: usize| {
@@ -209,33 +199,65 @@ async fn register_fleet(context: &Context, csv: &std::path::Path, batch: u32) ->
     let client = context.writer().await?;
     let owner = context.signer()?.address();
     let fleet = read_fleet(csv, client.deployment(), owner)?;
+    in_batches(&fleet, batch, "registered", |chunk| {
+        client.register_nodes(chunk)
+    })
+    .await
+}
+
+/// Sends `send` for each batch of `items` in turn and reports each ("N node(s) `done`"); on a
+/// failure says which items the earlier transactions already changed and which were not sent.
+pub(crate) async fn in_batches<'a, T, F, Fut>(
+    items: &'a [T],
+    batch: u32,
+    done: &str,
+    send: F,
+) -> eyre::Result<()>
+where
+    F: Fn(&'a [T]) -> Fut,
+    Fut: std::future::Future<Output = Result<TxOutcome, anchormq_chain::ChainError>>,
+{
     let size = usize::try_from(batch).unwrap_or(1).max(1);
-    let mut done = 0;
-    for chunk in fleet.chunks(size) {
-        let outcome = client.register_nodes(chunk).await.wrap_err_with(|| {
+    let mut changed = 0;
+    for chunk in items.chunks(size) {
+        let outcome = send(chunk).await.wrap_err_with(|| {
+            let earlier = if changed == 0 {
+                String::new()
+            } else {
+                format!(" (the first {changed} were)")
+            };
             format!(
-                "nodes {}-{} of {} were not registered{}",
-                done + 1,
-                fleet.len(),
-                fleet.len(),
-                if done == 0 {
-                    String::new()
-                } else {
-                    format!(" (the first {done} were)")
-                }
+                "nodes {}-{} of {} were not {done}{earlier}",
+                changed + 1,
+                items.len(),
+                items.len()
             )
         })?;
-        done += chunk.len();
+        changed += chunk.len();
         report(
             &format!(
-                "registered {} node(s) ({done} of {})",
+                "{} node(s) {done}{} ({changed} of {})",
                 chunk.len(),
-                fleet.len()
+                epoch_of(&outcome),
+                items.len()
             ),
             &outcome,
         );
     }
     Ok(())
+}
+
+/// The group's new epoch from a membership change's events, as " (epoch N)"; empty for others.
+pub(crate) fn epoch_of(outcome: &TxOutcome) -> String {
+    outcome
+        .events
+        .iter()
+        .find_map(|e| match e.event {
+            RegistryEvent::MemberAdded { epoch, .. }
+            | RegistryEvent::MemberRemoved { epoch, .. } => Some(epoch),
+            _ => None,
+        })
+        .map_or_else(String::new, |epoch| format!(" (epoch {epoch})"))
 }
 
 /// `node prove`.
