@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anchormq_chain::{Address, Deployment, RangeConfig, StreamConfig};
+use anchormq_chain::{Address, Deployment, Finality, RangeConfig, StreamConfig};
 use anchormq_mqtt::BrokerConfig;
 use serde::Deserialize;
 
@@ -33,7 +33,9 @@ pub struct BridgeSettings {
     pub key_file: Option<PathBuf>,
     /// Checkpoint file (default `anchormq-bridge-<chain>.checkpoint.json`).
     pub checkpoint: Option<PathBuf>,
-    /// Confirmations before an event is mirrored (default 0).
+    /// Which blocks are mirrored: `latest` (default), or the node's `safe` or `finalized` block.
+    pub finality: Option<Finality>,
+    /// Confirmations before an event is mirrored, below that block (default 0).
     pub confirmations: Option<u64>,
     /// Polling interval in milliseconds (default 500).
     pub poll_interval_ms: Option<u64>,
@@ -130,6 +132,7 @@ impl BridgeSettings {
             client_id: over.client_id.or(self.client_id),
             key_file: over.key_file.or(self.key_file),
             checkpoint: over.checkpoint.or(self.checkpoint),
+            finality: over.finality.or(self.finality),
             confirmations: over.confirmations.or(self.confirmations),
             poll_interval_ms: over.poll_interval_ms.or(self.poll_interval_ms),
             max_log_range: over.max_log_range.or(self.max_log_range),
@@ -234,6 +237,7 @@ impl BridgeSettings {
             })
             .transpose()?;
         let stream = StreamConfig {
+            finality: self.finality.unwrap_or_default(),
             confirmations: self.confirmations.unwrap_or(0),
             poll_interval,
             ranges: RangeConfig {
@@ -387,5 +391,18 @@ mod tests {
         std::fs::write(&path, "rpc = \"http://x\"\nconfirmation = 3\n").unwrap();
         let message = BridgeSettings::from_file(&path).unwrap_err().to_string();
         assert!(message.contains("confirmation"), "{message}");
+    }
+
+    #[test]
+    fn finality_is_read_from_the_file_and_a_wrong_one_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bridge.toml");
+        std::fs::write(&path, "rpc = \"http://x\"\nfinality = \"finalized\"\n").unwrap();
+        let settings = BridgeSettings::from_file(&path).unwrap();
+        assert_eq!(settings.finality, Some(Finality::Finalized));
+        assert_eq!(minimal().resolve().unwrap().stream.finality, Finality::Latest);
+        std::fs::write(&path, "rpc = \"http://x\"\nfinality = \"final\"\n").unwrap();
+        let message = BridgeSettings::from_file(&path).unwrap_err().to_string();
+        assert!(message.contains("final"), "{message}");
     }
 }

@@ -713,3 +713,60 @@ async fn forged_notes_are_put_back_at_once_also_right_after_restarts() {
     }
     bridge.stop().await;
 }
+
+/// With `finality = "finalized"` the bridge mirrors only blocks the node tags finalized (Anvil with
+/// one slot an epoch tags the head less two), so nothing a reorg near the head can take back is
+/// ever published.
+#[tokio::test]
+async fn finalized_finality_mirrors_only_finalized_blocks() {
+    let anvil = anchormq_localstack::Anvil::builder()
+        .arg("--slots-in-an-epoch")
+        .arg("1")
+        .spawn()
+        .await
+        .expect("anvil");
+    let setup = RegistryStack::on(anvil).await.expect("stack");
+    let broker = EmbeddedBroker::start().await.expect("broker");
+    let observer = setup.observe(&broker.url());
+    let settings = anchormq_bridge::BridgeSettings {
+        finality: Some(anchormq_chain::Finality::Finalized),
+        ..setup.bridge_settings(&setup.anvil.http_url(), &broker.url(), "bridge-finalized")
+    };
+    let bridge = setup.start_bridge(settings.resolve().expect("settings"));
+    setup.admin.create_group(group("late"), "").await.unwrap();
+    let created = setup.anvil.block_number().await.expect("block number");
+    // the bridge moves up to the finalized block, two below the one holding the group...
+    let metrics = bridge.metrics.clone();
+    let mirrored = || {
+        metrics
+            .mirrored_block
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    await_condition(
+        "the bridge to mirror up to the finalized block",
+        SETTLE,
+        POLL,
+        || async { mirrored() == created - 2 },
+    )
+    .await
+    .expect("mirrored up to the finalized block");
+    assert!(
+        observer.book().group(&group("late")).is_none(),
+        "not finalized yet"
+    );
+    // ...and mirrors the group once two more blocks finalize it
+    for _ in 0..2 {
+        setup
+            .anvil
+            .rpc()
+            .unwrap()
+            .call("evm_mine", serde_json::json!([]))
+            .await
+            .expect("evm_mine");
+    }
+    observer
+        .await_chain(&setup.admin, &[], &[group("late")])
+        .await;
+    assert!(mirrored() >= created);
+    bridge.stop().await;
+}

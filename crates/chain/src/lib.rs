@@ -24,7 +24,8 @@ pub use ids::show_id;
 pub use logs::{LogReader, RangeConfig};
 pub use state::{Changed, GroupRecord, InconsistentEvent, NodeRecord, NodeStatus, RegistryState};
 pub use stream::{
-    Cursor, EventStream, StreamConfig, StreamError, StreamItem, StreamPosition, StreamStats,
+    Cursor, EventStream, Finality, StreamConfig, StreamError, StreamItem, StreamPosition,
+    StreamStats,
 };
 
 pub use alloy::primitives::{Address, B256, Bytes};

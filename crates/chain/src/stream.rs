@@ -23,10 +23,41 @@ use crate::error::ChainError;
 use crate::events::PositionedEvent;
 use crate::logs::{LogReader, RangeConfig};
 
+/// Which blocks the stream treats as settled enough to deliver.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Finality {
+    /// The head (less `confirmations`).
+    #[default]
+    Latest,
+    /// The node's `safe` block (post-merge Ethereum: justified by the beacon chain).
+    Safe,
+    /// The node's `finalized` block: no reorg can remove it short of a consensus failure.
+    Finalized,
+}
+
+impl std::str::FromStr for Finality {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "latest" => Ok(Self::Latest),
+            "safe" => Ok(Self::Safe),
+            "finalized" => Ok(Self::Finalized),
+            other => Err(format!(
+                "{other:?} is not a finality: latest, safe or finalized"
+            )),
+        }
+    }
+}
+
 /// How the stream reads the chain.
 #[derive(Debug, Clone)]
 pub struct StreamConfig {
-    /// Blocks a log must be buried under before it is delivered (0: deliver at once).
+    /// Which block is the newest the stream delivers: the head, or the node's `safe` or
+    /// `finalized` block.
+    pub finality: Finality,
+    /// Blocks a log must be buried under, below that block, before it is delivered (0: none).
     pub confirmations: u64,
     /// How often to look for new blocks over HTTP, and the longest wait for a WebSocket head.
     pub poll_interval: Duration,
@@ -41,6 +72,7 @@ pub struct StreamConfig {
 impl Default for StreamConfig {
     fn default() -> Self {
         Self {
+            finality: Finality::Latest,
             confirmations: 0,
             poll_interval: Duration::from_millis(500),
             ranges: RangeConfig::default(),
@@ -228,7 +260,15 @@ impl EventStream {
             tracing::info!(target: "anchormq::chain", fork_block = to.block_number, "chain reorganised, rewinding");
             return Ok(Some(StreamItem::Rewind { to }));
         }
-        let safe = head.saturating_sub(self.config.confirmations);
+        let settled = match self.config.finality {
+            Finality::Latest => head,
+            tag => match self.tagged_block(tag).await? {
+                Some(number) => number,
+                // No block carries the tag yet (a young chain): nothing is settled.
+                None => return Ok(None),
+            },
+        };
+        let safe = settled.saturating_sub(self.config.confirmations);
         let from = self.position.next_block;
         if from > safe {
             return Ok(None);
@@ -303,6 +343,20 @@ impl EventStream {
             window: self.config.reorg_window,
             oldest: self.position.recent.first().map_or(0, |c| c.block_number),
         }))
+    }
+
+    /// The number of the block the node tags `safe` or `finalized`, if any.
+    async fn tagged_block(&self, finality: Finality) -> Result<Option<u64>, StepError> {
+        let tag = match finality {
+            Finality::Safe => BlockNumberOrTag::Safe,
+            Finality::Finalized => BlockNumberOrTag::Finalized,
+            Finality::Latest => BlockNumberOrTag::Latest,
+        };
+        Ok(self
+            .provider
+            .get_block_by_number(tag)
+            .await?
+            .map(|block| block.header.number))
     }
 
     async fn block_hash(&self, number: u64) -> Result<Option<B256>, TransportError> {

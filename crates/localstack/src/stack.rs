@@ -62,7 +62,11 @@ pub struct RegistryStack {
 impl RegistryStack {
     /// Starts Anvil, deploys the registry from dev account 0 and connects to it as that account.
     pub async fn start() -> Result<Self, StackError> {
-        let anvil = Anvil::spawn().await?;
+        Self::on(Anvil::spawn().await?).await
+    }
+
+    /// [`Self::start`] on an Anvil started by the caller (for example with other flags).
+    pub async fn on(anvil: Anvil) -> Result<Self, StackError> {
         let deployment = deploy_registry(&anvil, anvil.dev_accounts()[0].private_key()).await?;
         let admin =
             RegistryClient::connect(&anvil.http_url(), deployment, Some(signer(&anvil, 0))).await?;

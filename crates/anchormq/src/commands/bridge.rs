@@ -22,7 +22,11 @@ pub struct BridgeCommand {
     /// Checkpoint file (default `anchormq-bridge-<chainId>.checkpoint.json`).
     #[arg(long, env = "ANCHORMQ_CHECKPOINT", value_name = "FILE")]
     pub checkpoint: Option<PathBuf>,
-    /// Blocks to wait before mirroring an event (default 0).
+    /// Mirror up to the head (`latest`, default), or only blocks the RPC node tags `safe` or
+    /// `finalized` (public chains: no reorg can take a finalized block back).
+    #[arg(long, env = "ANCHORMQ_FINALITY", value_name = "latest|safe|finalized")]
+    pub finality: Option<anchormq_chain::Finality>,
+    /// Blocks to wait before mirroring an event, below that block (default 0).
     #[arg(long, env = "ANCHORMQ_CONFIRMATIONS", value_name = "N")]
     pub confirmations: Option<u64>,
     /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9464.
@@ -98,6 +102,7 @@ impl BridgeCommand {
         let flags = BridgeSettings {
             key_file: self.key.clone(),
             checkpoint: self.checkpoint.clone(),
+            finality: self.finality,
             confirmations: self.confirmations,
             metrics: self.metrics.clone(),
             client_id: self.client_id.clone(),
