@@ -1,4 +1,4 @@
-//! Bridge benchmarks against a real Anvil and the embedded broker:
+//! Bridge benchmarks against a real Anvil, the embedded broker and Mosquitto:
 //! propagation latency from a transaction's receipt to its note reaching a subscriber (WebSocket and
 //! HTTP polling), and the backfill rate of a fresh bridge over 20,000 events.
 //!
@@ -12,7 +12,7 @@ use anchormq_bridge::BridgeSettings;
 use anchormq_chain::B256;
 use anchormq_chain::bindings::IKeyRegistry;
 use anchormq_core::{GroupId, Topics};
-use anchormq_localstack::{EmbeddedBroker, RegistryStack, RunningBridge};
+use anchormq_localstack::{EmbeddedBroker, Mosquitto, RegistryStack, RunningBridge};
 
 const LATENCY_EVENTS: usize = 1_000;
 const BACKFILL_EVENTS: usize = 20_000;
@@ -21,16 +21,36 @@ fn group(label: &str) -> B256 {
     B256::from(*GroupId::from_label(label).expect("label").as_bytes())
 }
 
+/// The broker the bridge publishes to and the observer reads from.
+enum Broker {
+    Embedded(EmbeddedBroker),
+    Mosquitto(Mosquitto),
+}
+
+impl Broker {
+    fn url(&self) -> String {
+        match self {
+            Self::Embedded(broker) => broker.url(),
+            Self::Mosquitto(broker) => broker.url(),
+        }
+    }
+}
+
 /// A fresh registry and a broker for its bridges.
 struct Stack {
     chain: RegistryStack,
-    broker: EmbeddedBroker,
+    broker: Broker,
 }
 
-async fn stack() -> Stack {
+async fn stack(mosquitto: bool) -> Stack {
+    let broker = if mosquitto {
+        Broker::Mosquitto(Mosquitto::builder().spawn().await.expect("mosquitto"))
+    } else {
+        Broker::Embedded(EmbeddedBroker::start().await.expect("broker"))
+    };
     Stack {
         chain: RegistryStack::start().await.expect("stack"),
-        broker: EmbeddedBroker::start().await.expect("broker"),
+        broker,
     }
 }
 
@@ -123,24 +143,31 @@ async fn backfill(stack: &Stack) -> (usize, Duration) {
 #[tokio::main]
 async fn main() {
     // `cargo bench` passes `--bench`; a filter argument is accepted and ignored.
-    let ws_stack = stack().await;
-    eprintln!("latency over WebSocket");
-    let ws = latency(&ws_stack, &ws_stack.chain.anvil.ws_url(), "ws", 500).await;
-    let http_stack = stack().await;
-    eprintln!("latency over HTTP polling");
-    let http = latency(&http_stack, &http_stack.chain.anvil.http_url(), "http", 100).await;
-    let fill_stack = stack().await;
+    println!("| measurement | broker | p50 | p99 | max |");
+    println!("| --- | --- | ---: | ---: | ---: |");
+    for mosquitto in [false, true] {
+        let name = if mosquitto {
+            "Mosquitto"
+        } else {
+            "embedded rumqttd"
+        };
+        let ws_stack = stack(mosquitto).await;
+        eprintln!("latency over WebSocket, {name}");
+        let ws = latency(&ws_stack, &ws_stack.chain.anvil.ws_url(), "ws", 500).await;
+        let http_stack = stack(mosquitto).await;
+        eprintln!("latency over HTTP polling, {name}");
+        let http = latency(&http_stack, &http_stack.chain.anvil.http_url(), "http", 100).await;
+        println!(
+            "| propagation, WebSocket newHeads ({LATENCY_EVENTS} events) | {name} | {:.1?} | {:.1?} | {:.1?} |",
+            ws.0, ws.1, ws.2
+        );
+        println!(
+            "| propagation, HTTP polling every 100 ms ({LATENCY_EVENTS} events) | {name} | {:.1?} | {:.1?} | {:.1?} |",
+            http.0, http.1, http.2
+        );
+    }
+    let fill_stack = stack(false).await;
     let (events, took) = backfill(&fill_stack).await;
-    println!("| measurement | p50 | p99 | max |");
-    println!("| --- | ---: | ---: | ---: |");
-    println!(
-        "| propagation, WebSocket newHeads ({LATENCY_EVENTS} events) | {:.1?} | {:.1?} | {:.1?} |",
-        ws.0, ws.1, ws.2
-    );
-    println!(
-        "| propagation, HTTP polling every 100 ms ({LATENCY_EVENTS} events) | {:.1?} | {:.1?} | {:.1?} |",
-        http.0, http.1, http.2
-    );
     println!();
     println!(
         "backfill: {events} events in {:.2?} = {:.0} events/s (fresh bridge, HTTP, events feed on)",

@@ -400,7 +400,10 @@ mod tests {
         std::fs::write(&path, "rpc = \"http://x\"\nfinality = \"finalized\"\n").unwrap();
         let settings = BridgeSettings::from_file(&path).unwrap();
         assert_eq!(settings.finality, Some(Finality::Finalized));
-        assert_eq!(minimal().resolve().unwrap().stream.finality, Finality::Latest);
+        assert_eq!(
+            minimal().resolve().unwrap().stream.finality,
+            Finality::Latest
+        );
         std::fs::write(&path, "rpc = \"http://x\"\nfinality = \"final\"\n").unwrap();
         let message = BridgeSettings::from_file(&path).unwrap_err().to_string();
         assert!(message.contains("final"), "{message}");
