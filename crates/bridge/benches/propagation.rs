@@ -24,7 +24,7 @@ fn group(label: &str) -> B256 {
 /// The broker the bridge publishes to and the observer reads from.
 enum Broker {
     Embedded(EmbeddedBroker),
-    Mosquitto(Mosquitto),
+    Mosquitto(Box<Mosquitto>),
 }
 
 impl Broker {
@@ -44,7 +44,9 @@ struct Stack {
 
 async fn stack(mosquitto: bool) -> Stack {
     let broker = if mosquitto {
-        Broker::Mosquitto(Mosquitto::builder().spawn().await.expect("mosquitto"))
+        Broker::Mosquitto(Box::new(
+            Mosquitto::builder().spawn().await.expect("mosquitto"),
+        ))
     } else {
         Broker::Embedded(EmbeddedBroker::start().await.expect("broker"))
     };
