@@ -767,6 +767,13 @@ async fn finalized_finality_mirrors_only_finalized_blocks() {
     observer
         .await_chain(&setup.admin, &[], &[group("late")])
         .await;
-    assert!(mirrored() >= created);
+    await_condition(
+        "the bridge to mirror the finalized group",
+        SETTLE,
+        POLL,
+        || async { mirrored() >= created },
+    )
+    .await
+    .expect("mirrored");
     bridge.stop().await;
 }

@@ -185,7 +185,6 @@ impl Link {
             held: VecDeque::new(),
             next_seq: 1,
             connected: false,
-            connected_at: None,
             connected_once: false,
             commands_open: true,
             phase: phase_tx,
@@ -323,8 +322,6 @@ struct LinkTask {
     held: VecDeque<(u64, Outbound)>,
     next_seq: u64,
     connected: bool,
-    /// When the current connection was accepted: only one that lasted resets the backoff.
-    connected_at: Option<tokio::time::Instant>,
     /// Whether any connection succeeded: only before the first does a hopeless failure stop the link.
     connected_once: bool,
     commands_open: bool,
@@ -338,10 +335,6 @@ struct LinkTask {
 /// First wait before reconnecting, and the longest.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// A connection that lasted this long was healthy: the next reconnect starts from `BACKOFF_MIN`.
-/// A shorter one (the broker accepts, then drops the client: a duplicate client ID, an ACL, a
-/// packet it cannot take) keeps the backoff growing, so the client never hammers the broker.
-const STABLE_AFTER: Duration = Duration::from_secs(10);
 
 impl LinkTask {
     async fn run(mut self, shutdown: CancellationToken) {
@@ -370,18 +363,20 @@ impl LinkTask {
                 () = retry, if waiting => retry_at = None,
                 polled = self.eventloop.poll(), if !waiting => match polled {
                     Ok(event) => {
+                        // Only a connection the broker did some work on resets the backoff: one it
+                        // accepts and then drops (a twin client ID, an ACL) keeps it growing, so the
+                        // client never hammers the broker. A ConnAck alone, or our own sends, prove
+                        // nothing; a SubAck, PubAck, message or PingResp does.
+                        if let Event::Incoming(packet) = &event
+                            && !matches!(packet, Packet::ConnAck(_))
+                        {
+                            backoff = BACKOFF_MIN;
+                        }
                         if !self.on_event(event).await {
                             return;
                         }
                     }
                     Err(error) => {
-                        if self
-                            .connected_at
-                            .take()
-                            .is_some_and(|at| at.elapsed() >= STABLE_AFTER)
-                        {
-                            backoff = BACKOFF_MIN;
-                        }
                         if !self.on_disconnect(&error).await {
                             return;
                         }
@@ -458,7 +453,6 @@ impl LinkTask {
                     .events
                     .retain(|e| !matches!(e, Event::Outgoing(_)));
                 self.connected = true;
-                self.connected_at = Some(tokio::time::Instant::now());
                 self.connected_once = true;
                 self.phase.send_replace(Phase::Settled);
                 if !connack.session_present {

@@ -79,8 +79,8 @@ async fn qos1_messages_published_while_the_broker_is_down_arrive_after_it_return
 }
 
 /// Two clients with one client ID: the broker accepts each and drops the other, for ever. Each
-/// link backs off (a connection that is dropped at once does not reset the backoff), so in 3 s
-/// there are a handful of reconnects, not one every 50 ms.
+/// link backs off (a connection the broker only accepted, then dropped, does not reset the backoff), so
+/// in 3 s there are a handful of reconnects, not one every 50 ms.
 #[tokio::test]
 async fn connections_dropped_at_once_back_off() {
     let mosquitto = Mosquitto::builder().spawn().await.expect("mosquitto");
