@@ -288,6 +288,15 @@ impl EventStream {
             // range again on the next step.
             return Ok(None);
         };
+        // The range must continue the chain already delivered: a reorg between the fork check and
+        // the read (seen on Anvil, whose `anvil_reorg` is not atomic to readers) would otherwise
+        // splice the new blocks onto orphaned ones, and the fork would never be found again.
+        if let Some(last) = self.position.recent.last().copied()
+            && last.block_number + 1 == from
+            && self.parent_hash(from).await? != Some(last.block_hash)
+        {
+            return Ok(None);
+        }
         let mut events = Vec::with_capacity(logs.len());
         for log in &logs {
             if log.removed {
@@ -359,6 +368,14 @@ impl EventStream {
             .get_block_by_number(tag)
             .await?
             .map(|block| block.header.number))
+    }
+
+    async fn parent_hash(&self, number: u64) -> Result<Option<B256>, TransportError> {
+        let block = self
+            .provider
+            .get_block_by_number(BlockNumberOrTag::Number(number))
+            .await?;
+        Ok(block.map(|b| b.header.parent_hash))
     }
 
     async fn block_hash(&self, number: u64) -> Result<Option<B256>, TransportError> {
