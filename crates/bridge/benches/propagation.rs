@@ -14,7 +14,13 @@ use anchormq_chain::bindings::IKeyRegistry;
 use anchormq_core::{GroupId, Topics};
 use anchormq_localstack::{EmbeddedBroker, Mosquitto, RegistryStack, RunningBridge};
 
-const LATENCY_EVENTS: usize = 1_000;
+/// Transactions in a burst, and in the isolated run.
+const BURST_EVENTS: usize = 1_000;
+const ISOLATED_EVENTS: usize = 100;
+/// A burst: the next transaction 5 ms after the last receipt (~130 a second): a load test.
+const BURST_GAP: Duration = Duration::from_millis(5);
+/// Isolated: 200 ms apart, as a person or a device changes memberships; what one change waits for.
+const ISOLATED_GAP: Duration = Duration::from_millis(200);
 const BACKFILL_EVENTS: usize = 20_000;
 
 fn group(label: &str) -> B256 {
@@ -71,6 +77,7 @@ async fn latency(
     rpc: &str,
     label: &str,
     poll_ms: u64,
+    (count, gap): (usize, Duration),
 ) -> (Duration, Duration, Duration) {
     // Records when the first chunk of each group note arrives.
     let observer = stack.chain.observe(&stack.broker.url());
@@ -78,8 +85,8 @@ async fn latency(
     let admin = &stack.chain.admin;
     let registry = IKeyRegistry::new(stack.chain.deployment.address, admin.provider().clone());
     let topics = Topics::new(&stack.chain.registry());
-    let mut receipts = Vec::with_capacity(LATENCY_EVENTS);
-    for i in 0..LATENCY_EVENTS {
+    let mut receipts = Vec::with_capacity(count);
+    for i in 0..count {
         let id = format!("{label}{i}");
         let pending = registry
             .createGroup(group(&id), String::new())
@@ -104,8 +111,7 @@ async fn latency(
             topics.group_note(&GroupId::from_label(&id).expect("id"), 0),
             Instant::now(),
         ));
-        // Spread the events out so each one is a separate propagation, not a batch.
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(gap).await;
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut samples = loop {
@@ -145,28 +151,42 @@ async fn backfill(stack: &Stack) -> (usize, Duration) {
 #[tokio::main]
 async fn main() {
     // `cargo bench` passes `--bench`; a filter argument is accepted and ignored.
-    println!("| measurement | broker | p50 | p99 | max |");
-    println!("| --- | --- | ---: | ---: | ---: |");
+    println!("| measurement | broker | transactions | p50 | p99 | max |");
+    println!("| --- | --- | --- | ---: | ---: | ---: |");
     for mosquitto in [false, true] {
         let name = if mosquitto {
             "Mosquitto"
         } else {
             "embedded rumqttd"
         };
-        let ws_stack = stack(mosquitto).await;
-        eprintln!("latency over WebSocket, {name}");
-        let ws = latency(&ws_stack, &ws_stack.chain.anvil.ws_url(), "ws", 500).await;
-        let http_stack = stack(mosquitto).await;
-        eprintln!("latency over HTTP polling, {name}");
-        let http = latency(&http_stack, &http_stack.chain.anvil.http_url(), "http", 100).await;
-        println!(
-            "| propagation, WebSocket newHeads ({LATENCY_EVENTS} events) | {name} | {:.1?} | {:.1?} | {:.1?} |",
-            ws.0, ws.1, ws.2
-        );
-        println!(
-            "| propagation, HTTP polling every 100 ms ({LATENCY_EVENTS} events) | {name} | {:.1?} | {:.1?} | {:.1?} |",
-            http.0, http.1, http.2
-        );
+        for (load, shape) in [
+            (
+                format!("{ISOLATED_EVENTS}, 200 ms apart"),
+                (ISOLATED_EVENTS, ISOLATED_GAP),
+            ),
+            (
+                format!("{BURST_EVENTS}, 5 ms apart"),
+                (BURST_EVENTS, BURST_GAP),
+            ),
+        ] {
+            for (transport, http, poll_ms) in [
+                ("WebSocket newHeads", false, 500),
+                ("HTTP polling every 100 ms", true, 100),
+            ] {
+                let stack = stack(mosquitto).await;
+                let url = if http {
+                    stack.chain.anvil.http_url()
+                } else {
+                    stack.chain.anvil.ws_url()
+                };
+                eprintln!("latency: {transport}, {name}, {load}");
+                let label = if http { "http" } else { "ws" };
+                let (p50, p99, max) = latency(&stack, &url, label, poll_ms, shape).await;
+                println!(
+                    "| propagation, {transport} | {name} | {load} | {p50:.1?} | {p99:.1?} | {max:.1?} |"
+                );
+            }
+        }
     }
     let fill_stack = stack(false).await;
     let (events, took) = backfill(&fill_stack).await;
