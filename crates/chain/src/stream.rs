@@ -276,14 +276,14 @@ impl EventStream {
             return Ok(None);
         }
         let to = safe.min(from.saturating_add(self.reader.current_range() - 1));
-        let before = self.header_hashes(to).await?;
+        let before = self.block_hash(to).await?;
         let filter = Filter::new();
         let logs = self
             .reader
             .read(&self.provider, &filter, self.deployment.address, from, to)
             .await?;
         let after = self.block_hash(to).await?;
-        let Some(after) = after.filter(|hash| before.map(|(h, _)| h) == Some(*hash)) else {
+        let Some(after) = after.filter(|hash| before == Some(*hash)) else {
             // The chain moved under the read (or the node does not have the block yet): read the
             // range again on the next step.
             return Ok(None);
@@ -293,15 +293,7 @@ impl EventStream {
         // splice the new blocks onto orphaned ones, and the fork would never be found again.
         if let Some(last) = self.position.recent.last().copied()
             && last.block_number + 1 == from
-            && match before {
-                // one block: its header was read above
-                Some((_, parent)) if from == to => parent,
-                _ => self
-                    .header_hashes(from)
-                    .await?
-                    .map(|(_, parent)| parent)
-                    .unwrap_or_default(),
-            } != last.block_hash
+            && self.parent_hash(from).await? != Some(last.block_hash)
         {
             return Ok(None);
         }
@@ -378,17 +370,20 @@ impl EventStream {
             .map(|block| block.header.number))
     }
 
-    /// The block's hash and its parent's, if the node has the block.
-    async fn header_hashes(&self, number: u64) -> Result<Option<(B256, B256)>, TransportError> {
+    async fn parent_hash(&self, number: u64) -> Result<Option<B256>, TransportError> {
         let block = self
             .provider
             .get_block_by_number(BlockNumberOrTag::Number(number))
             .await?;
-        Ok(block.map(|b| (b.header.hash, b.header.parent_hash)))
+        Ok(block.map(|b| b.header.parent_hash))
     }
 
     async fn block_hash(&self, number: u64) -> Result<Option<B256>, TransportError> {
-        Ok(self.header_hashes(number).await?.map(|(hash, _)| hash))
+        let block = self
+            .provider
+            .get_block_by_number(BlockNumberOrTag::Number(number))
+            .await?;
+        Ok(block.map(|b| b.header.hash))
     }
 }
 
