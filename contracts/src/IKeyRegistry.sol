@@ -6,12 +6,13 @@ pragma solidity ^0.8.24;
 /// source of the ABI: Rust reads it with `sol!`, the bridge rebuilds the full state from the events alone.
 /// @dev IDs are bytes32; human IDs are left-aligned and zero-padded like Solidity's `bytes32("1111")`.
 /// Public keys are 33-byte SEC1 compressed secp256k1 points. A group's epoch increases on every membership
-/// change (member added, member removed). Key rotation and revocation are O(1) and touch no group: readers
-/// and senders follow a member's key and status from its node record, so no other account can make them
-/// revert or cost more. The registry is open (anyone registers nodes and creates groups) unless it was
-/// deployed with an operator, which makes it closed: only registrars the operator names may do either.
+/// change (member added, member removed, member roles set). Key rotation and revocation are O(1) and touch no
+/// group: readers and senders follow a member's key and status from its node record, so no other account can
+/// make them revert or cost more. The registry is open (anyone registers nodes and creates groups) unless it
+/// was deployed with an operator, which makes it closed: only registrars the operator names may do either.
 /// Membership needs consent: an admin can add a node only if it owns the node or the node's owner approved
-/// that admin (`setAdminApproval`).
+/// that admin (`setAdminApproval`). A member holds roles, a uint8 bitmask: READ = 1 (it receives the group's
+/// sender keys, so it can decrypt), WRITE = 2 (readers accept its messages); `addMember` gives both (3).
 interface IKeyRegistry {
     /// @notice Lifecycle of a node. `None` means the ID was never registered.
     enum NodeStatus {
@@ -93,6 +94,13 @@ interface IKeyRegistry {
     /// @notice `nodeId` left the group (admin removal or owner leaving); `epoch` is the new epoch.
     event MemberRemoved(bytes32 indexed groupId, bytes32 indexed nodeId, uint64 epoch, address actor);
 
+    /// @notice The member's roles became `roles` (READ = 1, WRITE = 2, both = 3); `epoch` is the new epoch
+    /// (that of the `MemberAdded` just before it when the member joined with these roles). A `MemberAdded`
+    /// alone means roles 3.
+    event MemberRolesSet(
+        bytes32 indexed groupId, bytes32 indexed nodeId, uint8 roles, uint64 epoch, address actor
+    );
+
     /// @notice The registry's operator role moved (from zero at deployment of a closed registry).
     event OperatorTransferred(address indexed previousOperator, address indexed newOperator);
 
@@ -156,6 +164,8 @@ interface IKeyRegistry {
     error BatchLengthMismatch(uint256 nodeIds, uint256 publicKeys, uint256 signatures);
     /// @notice The node is not a member of the group.
     error NotMember(bytes32 groupId, bytes32 nodeId);
+    /// @notice Roles must be 1 (READ), 2 (WRITE) or 3 (both).
+    error InvalidRoles(uint8 roles);
     /// @notice The topic filter is longer than `limit` bytes.
     error TopicFilterTooLong(uint256 length, uint256 limit);
     /// @notice The topic filter is not a valid MQTT topic filter: the byte at `index` is not printable ASCII
@@ -220,12 +230,12 @@ interface IKeyRegistry {
     /// @notice Takes the admin role of a group offered to the caller.
     function acceptGroupAdmin(bytes32 groupId) external;
 
-    /// @notice Adds an active, registered node (admin only, with the node owner's consent: the admin owns
-    /// the node or its owner approved the admin); epoch += 1. Constant gas in group size.
+    /// @notice Adds an active, registered node with both roles (admin only, with the node owner's consent:
+    /// the admin owns the node or its owner approved the admin); epoch += 1. Constant gas in group size.
     function addMember(bytes32 groupId, bytes32 nodeId) external;
 
     /// @notice Removes a member (admin only); epoch += 1. Constant gas in group size (swap and pop, so the
-    /// order of `groupMembers` changes).
+    /// order of `groupMembers` changes). Its roles go with it: a later add starts again with both.
     function removeMember(bytes32 groupId, bytes32 nodeId) external;
 
     /// @notice Adds several nodes at once, each under `addMember`'s rules; epoch += 1 once for the whole
@@ -240,6 +250,20 @@ interface IKeyRegistry {
 
     /// @notice The node's owner takes the node out of a group; epoch += 1.
     function leaveGroup(bytes32 groupId, bytes32 nodeId) external;
+
+    /// @notice Adds several nodes under `addMembers`' rules, each with `roles` (1 READ, 2 WRITE, 3 both)
+    /// instead of both roles; epoch += 1 once. Emits per node `MemberAdded`, then `MemberRolesSet` unless
+    /// `roles` is 3, all with the new epoch. Reverts `InvalidRoles` (checked right after the admin check), on
+    /// an empty list, or on any node `addMember` would refuse; then nothing changes.
+    function addMembersWithRoles(bytes32 groupId, bytes32[] calldata nodeIds, uint8 roles) external;
+
+    /// @notice Sets the roles of several members to `roles` (admin only); epoch += 1 once. Emits
+    /// `MemberRolesSet` per node, all with the new epoch, also for a member whose roles do not change.
+    /// Granting a role the member does not hold needs the same consent as adding it (`AdminNotApproved`) and
+    /// an active node (`NodeIsRevoked`); dropping roles needs neither, since the admin may remove the member
+    /// outright. Reverts `InvalidRoles`, on an empty list, or on a node that is not a member (`NotMember`);
+    /// then nothing changes.
+    function setMemberRoles(bytes32 groupId, bytes32[] calldata nodeIds, uint8 roles) external;
 
     // ------------------------------------------------------------------ closed registries
 
@@ -263,6 +287,10 @@ interface IKeyRegistry {
     /// @notice Whether `nodeId` is recorded as a member of `groupId` (false for unknown IDs). A revoked
     /// node may still be recorded; it reads and sends nothing.
     function isMember(bytes32 groupId, bytes32 nodeId) external view returns (bool);
+
+    /// @notice The member's roles (1 READ, 2 WRITE, 3 both); 0 when `nodeId` is not a member of `groupId`
+    /// (or for unknown IDs). A revoked node keeps its recorded roles; it reads and sends nothing.
+    function memberRoles(bytes32 groupId, bytes32 nodeId) external view returns (uint8);
 
     /// @notice Up to `limit` member IDs starting at position `offset` (empty past the end); reverts
     /// `GroupNotFound`. Order is unspecified and changes on removal.

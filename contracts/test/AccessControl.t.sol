@@ -23,7 +23,7 @@ abstract contract AccessControlMatrix is TestBase {
     /// Administered by ADMIN, offered to OWNER (pending); MEMBER is in it.
     bytes32 internal constant GROUP = "hsu0001";
 
-    uint256 internal constant FUNCTION_COUNT = 18;
+    uint256 internal constant FUNCTION_COUNT = 20;
 
     /// Who gets which error when not allowed.
     enum Role {
@@ -112,6 +112,14 @@ abstract contract AccessControlMatrix is TestBase {
             (keys[0], proofs[0]) = proof(registry, testNodeKey("new"), "new", caller, 1);
             return (abi.encodeCall(IKeyRegistry.registerNodes, (nodes, keys, proofs)), Role.Registrar);
         }
+        if (index == 18) {
+            nodes[0] = OUTSIDER;
+            return (abi.encodeCall(IKeyRegistry.addMembersWithRoles, (GROUP, nodes, 1)), Role.GroupAdmin);
+        }
+        if (index == 19) {
+            nodes[0] = MEMBER;
+            return (abi.encodeCall(IKeyRegistry.setMemberRoles, (GROUP, nodes, 1)), Role.GroupAdmin);
+        }
         revert("no such function");
     }
 
@@ -174,9 +182,9 @@ contract OpenRegistryAccessControlTest is AccessControlMatrix {
     }
 
     function test_AccessControlMatrix_OpenRegistry() public {
-        // registerNode(s), setAdminApproval, createGroup: all 4 callers; 11 functions: exactly one caller;
+        // registerNode(s), setAdminApproval, createGroup: all 4 callers; 13 functions: exactly one caller;
         // setRegistrar, transferOperator, acceptOperator: nobody (an open registry has no operator).
-        assertEq(_runMatrix(), 4 * 4 + 11, "successful cells");
+        assertEq(_runMatrix(), 4 * 4 + 13, "successful cells");
     }
 
     // ------------------------------------------------------------------ allowed calls, other people's things
@@ -264,8 +272,8 @@ contract ClosedRegistryAccessControlTest is AccessControlMatrix {
     }
 
     function test_AccessControlMatrix_ClosedRegistry() public {
-        // registerNode(s), createGroup: the 2 registrars; setAdminApproval: all 4 callers; 14 functions: exactly
+        // registerNode(s), createGroup: the 2 registrars; setAdminApproval: all 4 callers; 16 functions: exactly
         // one caller (setRegistrar and transferOperator: OPERATOR; acceptOperator: STRANGER, offered the role).
-        assertEq(_runMatrix(), 3 * 2 + 4 + 14, "successful cells");
+        assertEq(_runMatrix(), 3 * 2 + 4 + 16, "successful cells");
     }
 }

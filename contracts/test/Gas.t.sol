@@ -5,15 +5,37 @@ import {TestBase} from "./utils/TestBase.sol";
 import {console, vm} from "./utils/Vm.sol";
 import {KeyRegistry} from "../src/KeyRegistry.sol";
 
-/// Execution gas of each state-changing function on cold storage (the state is built in setUp, which forge
-/// runs as a separate transaction, so the measured call starts with cold slots like a real transaction).
-/// Execution gas excludes the 21,000 intrinsic gas and calldata cost. `forge test --mc '^GasTest$' -vv`
-/// prints the numbers. Under `--gas-report` (or `--isolate`) forge runs every call as its own transaction and
-/// reports transaction gas instead; the tests detect that and subtract the intrinsic part themselves.
-contract GasTest is TestBase {
+/// Execution gas of one call on cold storage (the state is built in setUp, which forge runs as a separate
+/// transaction, so the measured call starts with cold slots like a real transaction). Execution gas excludes
+/// the 21,000 intrinsic gas and calldata cost. Under `--gas-report` (or `--isolate`) forge runs every call as
+/// its own transaction and reports transaction gas instead; `_measure` detects that and subtracts the
+/// intrinsic part itself.
+abstract contract GasMeasurement is TestBase {
     KeyRegistry internal registry;
     bool internal isolated;
 
+    /// Sends `data` as `caller` and returns the execution gas of that call.
+    function _measure(string memory name, address caller, bytes memory data) internal returns (uint256 gas) {
+        // An empty call executes a few dozen gas; it reports over 21,000 only when it ran as a transaction.
+        new GasProbe().ping();
+        isolated = vm.lastCallGas().gasTotalUsed >= 21_000;
+        vm.prank(caller);
+        (bool ok,) = address(registry).call(data);
+        assertTrue(ok, string.concat(name, " reverted"));
+        gas = vm.lastCallGas().gasTotalUsed;
+        if (isolated) {
+            console.log(string.concat(name, ": transaction gas, refunds applied"), gas);
+            gas -= intrinsicGas(data);
+            console.log(string.concat(name, ": transaction gas minus intrinsic"), gas);
+        } else {
+            console.log(string.concat(name, ": execution gas, refunds not applied"), gas);
+        }
+    }
+}
+
+/// Execution gas of each state-changing function (see GasMeasurement). `forge test --mc '^GasTest$' -vv`
+/// prints the numbers; `forge test --mc '^RolesGasTest$' -vv` those of the member-role batches.
+contract GasTest is GasMeasurement {
     address internal constant OWNER = address(0xA11CE);
     address internal constant ADMIN = address(0xAD);
     /// OWNER's nodes: MEMBER is in GROUP, OUTSIDER in no group, OFFERED is offered to ADMIN.
@@ -45,24 +67,6 @@ contract GasTest is TestBase {
         registry.createGroup(OFFERED_GROUP, "");
         registry.transferGroupAdmin(OFFERED_GROUP, OWNER);
         vm.stopPrank();
-    }
-
-    /// Sends `data` as `caller` and returns the execution gas of that call.
-    function _measure(string memory name, address caller, bytes memory data) internal returns (uint256 gas) {
-        // An empty call executes a few dozen gas; it reports over 21,000 only when it ran as a transaction.
-        new GasProbe().ping();
-        isolated = vm.lastCallGas().gasTotalUsed >= 21_000;
-        vm.prank(caller);
-        (bool ok,) = address(registry).call(data);
-        assertTrue(ok, string.concat(name, " reverted"));
-        gas = vm.lastCallGas().gasTotalUsed;
-        if (isolated) {
-            console.log(string.concat(name, ": transaction gas, refunds applied"), gas);
-            gas -= intrinsicGas(data);
-            console.log(string.concat(name, ": transaction gas minus intrinsic"), gas);
-        } else {
-            console.log(string.concat(name, ": execution gas, refunds not applied"), gas);
-        }
     }
 
     function test_Gas_registerNode() public {
@@ -195,6 +199,93 @@ contract GasTest is TestBase {
 
 contract GasProbe {
     function ping() external {}
+}
+
+/// Member roles at fleet scale: `setMemberRoles` on 1 and 100 members, a grant that needs the owner's approval,
+/// and `addMembersWithRoles` of 100 nodes next to `addMembers` of the same 100 nodes (the difference is the
+/// roles slot and the `MemberRolesSet` event of each node). setUp registers 201 nodes with gas metering
+/// paused.
+contract RolesGasTest is GasMeasurement {
+    address internal constant OWNER = address(0xA11CE);
+    address internal constant ADMIN = address(0xAD);
+    bytes32 internal constant FLEET = "fleet";
+    uint256 internal constant BATCH = 100;
+    /// OWNER's node, approved for ADMIN, a member of FLEET with READ only.
+    bytes32 internal constant READER = "1111";
+    uint8 internal constant READ = 1;
+    uint8 internal constant BOTH = 3;
+
+    /// ADMIN's nodes bytes32(from) .. bytes32(from + BATCH - 1): 1..100 are members of FLEET with both roles,
+    /// 101..200 are in no group.
+    function _batch(uint256 from) internal pure returns (bytes32[] memory ids) {
+        ids = new bytes32[](BATCH);
+        for (uint256 i; i < BATCH; ++i) {
+            ids[i] = bytes32(from + i);
+        }
+    }
+
+    function setUp() public {
+        vm.pauseGasMetering();
+        registry = new KeyRegistry(address(0));
+        for (uint256 i = 1; i <= 2 * BATCH; ++i) {
+            registerAs(registry, ADMIN, bytes32(i), i);
+        }
+        registerAs(registry, OWNER, READER, testNodeKey("1111"));
+        vm.prank(OWNER);
+        registry.setAdminApproval(ADMIN, true);
+        vm.startPrank(ADMIN);
+        registry.createGroup(FLEET, "fleet/#");
+        registry.addMembers(FLEET, _batch(1));
+        bytes32[] memory reader = new bytes32[](1);
+        reader[0] = READER;
+        registry.addMembersWithRoles(FLEET, reader, READ);
+        vm.stopPrank();
+        vm.resumeGasMetering();
+    }
+
+    function test_Gas_setMemberRoles_One() public {
+        bytes32[] memory ids = new bytes32[](1);
+        ids[0] = bytes32(uint256(1));
+        _measure(
+            "setMemberRoles, 1 node (drop WRITE)",
+            ADMIN,
+            abi.encodeCall(KeyRegistry.setMemberRoles, (FLEET, ids, READ))
+        );
+    }
+
+    function test_Gas_setMemberRoles_OneGrant_ApprovedAdmin() public {
+        bytes32[] memory ids = new bytes32[](1);
+        ids[0] = READER;
+        _measure(
+            "setMemberRoles, 1 node (grant WRITE, owner approved the admin)",
+            ADMIN,
+            abi.encodeCall(KeyRegistry.setMemberRoles, (FLEET, ids, BOTH))
+        );
+    }
+
+    function test_Gas_setMemberRoles_Hundred() public {
+        _measure(
+            "setMemberRoles, 100 nodes (drop WRITE)",
+            ADMIN,
+            abi.encodeCall(KeyRegistry.setMemberRoles, (FLEET, _batch(1), READ))
+        );
+    }
+
+    function test_Gas_addMembersWithRoles_Hundred() public {
+        _measure(
+            "addMembersWithRoles, 100 nodes (READ)",
+            ADMIN,
+            abi.encodeCall(KeyRegistry.addMembersWithRoles, (FLEET, _batch(BATCH + 1), READ))
+        );
+    }
+
+    function test_Gas_addMembers_Hundred() public {
+        _measure(
+            "addMembers, 100 nodes (both roles)",
+            ADMIN,
+            abi.encodeCall(KeyRegistry.addMembers, (FLEET, _batch(BATCH + 1)))
+        );
+    }
 }
 
 /// The hard cost rule: adding or removing a member costs the same in a group of 1 as in one of 10,000.

@@ -6,11 +6,12 @@ import {TopicFilterReference} from "../utils/TopicFilterReference.sol";
 import {IKeyRegistry} from "../../src/IKeyRegistry.sol";
 
 /// The registry's state rebuilt from its logs alone, the way the bridge and an auditor would: nodes (with
-/// pending owners), groups (with pending admins and members), admin approvals, operator, pending operator and
-/// registrars. It never calls the registry. Logs that break a rule (an epoch that does not grow by exactly one,
-/// an event about an unknown node or group, a member added without its owner's consent, a transfer accepted by
-/// someone it was not offered to, a registration by a non-registrar in a closed registry, an invalid topic
-/// filter) are recorded in `violation` rather than reverting, so the invariant test can report them.
+/// pending owners), groups (with pending admins, members and their roles), admin approvals, operator, pending
+/// operator and registrars. It never calls the registry. Logs that break a rule (an epoch that does not grow by
+/// exactly one per transaction, an event about an unknown node or group, a member added or granted a role
+/// without its owner's consent, invalid roles, a transfer accepted by someone it was not offered to, a
+/// registration by a non-registrar in a closed registry, an invalid topic filter) are recorded in `violation`
+/// rather than reverting, so the invariant test can report them.
 contract EventModel {
     struct NodeState {
         address owner;
@@ -36,10 +37,15 @@ contract EventModel {
     mapping(bytes32 => NodeState) internal _nodes;
     mapping(bytes32 => GroupState) internal _groups;
     mapping(bytes32 => mapping(bytes32 => bool)) public isMember;
+    /// 0 for non-members; MemberAdded alone means both roles (3).
+    mapping(bytes32 => mapping(bytes32 => uint8)) public memberRoles;
     mapping(address owner => mapping(address admin => bool)) public isAdminApproved;
     address public operator;
     address public pendingOperator;
     mapping(address => bool) internal _registrars;
+    /// Numbers the `ingest` calls; a group's epoch moves once per call, which the batches' events share.
+    uint256 internal _ingests;
+    mapping(bytes32 groupId => uint256 ingest) internal _epochMovedIn;
 
     constructor(address registry_) {
         registry = registry_;
@@ -57,7 +63,10 @@ contract EventModel {
         return operator == address(0) || _registrars[account];
     }
 
+    /// Applies one transaction's logs (the head start in the invariant test's setUp passes several
+    /// transactions at once, none of which changes the same group twice).
     function ingest(Vm.Log[] calldata logs) external {
+        ++_ingests;
         for (uint256 i; i < logs.length; ++i) {
             if (logs[i].emitter != registry) continue;
             ++eventCount;
@@ -140,6 +149,9 @@ contract EventModel {
             }
             g.memberCount -= 1;
             isMember[groupId][nodeId] = false;
+            memberRoles[groupId][nodeId] = 0;
+        } else if (topic == IKeyRegistry.MemberRolesSet.selector) {
+            _memberRolesSet(log);
         } else if (topic == IKeyRegistry.OperatorTransferred.selector) {
             address previous = _address(log.topics[1]);
             address next = _address(log.topics[2]);
@@ -176,6 +188,24 @@ contract EventModel {
         }
         g.memberCount += 1;
         isMember[groupId][nodeId] = true;
+        memberRoles[groupId][nodeId] = 3;
+    }
+
+    function _memberRolesSet(Vm.Log calldata log) internal {
+        (bytes32 groupId, bytes32 nodeId) = (log.topics[1], log.topics[2]);
+        (uint8 roles, uint64 epoch, address actor) = abi.decode(log.data, (uint8, uint64, address));
+        if (!isMember[groupId][nodeId]) _violate("roles set for a non-member");
+        if (roles == 0 || roles > 3) _violate("invalid roles");
+        GroupState storage g = _bumpEpoch(groupId, epoch);
+        if (actor != g.admin) _violate("roles set by a non-admin");
+        // A grant needs what an add needs; dropping roles needs nothing.
+        if (roles & ~memberRoles[groupId][nodeId] != 0) {
+            NodeState storage n = _activeNode(nodeId);
+            if (actor != n.owner && !isAdminApproved[n.owner][actor]) {
+                _violate("role granted without the owner's consent");
+            }
+        }
+        memberRoles[groupId][nodeId] = roles;
     }
 
     function _activeNode(bytes32 nodeId) internal returns (NodeState storage n) {
@@ -188,10 +218,17 @@ contract EventModel {
         if (!g.exists) _violate("event for an unknown group");
     }
 
+    /// The first membership event of a transaction moves the epoch up by one; the others of a batch carry the
+    /// same epoch.
     function _bumpEpoch(bytes32 groupId, uint64 epoch) internal returns (GroupState storage g) {
         g = _existingGroup(groupId);
+        if (_epochMovedIn[groupId] == _ingests) {
+            if (epoch != g.epoch) _violate("events of one transaction carry different epochs");
+            return g;
+        }
         if (epoch != g.epoch + 1) _violate("epoch did not grow by one");
         g.epoch = epoch;
+        _epochMovedIn[groupId] = _ingests;
     }
 
     function _address(bytes32 topic) internal pure returns (address) {

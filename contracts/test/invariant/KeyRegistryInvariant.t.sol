@@ -153,6 +153,9 @@ abstract contract RegistryInvariantBase is TestBase {
         for (uint256 n; n < handler.NODE_POOL(); ++n) {
             bytes32 nodeId = handler.nodeId(n);
             assertTrue(registry.isMember(groupId, nodeId) == model.isMember(groupId, nodeId), "isMember");
+            assertEq(
+                registry.memberRoles(groupId, nodeId), model.memberRoles(groupId, nodeId), "member roles"
+            );
         }
     }
 }

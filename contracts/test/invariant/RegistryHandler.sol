@@ -151,6 +151,30 @@ contract RegistryHandler is TestBase {
         );
     }
 
+    function addMembersWithRoles(uint256 groupSeed, uint256 nodeSeed, uint256 callerSeed, uint256 rolesSeed)
+        external
+    {
+        bytes32 id = groupId(groupSeed % GROUP_POOL);
+        _send(
+            _mostly(_group(id).admin, callerSeed),
+            abi.encodeCall(
+                KeyRegistry.addMembersWithRoles, (id, _pickMembers(id, nodeSeed, false), _roles(rolesSeed))
+            )
+        );
+    }
+
+    function setMemberRoles(uint256 groupSeed, uint256 nodeSeed, uint256 callerSeed, uint256 rolesSeed)
+        external
+    {
+        bytes32 id = groupId(groupSeed % GROUP_POOL);
+        _send(
+            _mostly(_group(id).admin, callerSeed),
+            abi.encodeCall(
+                KeyRegistry.setMemberRoles, (id, _pickMembers(id, nodeSeed, true), _roles(rolesSeed))
+            )
+        );
+    }
+
     function leaveGroup(uint256 groupSeed, uint256 nodeSeed, uint256 callerSeed) external {
         bytes32 id = nodeId(nodeSeed % NODE_POOL);
         _send(
@@ -220,11 +244,11 @@ contract RegistryHandler is TestBase {
     }
 
     /// One call by the hostile actor aimed at `target` (an honest owner's node) or at the shared pools: join it
-    /// to the hostile actor's groups or take it out (the approved-admin attack), or try to take, revoke, rotate,
-    /// leave, or anything else. Returns the selector it sent.
+    /// to the hostile actor's groups, take it out or change its roles there (the approved-admin attack), or try
+    /// to take, revoke, rotate, leave, or anything else. Returns the selector it sent.
     function _hostileCall(bytes32 target, uint256 seed) internal returns (bytes4 selector) {
-        uint256 kind = seed % 12;
-        seed /= 12;
+        uint256 kind = seed % 13;
+        seed /= 13;
         bytes32 group = groupId(seed % GROUP_POOL);
         bytes memory data;
         if (kind == 0 || kind == 1) {
@@ -247,6 +271,10 @@ contract RegistryHandler is TestBase {
             data = abi.encodeCall(KeyRegistry.createGroup, (_pickNewGroup(seed), _topicFilter(bytes32(seed))));
         } else if (kind == 10) {
             data = abi.encodeCall(KeyRegistry.setAdminApproval, (_anyone(seed), seed & 1 == 0));
+        } else if (kind == 11) {
+            bytes32[] memory targets = new bytes32[](1);
+            targets[0] = target;
+            data = abi.encodeCall(KeyRegistry.setMemberRoles, (group, targets, _roles(seed)));
         } else {
             data = abi.encodeCall(KeyRegistry.acceptGroupAdmin, (group));
         }
@@ -285,6 +313,33 @@ contract RegistryHandler is TestBase {
             if (registry.isMember(group, id) == member) return id;
         }
         return nodeId(seed % NODE_POOL);
+    }
+
+    /// One or two distinct nodes, from a random start, that are (or are not) members of the group; the start
+    /// itself if none is (the call then reverts, as it should).
+    function _pickMembers(bytes32 group, uint256 seed, bool member)
+        internal
+        view
+        returns (bytes32[] memory ids)
+    {
+        uint256 wanted = 1 + (seed / NODE_POOL) % 2;
+        ids = new bytes32[](wanted);
+        uint256 found;
+        for (uint256 i; i < NODE_POOL && found < wanted; ++i) {
+            bytes32 id = nodeId((seed % NODE_POOL + i) % NODE_POOL);
+            if (registry.isMember(group, id) == member) ids[found++] = id;
+        }
+        if (found == 0) ids[found++] = nodeId(seed % NODE_POOL);
+        assembly ("memory-safe") {
+            mstore(ids, found)
+        }
+    }
+
+    /// Roles 1, 2 or 3 three times in four, else an invalid value (0, or 4..255).
+    function _roles(uint256 seed) internal pure returns (uint8) {
+        uint256 pick = seed % 8;
+        if (pick < 6) return uint8(pick % 3 + 1);
+        return pick == 6 ? 0 : uint8(4 + (seed / 8) % 252);
     }
 
     /// Up to 8 bytes drawn mostly from "a", "/", "+", "#", " " and now and then any byte: valid and invalid

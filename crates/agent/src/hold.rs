@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use anchormq_core::{GroupId, NodeId, OpenError, SenderIssue, StreamId};
+use anchormq_core::{GroupId, NodeId, OpenError, SenderIssue, StreamId, StreamTag};
 use bytes::Bytes;
 use tokio::time::Instant;
 
@@ -13,6 +13,7 @@ pub(crate) fn worth_holding(error: &OpenError) -> bool {
     matches!(
         error,
         OpenError::MissingSenderKey { .. }
+            | OpenError::UnknownStream { .. }
             | OpenError::EpochAhead { .. }
             | OpenError::UnknownGroup { .. }
             | OpenError::UnknownSender {
@@ -29,8 +30,13 @@ pub(crate) enum Fix {
     Group(GroupId),
     /// A node note changed (the sender's, or this node's own, which parked notes may wait for).
     Node(NodeId),
-    /// A sender key was unwrapped.
-    SenderKey(StreamId),
+    /// A sender-key note was accepted (its key unwrapped, or its stream noted as not for us).
+    SenderKey {
+        /// Its stream.
+        stream: StreamId,
+        /// The tag its envelopes carry.
+        tag: StreamTag,
+    },
 }
 
 /// Whether `fix` may let a message held for `error` open now, so that a burst of notes does not
@@ -45,12 +51,15 @@ pub(crate) fn fixable_by(error: &OpenError, fix: &Fix, me: &NodeId) -> bool {
             | OpenError::UnknownSender { group, .. },
         ) => g == group,
         (Fix::Node(n), _) if n == me => true,
+        // a group note may show this node is not a member after all: refuse now, not at timeout
+        (Fix::Group(_), OpenError::UnknownStream { .. }) => true,
+        (Fix::SenderKey { tag, .. }, OpenError::UnknownStream { tag: wanted, .. }) => tag == wanted,
         (
             Fix::Node(n),
             OpenError::MissingSenderKey { sender, .. } | OpenError::UnknownSender { sender, .. },
         ) => n == sender,
         (
-            Fix::SenderKey(stream),
+            Fix::SenderKey { stream, .. },
             OpenError::MissingSenderKey {
                 sender,
                 group,
@@ -251,16 +260,29 @@ mod tests {
             sender,
             epoch,
         };
+        let key = |epoch, tag| Fix::SenderKey {
+            stream: stream(epoch),
+            tag: StreamTag([tag; 8]),
+        };
         let error = missing();
-        assert!(fixable_by(&error, &Fix::SenderKey(stream(1)), &me));
-        assert!(!fixable_by(&error, &Fix::SenderKey(stream(2)), &me));
+        assert!(fixable_by(&error, &key(1, 1), &me));
+        assert!(!fixable_by(&error, &key(2, 1), &me));
         assert!(fixable_by(&error, &Fix::Group(group), &me));
         assert!(fixable_by(&error, &Fix::Node(sender), &me));
         assert!(fixable_by(&error, &Fix::Node(me), &me));
         assert!(!fixable_by(&error, &Fix::Node(stranger), &me));
         let unknown_group = OpenError::UnknownGroup { group };
-        assert!(!fixable_by(&unknown_group, &Fix::SenderKey(stream(1)), &me));
+        assert!(!fixable_by(&unknown_group, &key(1, 1), &me));
         assert!(!fixable_by(&unknown_group, &Fix::Node(sender), &me));
+        let unannounced = OpenError::UnknownStream {
+            tag: StreamTag([1; 8]),
+            topic: "g/t".into(),
+        };
+        assert!(fixable_by(&unannounced, &key(1, 1), &me));
+        assert!(fixable_by(&unannounced, &key(7, 1), &me));
+        assert!(!fixable_by(&unannounced, &key(1, 2), &me));
+        assert!(fixable_by(&unannounced, &Fix::Group(group), &me));
+        assert!(!fixable_by(&unannounced, &Fix::Node(sender), &me));
     }
 
     #[test]

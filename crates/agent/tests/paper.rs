@@ -105,8 +105,8 @@ async fn paper_scenario_membership_changes_replay_and_grace() {
     // 4. replay and tampering: the duplicate is dropped silently, the forgeries are reported
     raw.publish("hsu/0001/temp", envelope.to_vec()).await;
     let mut tampered = envelope.to_vec();
-    // a ciphertext byte (header 138 + length 4): the sender's signature covers it
-    tampered[145] ^= 0x01;
+    // the first ciphertext byte (after the 17-byte header): the stream's signature covers it
+    tampered[17] ^= 0x01;
     raw.publish("hsu/0001/temp", tampered).await;
     raw.publish("hsu/0001/temp", envelope[..10].to_vec()).await;
     let forged = unreadable(next(&mut sub12).await);

@@ -12,7 +12,7 @@ use anchormq_chain::{
 use anchormq_core::topics::validate_topic_filter;
 use anchormq_core::{
     ChainPosition, GroupId, GroupNote, Member, NodeId, NodeNote, NodePublicKey, NodeStatus,
-    Registry,
+    Registry, Roles,
 };
 
 /// Why chain data could not be mirrored as it stands.
@@ -101,6 +101,12 @@ pub fn group_note(
                 .nodes
                 .get(member)
                 .map_or(0, |n| u64::from(n.key_version)),
+            // the state only holds roles of 1 or 2 (the event fold refuses others)
+            roles: record
+                .roles
+                .get(member)
+                .and_then(|r| Roles::from_bits(*r))
+                .unwrap_or(Roles::BOTH),
         })
         .collect();
     let refused =
@@ -162,6 +168,7 @@ mod tests {
             topic_filter: filter.to_owned(),
             epoch: 3,
             members: BTreeSet::new(),
+            roles: Default::default(),
             updated_at: LogPosition {
                 block_number: 5,
                 block_hash: B256::repeat_byte(1),

@@ -446,6 +446,39 @@ impl RegistryClient {
             .await
     }
 
+    /// Adds `nodes` to `group` with `roles` (1 read, 2 write, 3 both) in one transaction and one
+    /// epoch bump (`addMembersWithRoles`).
+    pub async fn add_members_with_roles(
+        &self,
+        group: GroupId,
+        nodes: &[NodeId],
+        roles: u8,
+    ) -> Result<TxOutcome, ChainError> {
+        let words = nodes.iter().map(|n| n.word()).collect();
+        self.send(
+            "addMembersWithRoles",
+            self.registry
+                .addMembersWithRoles(group.word(), words, roles),
+        )
+        .await
+    }
+
+    /// Sets the roles of members `nodes` of `group` in one transaction and one epoch bump
+    /// (`setMemberRoles`).
+    pub async fn set_member_roles(
+        &self,
+        group: GroupId,
+        nodes: &[NodeId],
+        roles: u8,
+    ) -> Result<TxOutcome, ChainError> {
+        let words = nodes.iter().map(|n| n.word()).collect();
+        self.send(
+            "setMemberRoles",
+            self.registry.setMemberRoles(group.word(), words, roles),
+        )
+        .await
+    }
+
     /// Removes `nodes` from `group` in one transaction and one epoch bump (`removeMembers`).
     pub async fn remove_members(
         &self,

@@ -59,6 +59,10 @@ fn describe_revert(error: &IKeyRegistryErrors) -> String {
             )
         }
         E::EmptyNodeList(_) => "the list of nodes is empty".into(),
+        E::InvalidRoles(e) => format!(
+            "roles {} are not valid: use 1 (read), 2 (write) or 3 (both)",
+            e.roles
+        ),
         E::BatchLengthMismatch(e) => format!(
             "{} node IDs, {} public keys and {} proofs: one of each per node",
             e.nodeIds, e.publicKeys, e.signatures

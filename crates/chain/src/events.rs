@@ -98,6 +98,19 @@ pub enum RegistryEvent {
         /// Account that sent the transaction.
         actor: Address,
     },
+    /// A member's roles were set (bit 1 read, bit 2 write; a `MemberAdded` alone means both).
+    MemberRolesSet {
+        /// Group ID.
+        group: B256,
+        /// Node ID.
+        node: B256,
+        /// The roles, 1 to 3.
+        roles: u8,
+        /// The group's new epoch.
+        epoch: u64,
+        /// Account that sent the transaction.
+        actor: Address,
+    },
     /// A node left a group (removed by the admin, or left by its owner).
     MemberRemoved {
         /// Group ID.
@@ -170,6 +183,7 @@ impl RegistryEvent {
             Self::GroupCreated { .. } => "GroupCreated",
             Self::GroupAdminTransferred { .. } => "GroupAdminTransferred",
             Self::MemberAdded { .. } => "MemberAdded",
+            Self::MemberRolesSet { .. } => "MemberRolesSet",
             Self::MemberRemoved { .. } => "MemberRemoved",
             Self::NodeOwnershipTransferStarted { .. } => "NodeOwnershipTransferStarted",
             Self::GroupAdminTransferStarted { .. } => "GroupAdminTransferStarted",
@@ -189,6 +203,7 @@ impl RegistryEvent {
             | Self::NodeOwnershipTransferred { node, .. }
             | Self::NodeOwnershipTransferStarted { node, .. }
             | Self::MemberAdded { node, .. }
+            | Self::MemberRolesSet { node, .. }
             | Self::MemberRemoved { node, .. } => Some(*node),
             _ => None,
         }
@@ -201,6 +216,7 @@ impl RegistryEvent {
             | Self::GroupAdminTransferred { group, .. }
             | Self::GroupAdminTransferStarted { group, .. }
             | Self::MemberAdded { group, .. }
+            | Self::MemberRolesSet { group, .. }
             | Self::MemberRemoved { group, .. } => Some(*group),
             _ => None,
         }
@@ -245,6 +261,13 @@ impl From<IKeyRegistryEvents> for RegistryEvent {
             E::MemberAdded(e) => Self::MemberAdded {
                 group: e.groupId,
                 node: e.nodeId,
+                epoch: e.epoch,
+                actor: e.actor,
+            },
+            E::MemberRolesSet(e) => Self::MemberRolesSet {
+                group: e.groupId,
+                node: e.nodeId,
+                roles: e.roles,
                 epoch: e.epoch,
                 actor: e.actor,
             },

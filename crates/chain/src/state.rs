@@ -44,6 +44,9 @@ pub struct GroupRecord {
     pub epoch: u64,
     /// Recorded members (revoked nodes included until removed; they read and send nothing).
     pub members: BTreeSet<B256>,
+    /// Roles of the members that do not have both (1 read, 2 write); absent means both.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub roles: BTreeMap<B256, u8>,
     /// The last event that changed this record.
     pub updated_at: LogPosition,
 }
@@ -194,6 +197,7 @@ impl RegistryState {
                         topic_filter: topic_filter.clone(),
                         epoch: 0,
                         members: BTreeSet::new(),
+                        roles: BTreeMap::new(),
                         updated_at: at,
                     },
                 );
@@ -241,7 +245,31 @@ impl RegistryState {
                 if !record.members.remove(node) {
                     return Err(fail(format!("node {node} is not a member")));
                 }
+                record.roles.remove(node);
                 node_record.groups.remove(group);
+                record.epoch = *epoch;
+                record.updated_at = at;
+                changed.groups.insert(*group);
+            }
+            RegistryEvent::MemberRolesSet {
+                group,
+                node,
+                roles,
+                epoch,
+                ..
+            } => {
+                let record = self
+                    .groups
+                    .get_mut(group)
+                    .ok_or_else(|| fail(format!("unknown group {group}")))?;
+                if !record.members.contains(node) {
+                    return Err(fail(format!("node {node} is not a member")));
+                }
+                match roles {
+                    3 => record.roles.remove(node),
+                    1 | 2 => record.roles.insert(*node, *roles),
+                    _ => return Err(fail(format!("roles {roles} are not 1, 2 or 3"))),
+                };
                 record.epoch = *epoch;
                 record.updated_at = at;
                 changed.groups.insert(*group);

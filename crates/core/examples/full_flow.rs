@@ -54,12 +54,7 @@ pub(crate) fn main() -> Result<(), Box<dyn std::error::Error>> {
         let group = GroupId::from_label(label)?;
         let members = members
             .iter()
-            .map(|m| {
-                Ok(Member {
-                    node: NodeId::from_label(m)?,
-                    key_version: 1,
-                })
-            })
+            .map(|m| Ok(Member::new(NodeId::from_label(m)?, 1)))
             .collect::<Result<Vec<_>, anchormq_core::IdError>>()?;
         let note = GroupNote::new(
             position(20 + block as u64),
@@ -108,7 +103,7 @@ pub(crate) fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let topic = "hsu0001/sensor/temperature";
-    let envelope = sealer.seal(topic, b"21.5 C", &mut OsRng)?;
+    let envelope = sealer.seal(topic, b"21.5 C")?;
 
     match openers[1].open(topic, &envelope)? {
         Opened::Message(m) => println!(

@@ -316,10 +316,7 @@ mod tests {
             .map(|i| {
                 let mut id = [seed; 32];
                 id[..4].copy_from_slice(&i.to_be_bytes());
-                Member {
-                    node: NodeId::from_bytes(id),
-                    key_version: 1,
-                }
+                Member::new(NodeId::from_bytes(id), 1)
             })
             .collect();
         let group = GroupId::from_bytes([seed; 32]);

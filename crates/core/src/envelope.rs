@@ -1,225 +1,197 @@
-//! The message envelope: versioned, compact, encrypted and signed.
+//! The message envelope (version 2): compact, encrypted, and signed by the sender's stream key.
 //!
 //! ```text
-//! off  len  field
-//!   0    1  version (1)
-//!   1    1  suite (1 = secp256k1-ECDSA-SHA256 low-S, HKDF-SHA256, XChaCha20-Poly1305)
-//!   2   32  group ID
-//!  34    8  epoch
-//!  42   32  sender node ID
-//!  74   32  sender key ID (commitment to the sender key, see sender_key)
-//! 106    8  sequence number
-//! 114   24  XChaCha20 nonce (random)
-//! 138    4  ciphertext length n (plaintext length + 16)
-//! 142    n  ciphertext || Poly1305 tag
-//! 142+n 64  ECDSA signature r || s by the sender's node key
+//! off     len  field
+//!   0       1  version (2)
+//!   1       8  stream tag: the first 8 bytes of the sender key ID (names group, sender, epoch, key)
+//!   9       8  sequence number (u64 BE), from 0 under each sender key
+//!  17       n  ChaCha20 ciphertext of the n-byte plaintext
+//!  17+n    16  Poly1305 tag
+//!  33+n    64  Ed25519 signature by the stream's signing key
 //! ```
 //!
-//! Associated data: `"anchormq/v1 envelope-aad\0" || topic length (u16) || topic || bytes 0..138`.
-//! Signature over SHA-256(`"anchormq/v1 envelope\0" || topic length (u16) || topic || bytes 0..142+n`).
-//! The topic is not carried: the opener supplies the topic the message arrived on.
+//! Overhead: [`OVERHEAD`] = 97 bytes. The ciphertext length is the payload length minus 97.
+//! ChaCha20-Poly1305 (RFC 8439) under the stream's message key, nonce = 4 zero bytes || seq (u64
+//! BE): a message key belongs to one sender key, and a sender never repeats a sequence number
+//! under one key. Associated data: `"anchormq/v2 envelope\0" || topic length (u16 BE) || topic ||
+//! bytes 0..17`. Signature (RFC 8032 Ed25519) over `"anchormq/v2 envelope-sig\0" || topic length
+//! (u16 BE) || topic || bytes 0..33+n`. The topic is not carried: the opener supplies the topic the
+//! message arrived on.
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use std::fmt;
 
-use crate::error::{DecodeError, KeyError};
-use crate::ids::{GroupId, NodeId};
-use crate::keys::{NodePublicKey, NodeSecretKey, Signature};
-use crate::sender_key::StreamId;
-use crate::wire::{Reader, put_u16, put_u32, put_u64};
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Nonce, Tag};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+
+use crate::error::DecodeError;
 
 /// Envelope format version.
-pub const VERSION_V1: u8 = 1;
-/// Cipher suite 1: secp256k1 ECDSA-SHA256 (low S), HKDF-SHA256, XChaCha20-Poly1305.
-pub const SUITE_V1: u8 = 1;
-/// Bytes before the ciphertext length (what the AEAD authenticates as header).
-pub const HEADER_LEN: usize = 138;
-/// Fixed overhead over the plaintext.
-pub const OVERHEAD: usize = HEADER_LEN + 4 + 16 + Signature::LEN;
+pub const VERSION: u8 = 2;
+/// Bytes before the ciphertext: version, stream tag, sequence number.
+pub const HEADER_LEN: usize = 1 + 8 + 8;
+/// Fixed overhead over the plaintext: header, Poly1305 tag, Ed25519 signature.
+pub const OVERHEAD: usize = HEADER_LEN + 16 + 64;
 /// Largest plaintext sealed (MQTT's payload limit is 256 MiB).
 pub const MAX_PLAINTEXT_LEN: usize = 256 * 1024 * 1024 - OVERHEAD;
 
-const AAD_DOMAIN: &[u8] = b"anchormq/v1 envelope-aad\0";
-const SIG_DOMAIN: &[u8] = b"anchormq/v1 envelope\0";
+const AAD_DOMAIN: &[u8] = b"anchormq/v2 envelope\0";
+const SIG_DOMAIN: &[u8] = b"anchormq/v2 envelope-sig\0";
 
-/// A decoded envelope (nothing verified yet).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Envelope {
-    /// Group ID.
-    pub group: GroupId,
-    /// Group epoch.
-    pub epoch: u64,
-    /// Sender node ID.
-    pub sender: NodeId,
-    /// Sender key ID.
-    pub key_id: [u8; 32],
-    /// Sequence number in the (group, sender, epoch, key) stream.
-    pub seq: u64,
-    /// XChaCha20 nonce.
-    pub nonce: [u8; 24],
-    /// Ciphertext with tag.
-    pub ciphertext: Vec<u8>,
-    /// Raw signature bytes.
-    pub signature: [u8; 64],
+/// The 8 bytes that name a stream in every envelope: the first 8 bytes of its sender key ID.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamTag(pub [u8; 8]);
+
+impl StreamTag {
+    /// The tag of the stream whose sender key ID is `key_id`.
+    pub fn of_key_id(key_id: &[u8; 32]) -> Self {
+        let mut tag = [0u8; 8];
+        tag.copy_from_slice(&key_id[..8]);
+        Self(tag)
+    }
 }
 
-impl Envelope {
-    /// The stream this envelope belongs to.
-    pub const fn stream(&self) -> StreamId {
-        StreamId {
-            group: self.group,
-            sender: self.sender,
-            epoch: self.epoch,
-        }
+impl fmt::Display for StreamTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
     }
+}
 
-    fn header(&self) -> [u8; HEADER_LEN] {
-        let mut h = Vec::with_capacity(HEADER_LEN);
-        h.push(VERSION_V1);
-        h.push(SUITE_V1);
-        h.extend_from_slice(self.group.as_bytes());
-        put_u64(&mut h, self.epoch);
-        h.extend_from_slice(self.sender.as_bytes());
-        h.extend_from_slice(&self.key_id);
-        put_u64(&mut h, self.seq);
-        h.extend_from_slice(&self.nonce);
-        let mut out = [0u8; HEADER_LEN];
-        out.copy_from_slice(&h);
-        out
+impl fmt::Debug for StreamTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StreamTag({self})")
     }
+}
 
-    /// Encodes the envelope.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER_LEN + 4 + self.ciphertext.len() + 64);
-        out.extend_from_slice(&self.header());
-        put_u32(&mut out, self.ciphertext.len() as u32);
-        out.extend_from_slice(&self.ciphertext);
-        out.extend_from_slice(&self.signature);
-        out
-    }
+/// A decoded envelope (nothing verified yet), borrowing the payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Envelope<'a> {
+    /// The stream.
+    pub tag: StreamTag,
+    /// Sequence number under the stream's sender key.
+    pub seq: u64,
+    bytes: &'a [u8],
+}
 
-    /// Decodes an envelope; rejects unknown versions and suites and any trailing byte.
-    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(bytes);
-        let version = r.u8("envelope.version")?;
-        if version != VERSION_V1 {
+impl<'a> Envelope<'a> {
+    /// Decodes an envelope; refuses other versions (naming the version) and short payloads.
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        let version = *bytes
+            .first()
+            .ok_or(DecodeError::malformed("envelope.version"))?;
+        if version != VERSION {
             return Err(DecodeError::UnsupportedVersion { version });
         }
-        let suite = r.u8("envelope.suite")?;
-        if suite != SUITE_V1 {
-            return Err(DecodeError::UnsupportedSuite { suite });
+        if bytes.len() < OVERHEAD {
+            return Err(DecodeError::malformed("envelope length"));
         }
-        let group = GroupId::from_bytes(r.array("envelope.group")?);
-        let epoch = r.u64("envelope.epoch")?;
-        let sender = NodeId::from_bytes(r.array("envelope.sender")?);
-        let key_id = r.array("envelope.key_id")?;
-        let seq = r.u64("envelope.seq")?;
-        let nonce = r.array("envelope.nonce")?;
-        let len = r.u32("envelope.ciphertext_len")? as usize;
-        if len < 16 {
-            return Err(DecodeError::malformed("envelope.ciphertext_len"));
-        }
-        let ciphertext = r.bytes(len, "envelope.ciphertext")?.to_vec();
-        let signature = r.array("envelope.signature")?;
-        r.finish()?;
+        let mut tag = [0u8; 8];
+        tag.copy_from_slice(&bytes[1..9]);
+        let mut seq = [0u8; 8];
+        seq.copy_from_slice(&bytes[9..17]);
         Ok(Self {
-            group,
-            epoch,
-            sender,
-            key_id,
-            seq,
-            nonce,
-            ciphertext,
-            signature,
+            tag: StreamTag(tag),
+            seq: u64::from_be_bytes(seq),
+            bytes,
         })
     }
 
-    /// Checks the sender's signature, binding `topic`.
-    pub fn verify(&self, topic: &str, sender: &NodePublicKey) -> Result<(), KeyError> {
-        let signed = self.signed_prefix();
-        sender.verify_parts(
-            SIG_DOMAIN,
-            &[&topic_prefix(topic), topic.as_bytes(), &signed],
-            &Signature(self.signature),
-        )
+    /// The whole envelope.
+    pub const fn as_bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// Plaintext length.
+    pub const fn plaintext_len(&self) -> usize {
+        self.bytes.len() - OVERHEAD
+    }
+
+    fn signature(&self) -> Signature {
+        let mut sig = [0u8; 64];
+        sig.copy_from_slice(&self.bytes[self.bytes.len() - 64..]);
+        Signature::from_bytes(&sig)
+    }
+
+    /// The signed message: domain, topic, and every byte before the signature.
+    pub(crate) fn signed_message(&self, topic: &str) -> Vec<u8> {
+        signed_message(topic, &self.bytes[..self.bytes.len() - 64])
+    }
+
+    /// Checks the stream key's signature, binding `topic` (RFC 8032, canonical S, cofactorless).
+    pub fn verify(&self, topic: &str, key: &VerifyingKey) -> bool {
+        key.verify_strict(&self.signed_message(topic), &self.signature())
+            .is_ok()
     }
 
     /// Decrypts with the stream's message key; `None` if authentication fails.
     pub(crate) fn decrypt(&self, topic: &str, message_key: &[u8; 32]) -> Option<Vec<u8>> {
-        let aad = aad(topic, &self.header());
-        XChaCha20Poly1305::new(message_key.into())
-            .decrypt(
-                XNonce::from_slice(&self.nonce),
-                Payload {
-                    msg: &self.ciphertext,
-                    aad: &aad,
-                },
+        let end = self.bytes.len() - 64 - 16;
+        let mut buf = self.bytes[HEADER_LEN..end].to_vec();
+        let tag = Tag::from_slice(&self.bytes[end..end + 16]);
+        ChaCha20Poly1305::new(message_key.into())
+            .decrypt_in_place_detached(
+                &nonce(self.seq),
+                &aad(topic, &self.bytes[..HEADER_LEN]),
+                &mut buf,
+                tag,
             )
-            .ok()
-    }
-
-    fn signed_prefix(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER_LEN + 4 + self.ciphertext.len());
-        out.extend_from_slice(&self.header());
-        put_u32(&mut out, self.ciphertext.len() as u32);
-        out.extend_from_slice(&self.ciphertext);
-        out
+            .ok()?;
+        Some(buf)
     }
 }
 
-fn topic_prefix(topic: &str) -> [u8; 2] {
+fn signed_message(topic: &str, signed: &[u8]) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(SIG_DOMAIN.len() + 2 + topic.len() + signed.len());
+    msg.extend_from_slice(SIG_DOMAIN);
+    msg.extend_from_slice(&topic_len(topic));
+    msg.extend_from_slice(topic.as_bytes());
+    msg.extend_from_slice(signed);
+    msg
+}
+
+fn topic_len(topic: &str) -> [u8; 2] {
     // topics are validated (at most 65535 bytes) before sealing; longer never verifies
     (topic.len().min(u16::MAX as usize) as u16).to_be_bytes()
 }
 
-fn aad(topic: &str, header: &[u8; HEADER_LEN]) -> Vec<u8> {
+fn nonce(seq: u64) -> Nonce {
+    let mut n = [0u8; 12];
+    n[4..].copy_from_slice(&seq.to_be_bytes());
+    n.into()
+}
+
+fn aad(topic: &str, header: &[u8]) -> Vec<u8> {
     let mut aad = Vec::with_capacity(AAD_DOMAIN.len() + 2 + topic.len() + HEADER_LEN);
     aad.extend_from_slice(AAD_DOMAIN);
-    put_u16(&mut aad, topic.len().min(u16::MAX as usize) as u16);
+    aad.extend_from_slice(&topic_len(topic));
     aad.extend_from_slice(topic.as_bytes());
     aad.extend_from_slice(header);
     aad
 }
 
-/// Everything `seal` needs besides the plaintext.
+/// Everything `seal` needs besides the topic and plaintext.
 pub(crate) struct SealParams<'a> {
-    pub(crate) stream: StreamId,
-    pub(crate) key_id: [u8; 32],
+    pub(crate) tag: StreamTag,
     pub(crate) seq: u64,
-    pub(crate) nonce: [u8; 24],
     pub(crate) message_key: &'a [u8; 32],
-    pub(crate) signer: &'a NodeSecretKey,
+    pub(crate) signer: &'a SigningKey,
 }
 
-/// Encrypts and signs; the topic must already be validated.
-pub(crate) fn seal(p: &SealParams<'_>, topic: &str, plaintext: &[u8]) -> Option<Vec<u8>> {
-    let mut env = Envelope {
-        group: p.stream.group,
-        epoch: p.stream.epoch,
-        sender: p.stream.sender,
-        key_id: p.key_id,
-        seq: p.seq,
-        nonce: p.nonce,
-        ciphertext: Vec::new(),
-        signature: [0; 64],
-    };
-    let aad = aad(topic, &env.header());
-    env.ciphertext = XChaCha20Poly1305::new(p.message_key.into())
-        .encrypt(
-            XNonce::from_slice(&p.nonce),
-            Payload {
-                msg: plaintext,
-                aad: &aad,
-            },
-        )
-        .ok()?;
-    let signed = env.signed_prefix();
-    env.signature = p
-        .signer
-        .sign_parts(
-            SIG_DOMAIN,
-            &[&topic_prefix(topic), topic.as_bytes(), &signed],
-        )
-        .0;
-    Some(env.encode())
+/// Encrypts and signs; the topic must already be validated and the plaintext within
+/// [`MAX_PLAINTEXT_LEN`].
+pub(crate) fn seal(p: &SealParams<'_>, topic: &str, plaintext: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(OVERHEAD + plaintext.len());
+    out.push(VERSION);
+    out.extend_from_slice(&p.tag.0);
+    out.extend_from_slice(&p.seq.to_be_bytes());
+    out.extend_from_slice(plaintext);
+    let aad = aad(topic, &out[..HEADER_LEN]);
+    let tag = ChaCha20Poly1305::new(p.message_key.into())
+        .encrypt_in_place_detached(&nonce(p.seq), &aad, &mut out[HEADER_LEN..])
+        // only fails past ChaCha20's 256 GiB per nonce, far above MAX_PLAINTEXT_LEN
+        .unwrap_or_default();
+    out.extend_from_slice(&tag);
+    let signature = p.signer.sign(&signed_message(topic, &out));
+    out.extend_from_slice(&signature.to_bytes());
+    out
 }

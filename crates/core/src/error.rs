@@ -3,7 +3,9 @@
 //! Errors never carry secret material. Messages name what was wrong and, where
 //! it helps, what the user can do about it.
 
+use crate::envelope::StreamTag;
 use crate::ids::{GroupId, NodeId};
+use crate::notes::Roles;
 
 /// A node or group ID could not be built from a string.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -211,6 +213,18 @@ pub enum MembershipError {
         group: GroupId,
         /// The epoch.
         epoch: u64,
+    },
+    /// The node is a member but lacks a role the action needs.
+    #[error("node {node} is a member of {group} without the {needed} role (its roles: {roles})")]
+    MissingRole {
+        /// The node.
+        node: NodeId,
+        /// The group.
+        group: GroupId,
+        /// The role needed.
+        needed: Roles,
+        /// The roles it has.
+        roles: Roles,
     },
     /// No node note is held for this node.
     #[error("no node note for {node} yet")]
@@ -438,6 +452,35 @@ pub enum OpenError {
         /// The epoch.
         epoch: u64,
     },
+    /// No sender-key note names the envelope's stream, and this node is a member of none of the
+    /// groups whose topic filter covers the topic (those it trusts listed first).
+    #[error("node {node} is not a member of any group covering topic {topic:?} ({})", show_groups(.groups))]
+    NotMemberOfAny {
+        /// The local node.
+        node: NodeId,
+        /// The topic.
+        topic: String,
+        /// The groups whose filter covers it.
+        groups: Vec<GroupId>,
+    },
+    /// This node is a member of the group without the read role: senders do not give it keys.
+    #[error(
+        "node {node} is a member of {group} without the read role; it cannot read its messages"
+    )]
+    NotReader {
+        /// The local node.
+        node: NodeId,
+        /// The group.
+        group: GroupId,
+    },
+    /// No sender-key note announced the envelope's stream (yet).
+    #[error("no sender-key note for stream {tag} (message on {topic:?}) yet; waiting for it")]
+    UnknownStream {
+        /// The envelope's stream tag.
+        tag: StreamTag,
+        /// The topic it arrived on.
+        topic: String,
+    },
     /// The sender has no node note, is revoked, or is not a member of the group at that epoch.
     #[error("unknown sender {sender} for {group} (epoch {epoch}): {reason}")]
     UnknownSender {
@@ -494,6 +537,11 @@ pub enum OpenError {
     },
 }
 
+fn show_groups(groups: &[GroupId]) -> String {
+    let names: Vec<String> = groups.iter().map(ToString::to_string).collect();
+    names.join(", ")
+}
+
 /// Why a message's sender is not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -507,6 +555,9 @@ pub enum SenderIssue {
     /// The sender is not in the group's member list at that epoch.
     #[error("the sender is not a member")]
     NotMember,
+    /// The sender is a member without the write role.
+    #[error("the sender has no write role in the group")]
+    NotWriter,
 }
 
 impl SenderIssue {
@@ -514,6 +565,7 @@ impl SenderIssue {
         match e {
             MembershipError::UnknownNode { .. } => Self::NoNodeNote,
             MembershipError::Revoked { .. } => Self::Revoked,
+            MembershipError::MissingRole { .. } => Self::NotWriter,
             _ => Self::NotMember,
         }
     }

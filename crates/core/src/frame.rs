@@ -22,7 +22,7 @@ use crate::sender_key::SenderKeyNote;
 use crate::wire::Reader;
 
 /// Version byte of every signed note.
-pub const NOTE_VERSION: u8 = 2;
+pub const NOTE_VERSION: u8 = 3;
 /// Domain separation prefix of note signatures.
 const NOTE_DOMAIN: &[u8] = b"anchormq/v1 note\0";
 /// `version || kind`.
@@ -303,10 +303,7 @@ mod tests {
                     5,
                     "hsu0001/#",
                     admin,
-                    vec![Member {
-                        node,
-                        key_version: 4,
-                    }],
+                    vec![Member::new(node, 4)],
                 )
                 .expect("valid"),
             );
@@ -324,7 +321,15 @@ mod tests {
         };
         let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::seed_from_u64(5);
         round_trip(
-            &SenderKeyNote::wrap(stream, 4, &sender_key, &[recipient], &mut rng).expect("wrap"),
+            &SenderKeyNote::wrap(
+                stream,
+                4,
+                &sender_key,
+                ed25519_dalek::SigningKey::from_bytes(&[6; 32]).verifying_key(),
+                &[recipient],
+                &mut rng,
+            )
+            .expect("wrap"),
         );
     }
 
@@ -344,8 +349,9 @@ mod tests {
             decode::<NodeNote>(signed.as_bytes()).err(),
             Some(DecodeError::malformed("note.kind"))
         );
-        // v1 notes carry no bridge generation: refused by version, not misread
-        for version in [1, 3] {
+        // v1 notes carry no bridge generation, v2 no roles or stream signing keys: refused by
+        // version, not misread
+        for version in [1, 2, 4] {
             let mut other = signed.as_bytes().to_vec();
             other[0] = version;
             assert_eq!(

@@ -52,7 +52,9 @@ pub mod trust;
 mod wire;
 
 pub use chunk::ChunkAssembler;
-pub use envelope::{Envelope, SUITE_V1, VERSION_V1};
+/// The Ed25519 implementation stream signing keys use (its types appear in this API).
+pub use ed25519_dalek as ed25519;
+pub use envelope::{Envelope, StreamTag};
 pub use error::{
     ChunkError, DecodeError, GroupNoteError, IdError, IngestError, KeyError, KeyFileError,
     MembershipError, NoteError, OpenError, SealError, SenderIssue, SenderKeyError, TopicError,
@@ -62,6 +64,7 @@ pub use ids::{GroupId, NodeId};
 pub use keys::{NodePublicKey, NodeSecretKey, Signature};
 pub use notes::{
     Address, ChainPosition, GroupNote, KeyBook, Member, NodeNote, NodeStatus, NoteUpdate, Registry,
+    Roles,
 };
 pub use redact::redact_url;
 pub use replay::{ReplayVerdict, ReplayWindow};

@@ -189,6 +189,66 @@ impl NoteBody for NodeNote {
     }
 }
 
+/// What a member may do in its group (the registry's role bits).
+///
+/// Readers are sent the group's sender keys; writers' messages are accepted by readers. A member
+/// added without roles has both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Roles(u8);
+
+impl Roles {
+    /// Receives sender keys: can read the group's messages.
+    pub const READ: Self = Self(1);
+    /// Sends messages readers accept.
+    pub const WRITE: Self = Self(2);
+    /// Both (what `addMember` gives).
+    pub const BOTH: Self = Self(3);
+
+    /// The roles of a registry bit mask; `None` unless it is 1, 2 or 3.
+    pub const fn from_bits(bits: u8) -> Option<Self> {
+        match bits {
+            1..=3 => Some(Self(bits)),
+            _ => None,
+        }
+    }
+
+    /// The bit mask (1 read, 2 write).
+    pub const fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// Whether these roles include every role of `other`.
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Whether the member receives sender keys.
+    pub const fn reads(self) -> bool {
+        self.contains(Self::READ)
+    }
+
+    /// Whether readers accept the member's messages.
+    pub const fn writes(self) -> bool {
+        self.contains(Self::WRITE)
+    }
+}
+
+impl Default for Roles {
+    fn default() -> Self {
+        Self::BOTH
+    }
+}
+
+impl std::fmt::Display for Roles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.0 {
+            1 => "read",
+            2 => "write",
+            _ => "read+write",
+        })
+    }
+}
+
 /// A group member as listed in the group note.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Member {
@@ -196,7 +256,23 @@ pub struct Member {
     pub node: NodeId,
     /// The key version recorded for it in the registry's member list.
     pub key_version: u64,
+    /// What it may do in the group.
+    pub roles: Roles,
 }
+
+impl Member {
+    /// A member with both roles.
+    pub const fn new(node: NodeId, key_version: u64) -> Self {
+        Self {
+            node,
+            key_version,
+            roles: Roles::BOTH,
+        }
+    }
+}
+
+/// Bytes of one member entry: node, key version, roles.
+const MEMBER_LEN: usize = 32 + 8 + 1;
 
 /// The chain's word on one group: topic filter, epoch and members.
 ///
@@ -310,6 +386,25 @@ impl GroupNote {
         })
     }
 
+    /// Like [`GroupNote::check_member`], and the member must hold `needed`.
+    pub fn check_role(
+        &self,
+        node: &NodeId,
+        epoch: u64,
+        needed: Roles,
+    ) -> Result<&Member, MembershipError> {
+        let member = self.check_member(node, epoch)?;
+        if !member.roles.contains(needed) {
+            return Err(MembershipError::MissingRole {
+                node: *node,
+                group: self.group,
+                needed,
+                roles: member.roles,
+            });
+        }
+        Ok(member)
+    }
+
     /// Signs the note with the bridge key.
     pub fn sign(&self, bridge_key: &NodeSecretKey) -> SignedNote {
         frame::sign(self, bridge_key)
@@ -343,7 +438,7 @@ impl NoteBody for GroupNote {
             + 1
             + admin
             + 4
-            + 40 * self.members.len()
+            + MEMBER_LEN * self.members.len()
     }
 
     fn encode_body(&self, out: &mut Vec<u8>) {
@@ -365,6 +460,7 @@ impl NoteBody for GroupNote {
         for m in &self.members {
             out.extend_from_slice(m.node.as_bytes());
             put_u64(out, m.key_version);
+            out.push(m.roles.bits());
         }
     }
 
@@ -386,20 +482,29 @@ impl NoteBody for GroupNote {
             _ => return Err(DecodeError::malformed("group.admin")),
         };
         let count = r.u32("group.member_count")? as usize;
-        if count.checked_mul(40).is_none_or(|n| n > r.remaining()) {
+        if count
+            .checked_mul(MEMBER_LEN)
+            .is_none_or(|n| n > r.remaining())
+        {
             return Err(DecodeError::malformed("group.members"));
         }
         let mut members = Vec::with_capacity(count);
         for _ in 0..count {
             let node = NodeId::from_bytes(r.array("group.members")?);
             let key_version = r.u64("group.members")?;
+            let roles = Roles::from_bits(r.u8("group.members")?)
+                .ok_or(DecodeError::malformed("group.members roles"))?;
             if members
                 .last()
                 .is_some_and(|prev: &Member| prev.node >= node)
             {
                 return Err(DecodeError::malformed("group.members order"));
             }
-            members.push(Member { node, key_version });
+            members.push(Member {
+                node,
+                key_version,
+                roles,
+            });
         }
         Ok(Self {
             generation,
@@ -660,14 +765,8 @@ mod tests {
     #[test]
     fn group_note_construction_rules() {
         let g = GroupId::from_label("g").expect("id");
-        let a = Member {
-            node: NodeId::from_label("a").expect("id"),
-            key_version: 1,
-        };
-        let b = Member {
-            node: NodeId::from_label("b").expect("id"),
-            key_version: 1,
-        };
+        let a = Member::new(NodeId::from_label("a").expect("id"), 1);
+        let b = Member::new(NodeId::from_label("b").expect("id"), 1);
         let note = GroupNote::new(pos(), g, 1, "g/#", None, vec![b, a]).expect("valid");
         assert_eq!(note.members(), &[a, b]);
         assert_eq!(

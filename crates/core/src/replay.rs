@@ -118,9 +118,9 @@ impl<K: Hash + Eq + Clone, V> BoundedMap<K, V> {
         self.map.contains_key(key)
     }
 
-    /// Keeps only the entries whose key passes `keep`.
-    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&K) -> bool) {
-        self.map.retain(|k, _| keep(k));
+    /// Keeps only the entries that pass `keep`.
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&K, &V) -> bool) {
+        self.map.retain(|k, (v, _)| keep(k, v));
     }
 
     pub(crate) fn insert(&mut self, key: K, value: V) {

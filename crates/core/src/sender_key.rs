@@ -1,7 +1,9 @@
 //! Sender keys: one random 32-byte key per (group, sender, epoch) — and per
 //! sender restart — distributed as a sender-key note in which the key is
-//! wrapped with ECIES once for each member's current public key, and the whole
-//! note is signed by the sender's node key.
+//! wrapped with ECIES once for each reader's current public key, and the whole
+//! note is signed by the sender's node key. The note also certifies the stream's
+//! Ed25519 signing key, which signs every message of the stream: members share
+//! the sender key, so only a key of the sender's own can tell its messages apart.
 //!
 //! Receivers unwrap once and cache the derived message key, so a message costs
 //! the same whatever the group size.
@@ -31,11 +33,14 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use crate::error::{DecodeError, KeyError, SenderKeyError};
+use ed25519_dalek::VerifyingKey;
+
+use crate::envelope::StreamTag;
+use crate::error::{DecodeError, KeyError, MembershipError, SenderKeyError};
 use crate::frame::{self, NoteBody, NoteKind, SignedNote};
 use crate::ids::{GroupId, NodeId};
 use crate::keys::{NodePublicKey, NodeSecretKey};
-use crate::notes::KeyBook;
+use crate::notes::{KeyBook, Roles};
 use crate::wire::{Reader, put_u32, put_u64};
 
 /// Recipients wrapped with one generator (and on one thread) by [`SenderKeyNote::wrap`].
@@ -44,7 +49,7 @@ pub const WRAP_BATCH: usize = 256;
 pub const WRAPPED_LEN: usize = 65 + 16 + 16 + 32;
 const ENTRY_LEN: usize = 32 + 8 + WRAPPED_LEN;
 /// Body bytes before the entries.
-const HEADER_LEN: usize = 32 + 32 + 8 + 8 + 32 + 4;
+const HEADER_LEN: usize = 32 + 32 + 8 + 8 + 32 + 32 + 4;
 const HKDF_SALT: &[u8] = b"anchormq/v1 sender-key";
 
 type WrapCipher = AesGcm<Aes256, U16>;
@@ -196,13 +201,14 @@ pub struct Recipient {
 ///
 /// Body (after `version || kind=3`):
 /// `group (32) || sender (32) || epoch (8) || sender key version (8) || key ID (32) ||
-/// entry count (4) || entries`, each entry `node (32) || key version (8) || wrapped (129)`,
-/// strictly ascending by node ID.
+/// signing key (32, Ed25519) || entry count (4) || entries`, each entry
+/// `node (32) || key version (8) || wrapped (129)`, strictly ascending by node ID.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SenderKeyNote {
     stream: StreamId,
     sender_key_version: u64,
     key_id: [u8; 32],
+    signing_key: VerifyingKey,
     entries: Vec<WrappedKey>,
 }
 
@@ -217,6 +223,7 @@ impl SenderKeyNote {
         stream: StreamId,
         sender_key_version: u64,
         key: &SenderKey,
+        signing_key: VerifyingKey,
         recipients: &[Recipient],
         rng: &mut impl CryptoRngCore,
     ) -> Result<Self, KeyError> {
@@ -285,6 +292,7 @@ impl SenderKeyNote {
             stream,
             sender_key_version,
             key_id: key.key_id(&stream),
+            signing_key,
             entries,
         })
     }
@@ -300,6 +308,14 @@ impl SenderKeyNote {
     /// Commitment to the sender key (see [`SenderKey::key_id`]).
     pub const fn key_id(&self) -> &[u8; 32] {
         &self.key_id
+    }
+    /// The tag every envelope of this stream carries.
+    pub fn tag(&self) -> StreamTag {
+        StreamTag::of_key_id(&self.key_id)
+    }
+    /// The Ed25519 key that signs the stream's messages.
+    pub const fn signing_key(&self) -> &VerifyingKey {
+        &self.signing_key
     }
     /// Entries, ascending by node ID.
     pub fn entries(&self) -> &[WrappedKey] {
@@ -317,7 +333,7 @@ impl SenderKeyNote {
     }
 
     /// Decodes and verifies a signed sender-key note against `book`: the sender
-    /// must be an active node, a member of the group at the note's epoch (the
+    /// must be an active node, a writer in the group at the note's epoch (the
     /// group's current one), use its current key version, and have signed it.
     pub fn verify(bytes: &[u8], book: &KeyBook) -> Result<Self, SenderKeyError> {
         let framed = frame::decode::<Self>(bytes)?;
@@ -325,7 +341,11 @@ impl SenderKeyNote {
         let sender = note.stream.sender;
         let sender_err = |source| SenderKeyError::Sender { sender, source };
         let sender_note = book.active_node(&sender).map_err(sender_err)?;
-        book.check_member(&note.stream.group, &sender, note.stream.epoch)
+        book.group(&note.stream.group)
+            .ok_or(MembershipError::UnknownGroup {
+                group: note.stream.group,
+            })
+            .and_then(|g| g.check_role(&sender, note.stream.epoch, Roles::WRITE))
             .map_err(sender_err)?;
         if sender_note.key_version != note.sender_key_version {
             return Err(SenderKeyError::SenderKeyVersion {
@@ -396,6 +416,7 @@ impl NoteBody for SenderKeyNote {
         put_u64(out, self.stream.epoch);
         put_u64(out, self.sender_key_version);
         out.extend_from_slice(&self.key_id);
+        out.extend_from_slice(self.signing_key.as_bytes());
         put_u32(out, self.entries.len() as u32);
         for e in &self.entries {
             out.extend_from_slice(e.node.as_bytes());
@@ -410,6 +431,11 @@ impl NoteBody for SenderKeyNote {
         let epoch = r.u64("sender_key.epoch")?;
         let sender_key_version = r.u64("sender_key.sender_key_version")?;
         let key_id = r.array("sender_key.key_id")?;
+        // a small-order key would let its holder make signatures that verify for many messages
+        let signing_key = VerifyingKey::from_bytes(&r.array("sender_key.signing_key")?)
+            .ok()
+            .filter(|k| !k.is_weak())
+            .ok_or(DecodeError::malformed("sender_key.signing_key"))?;
         let count = r.u32("sender_key.entry_count")? as usize;
         if count.checked_mul(ENTRY_LEN) != Some(r.remaining()) {
             return Err(DecodeError::malformed("sender_key.entries"));
@@ -436,6 +462,7 @@ impl NoteBody for SenderKeyNote {
             },
             sender_key_version,
             key_id,
+            signing_key,
             entries,
         })
     }
@@ -494,6 +521,7 @@ mod tests {
                 stream,
                 1,
                 &key,
+                ed25519_dalek::SigningKey::from_bytes(&[5; 32]).verifying_key(),
                 &recipients,
                 &mut ChaCha20Rng::seed_from_u64(seed),
             )

@@ -2,30 +2,32 @@
 //! (receive side). The agent only moves bytes between MQTT and these types.
 //!
 //! Sequence numbers are u64 and start at 0 for every sender key. A `Sealer`
-//! draws a fresh sender key when created, so a new epoch *and* a process
-//! restart both start a new key: a (key, sequence) pair never repeats, and the
-//! envelope's key ID tells receivers which stream (and replay window) it is.
+//! draws a fresh sender key and signing key when created, so a new epoch *and* a
+//! process restart both start a new key: a (key, sequence) pair never repeats
+//! (the AEAD nonce is the sequence number), and the envelope's stream tag tells
+//! receivers which stream (and replay window) it is.
 
 use std::collections::HashMap;
 
+use ed25519_dalek::{SigningKey, VerifyingKey};
 use rand_core::CryptoRngCore;
 use zeroize::Zeroizing;
 
 use crate::chunk::{Assembly, ChunkAssembler, NoteKind, SignedNote};
-use crate::envelope::{self, Envelope, MAX_PLAINTEXT_LEN, SealParams};
+use crate::envelope::{self, Envelope, MAX_PLAINTEXT_LEN, SealParams, StreamTag};
 use crate::error::{
     IngestError, MembershipError, OpenError, SealError, SenderIssue, SenderKeyError,
 };
 use crate::ids::{GroupId, NodeId};
 use crate::keys::NodeSecretKey;
-use crate::notes::{GroupNote, KeyBook, NoteUpdate};
+use crate::notes::{GroupNote, KeyBook, NoteUpdate, Roles};
 use crate::replay::{BoundedMap, ReplayVerdict, ReplayWindow};
 use crate::sender_key::{Recipient, SenderKey, SenderKeyNote, StreamId};
 use crate::topics::{topic_matches, validate_topic_name};
 use crate::trust::Trust;
 
-/// Send side for one (group, epoch): holds the node key, a fresh sender key
-/// and the sequence counter.
+/// Send side for one (group, epoch): holds the node key, a fresh sender key and
+/// signing key, and the sequence counter.
 pub struct Sealer {
     node_key: NodeSecretKey,
     key_version: u64,
@@ -35,7 +37,9 @@ pub struct Sealer {
     topic_filter: String,
     sender_key: SenderKey,
     key_id: [u8; 32],
+    tag: StreamTag,
     message_key: Zeroizing<[u8; 32]>,
+    signing_key: SigningKey,
     next_seq: u64,
 }
 
@@ -62,8 +66,8 @@ pub struct SenderKeyNoteBuild {
 
 impl Sealer {
     /// A sealer for `me` in `group` at the group's current epoch, with a new
-    /// sender key drawn from `rng`. Fails unless `me` is an active member whose
-    /// on-chain key matches `node_key`.
+    /// sender key and signing key drawn from `rng`. Fails unless `me` is an active
+    /// writer in the group whose on-chain key matches `node_key`.
     pub fn new(
         book: &KeyBook,
         me: NodeId,
@@ -83,7 +87,7 @@ impl Sealer {
             .group(&group)
             .ok_or(MembershipError::UnknownGroup { group })?;
         let epoch = note.epoch();
-        note.check_member(&me, epoch)?;
+        note.check_role(&me, epoch, Roles::WRITE)?;
         let group_state = book
             .group_state(&group)
             .ok_or(MembershipError::UnknownGroup { group })?;
@@ -93,9 +97,12 @@ impl Sealer {
             epoch,
         };
         let sender_key = SenderKey::generate(rng);
+        let key_id = sender_key.key_id(&stream);
         Ok(Self {
-            key_id: sender_key.key_id(&stream),
+            key_id,
+            tag: StreamTag::of_key_id(&key_id),
             message_key: sender_key.message_key(&stream),
+            signing_key: SigningKey::generate(rng),
             topic_filter: note.topic_filter().to_owned(),
             node_key,
             key_version,
@@ -111,9 +118,19 @@ impl Sealer {
         &self.stream
     }
 
-    /// The sender key's public ID (also in every envelope).
+    /// The sender key's public ID (its first 8 bytes are in every envelope).
     pub const fn key_id(&self) -> &[u8; 32] {
         &self.key_id
+    }
+
+    /// The tag every envelope of this sealer carries.
+    pub const fn tag(&self) -> StreamTag {
+        self.tag
+    }
+
+    /// The public half of the key that signs this sealer's messages.
+    pub fn signing_key(&self) -> VerifyingKey {
+        self.signing_key.verifying_key()
     }
 
     /// The sequence number the next envelope will carry.
@@ -139,7 +156,7 @@ impl Sealer {
         if book.group_state(&group) != Some(self.group_state) {
             return Err(SealError::GroupChanged { group });
         }
-        note.check_member(&self.stream.sender, self.stream.epoch)?;
+        note.check_role(&self.stream.sender, self.stream.epoch, Roles::WRITE)?;
         let node = book.active_node(&self.stream.sender)?;
         if node.key_version != self.key_version {
             return Err(SealError::WrongNodeKey {
@@ -150,8 +167,8 @@ impl Sealer {
         Ok(())
     }
 
-    /// Wraps the sender key for every active member of the group (this node
-    /// included, so it can read its own messages) and signs the note.
+    /// Wraps the sender key for every active reader of the group (this node included
+    /// when it reads, so it can read its own messages) and signs the note.
     pub fn sender_key_note(
         &self,
         book: &KeyBook,
@@ -164,7 +181,7 @@ impl Sealer {
             .ok_or(MembershipError::UnknownGroup { group })?;
         let mut recipients = Vec::with_capacity(note.members().len());
         let mut skipped = Vec::new();
-        for m in note.members() {
+        for m in note.members().iter().filter(|m| m.roles.reads()) {
             match book.active_node(&m.node) {
                 Ok(n) => recipients.push(Recipient {
                     node: n.node,
@@ -178,6 +195,7 @@ impl Sealer {
             self.stream,
             self.key_version,
             &self.sender_key,
+            self.signing_key.verifying_key(),
             &recipients,
             rng,
         )
@@ -190,13 +208,8 @@ impl Sealer {
     }
 
     /// Encrypts and signs `plaintext` for publication on `topic` (which must
-    /// match the group's topic filter). The nonce is drawn from `rng`.
-    pub fn seal(
-        &mut self,
-        topic: &str,
-        plaintext: &[u8],
-        rng: &mut impl CryptoRngCore,
-    ) -> Result<Vec<u8>, SealError> {
+    /// match the group's topic filter).
+    pub fn seal(&mut self, topic: &str, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
         validate_topic_name(topic)?;
         if !topic_matches(&self.topic_filter, topic) {
             return Err(SealError::TopicOutsideGroup {
@@ -213,19 +226,13 @@ impl Sealer {
         if self.next_seq == u64::MAX {
             return Err(SealError::SequenceExhausted);
         }
-        let mut nonce = [0u8; 24];
-        rng.fill_bytes(&mut nonce);
         let params = SealParams {
-            stream: self.stream,
-            key_id: self.key_id,
+            tag: self.tag,
             seq: self.next_seq,
-            nonce,
             message_key: &self.message_key,
-            signer: &self.node_key,
+            signer: &self.signing_key,
         };
-        let out = envelope::seal(&params, topic, plaintext).ok_or(SealError::TooLarge {
-            len: plaintext.len(),
-        })?;
+        let out = envelope::seal(&params, topic, plaintext);
         self.next_seq += 1;
         Ok(out)
     }
@@ -275,10 +282,13 @@ pub enum Ingested {
         key_id: [u8; 32],
     },
     /// A valid sender-key note that has no entry for this node (expected when
-    /// this node is not a member).
+    /// this node is not a reader of the group); its stream is remembered so that
+    /// its messages are refused with the reason.
     SenderKeyNotForUs {
         /// Its stream.
         stream: StreamId,
+        /// Its key ID.
+        key_id: [u8; 32],
     },
     /// A sender-key note that depends on a node or group note not held yet (or
     /// a newer epoch); kept and retried when chain notes arrive.
@@ -319,14 +329,23 @@ pub enum Opened {
 
 type StreamKey = (StreamId, [u8; 32]);
 
-/// Receive side: holds the node key, the [`KeyBook`], cached sender keys and
-/// replay windows.
+/// What a verified sender-key note told this node about one stream.
+struct StreamEntry {
+    stream: StreamId,
+    key_id: [u8; 32],
+    signing_key: VerifyingKey,
+    /// `None` when the note has no entry for this node.
+    message_key: Option<Zeroizing<[u8; 32]>>,
+}
+
+/// Receive side: holds the node key, the [`KeyBook`], the streams its sender-key
+/// notes announced (with their unwrapped keys) and replay windows.
 pub struct Opener {
     me: NodeId,
     node_key: NodeSecretKey,
     book: KeyBook,
     assembler: ChunkAssembler,
-    keys: BoundedMap<StreamKey, Zeroizing<[u8; 32]>>,
+    streams: BoundedMap<StreamTag, StreamEntry>,
     windows: BoundedMap<StreamKey, ReplayWindow>,
     parked: Vec<(Waiting, Vec<u8>)>,
     /// Each group's note from before its latest epoch change, for [`Opener::open_with_grace`].
@@ -339,7 +358,7 @@ impl std::fmt::Debug for Opener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Opener")
             .field("me", &self.me)
-            .field("sender_keys", &self.keys.len())
+            .field("streams_announced", &self.streams.len())
             .field("streams", &self.windows.len())
             .finish_non_exhaustive()
     }
@@ -363,7 +382,7 @@ impl Opener {
             node_key,
             book,
             assembler: ChunkAssembler::new(limits.max_pending_notes),
-            keys: BoundedMap::new(limits.max_sender_keys),
+            streams: BoundedMap::new(limits.max_sender_keys),
             windows: BoundedMap::new(limits.max_streams),
             parked: Vec::new(),
             previous: HashMap::new(),
@@ -434,10 +453,9 @@ impl Opener {
                 // A reorg took epochs back: what was sealed for them was never canonical, and
                 // their numbers will be used again for other members.
                 self.previous.remove(&group);
-                let orphaned =
-                    |(stream, _): &StreamKey| stream.group == group && stream.epoch > epoch;
-                self.keys.retain(|k| !orphaned(k));
-                self.windows.retain(|k| !orphaned(k));
+                let orphaned = |stream: &StreamId| stream.group == group && stream.epoch > epoch;
+                self.streams.retain(|_, e| !orphaned(&e.stream));
+                self.windows.retain(|(stream, _), _| !orphaned(stream));
             }
         }
         match update {
@@ -491,30 +509,61 @@ impl Opener {
             Err(e) => return Err(e.into()),
         };
         let stream = *note.stream();
+        let key_id = *note.key_id();
+        let not_for_us = |opener: &mut Self| {
+            opener.remember(&note, None);
+            Ok(Ingested::SenderKeyNotForUs { stream, key_id })
+        };
         let my_version = match self.book.active_node(&self.me) {
             Ok(n) => n.key_version,
             Err(reason @ MembershipError::UnknownNode { .. }) => {
                 self.park(Waiting::Node(self.me), bytes);
                 return Ok(Ingested::SenderKeyParked { stream, reason });
             }
-            Err(_) => return Ok(Ingested::SenderKeyNotForUs { stream }),
+            Err(_) => return not_for_us(self),
         };
         match note.unwrap_for(&self.me, &self.node_key, my_version) {
             Ok(key) => {
-                let key_id = *note.key_id();
-                self.keys.insert((stream, key_id), key.message_key(&stream));
+                self.remember(&note, Some(key.message_key(&stream)));
                 Ok(Ingested::SenderKey { stream, key_id })
             }
-            Err(SenderKeyError::NotAddressed { .. }) => Ok(Ingested::SenderKeyNotForUs { stream }),
-            Err(e) => Err(e.into()),
+            Err(SenderKeyError::NotAddressed { .. }) => not_for_us(self),
+            Err(e) => {
+                // the note is genuine, only not openable with the key in use here
+                self.remember(&note, None);
+                Err(e.into())
+            }
         }
+    }
+
+    /// Records a verified note's stream; an unwrapped key is never replaced by its absence.
+    fn remember(&mut self, note: &SenderKeyNote, message_key: Option<Zeroizing<[u8; 32]>>) {
+        let tag = note.tag();
+        if message_key.is_none()
+            && let Some(held) = self.streams.get_mut(&tag)
+            && held.key_id == *note.key_id()
+            && held.message_key.is_some()
+        {
+            return;
+        }
+        self.streams.insert(
+            tag,
+            StreamEntry {
+                stream: *note.stream(),
+                key_id: *note.key_id(),
+                signing_key: *note.signing_key(),
+                message_key,
+            },
+        );
     }
 
     /// Opens an envelope that arrived on `topic`.
     ///
-    /// Order: decode; group known and topic inside its filter; epoch current;
-    /// this node a member; sender an active member; sender's signature;
-    /// sender key cached; replay window; decryption; window updated.
+    /// Order: decode; stream announced (else: not a member of any group whose filter
+    /// covers the topic, or wait for the sender-key note); group known and topic
+    /// inside its filter; epoch current; this node a reader; sender an active
+    /// writer; stream signature; sender key held; replay window; decryption;
+    /// window updated.
     pub fn open(&mut self, topic: &str, bytes: &[u8]) -> Result<Opened, OpenError> {
         self.open_with_grace(topic, bytes, |_| false)
     }
@@ -530,8 +579,12 @@ impl Opener {
         in_grace: impl FnOnce(&GroupId) -> bool,
     ) -> Result<Opened, OpenError> {
         let env = Envelope::decode(bytes)?;
-        let group = env.group;
-        let stream = env.stream();
+        let Some(entry) = self.streams.get_mut(&env.tag) else {
+            return Err(self.unannounced(topic, env.tag));
+        };
+        let (stream, key_id, signing_key) = (entry.stream, entry.key_id, entry.signing_key);
+        let message_key = entry.message_key.clone();
+        let group = stream.group;
         let mut note = self
             .book
             .group(&group)
@@ -549,52 +602,60 @@ impl Opener {
             });
         }
         let current = note.epoch();
-        if env.epoch < current {
+        if stream.epoch < current {
             match self.previous.get(&group) {
-                Some(old) if old.epoch() == env.epoch && in_grace(&group) => note = old,
+                Some(old) if old.epoch() == stream.epoch && in_grace(&group) => note = old,
                 _ => {
                     return Err(OpenError::StaleEpoch {
                         group,
-                        epoch: env.epoch,
+                        epoch: stream.epoch,
                         current,
                     });
                 }
             }
         }
-        if env.epoch > note.epoch() {
+        if stream.epoch > note.epoch() {
             return Err(OpenError::EpochAhead {
                 group,
-                epoch: env.epoch,
+                epoch: stream.epoch,
                 current,
             });
         }
-        if note.member(&self.me).is_none() {
-            return Err(OpenError::NotMember {
-                node: self.me,
-                group,
-                epoch: env.epoch,
-            });
+        match note.member(&self.me) {
+            None => {
+                return Err(OpenError::NotMember {
+                    node: self.me,
+                    group,
+                    epoch: stream.epoch,
+                });
+            }
+            Some(m) if !m.roles.reads() => {
+                return Err(OpenError::NotReader {
+                    node: self.me,
+                    group,
+                });
+            }
+            Some(_) => {}
         }
+        let sender = stream.sender;
         let unknown = |e: MembershipError| OpenError::UnknownSender {
-            sender: env.sender,
+            sender,
             group,
-            epoch: env.epoch,
+            epoch: stream.epoch,
             reason: SenderIssue::from_membership(&e),
         };
-        let sender = self.book.active_node(&env.sender).map_err(unknown)?;
-        note.check_member(&env.sender, env.epoch).map_err(unknown)?;
-        env.verify(topic, &sender.public_key)
-            .map_err(|_| OpenError::BadSignature {
-                sender: env.sender,
-                group,
-            })?;
-        let stream_key = (stream, env.key_id);
-        let missing = OpenError::MissingSenderKey {
-            sender: env.sender,
+        self.book.active_node(&sender).map_err(unknown)?;
+        note.check_role(&sender, stream.epoch, Roles::WRITE)
+            .map_err(unknown)?;
+        if !env.verify(topic, &signing_key) {
+            return Err(OpenError::BadSignature { sender, group });
+        }
+        let message_key = message_key.ok_or(OpenError::MissingSenderKey {
+            sender,
             group,
-            epoch: env.epoch,
-        };
-        let message_key = self.keys.get_mut(&stream_key).ok_or(missing)?.clone();
+            epoch: stream.epoch,
+        })?;
+        let stream_key = (stream, key_id);
         let verdict = self
             .windows
             .get_mut(&stream_key)
@@ -608,9 +669,9 @@ impl Opener {
             }
             ReplayVerdict::TooOld => {
                 return Err(OpenError::Replay {
-                    sender: env.sender,
+                    sender,
                     group,
-                    epoch: env.epoch,
+                    epoch: stream.epoch,
                     seq: env.seq,
                 });
             }
@@ -618,10 +679,7 @@ impl Opener {
         }
         let plaintext = env
             .decrypt(topic, &message_key)
-            .ok_or(OpenError::DecryptFailed {
-                sender: env.sender,
-                group,
-            })?;
+            .ok_or(OpenError::DecryptFailed { sender, group })?;
         match self.windows.get_mut(&stream_key) {
             Some(w) => w.record(env.seq),
             None => {
@@ -632,10 +690,38 @@ impl Opener {
         }
         Ok(Opened::Message(Message {
             stream,
-            key_id: env.key_id,
+            key_id,
             seq: env.seq,
             plaintext,
         }))
+    }
+
+    /// Why an envelope of a stream no sender-key note announced cannot be opened: this node
+    /// is a member of no group whose filter covers the topic, or the note has not arrived.
+    fn unannounced(&self, topic: &str, tag: StreamTag) -> OpenError {
+        let covering = self.book.groups_for_topic(topic);
+        if covering.iter().any(|g| g.member(&self.me).is_some()) || covering.is_empty() {
+            return OpenError::UnknownStream {
+                tag,
+                topic: topic.to_owned(),
+            };
+        }
+        // the groups this node accepts come first: the others are someone else's business
+        let (mut groups, others): (Vec<&GroupNote>, Vec<&GroupNote>) =
+            covering.into_iter().partition(|g| self.trust.accepts(g));
+        groups.extend(others);
+        match groups.as_slice() {
+            [only] => OpenError::NotMember {
+                node: self.me,
+                group: only.group(),
+                epoch: only.epoch(),
+            },
+            _ => OpenError::NotMemberOfAny {
+                node: self.me,
+                topic: topic.to_owned(),
+                groups: groups.iter().map(|g| g.group()).collect(),
+            },
+        }
     }
 }
 
@@ -706,16 +792,7 @@ mod tests {
                 .expect("node note");
         }
         let g = GroupId::from_label("g").expect("id");
-        let members = vec![
-            Member {
-                node: a,
-                key_version: 1,
-            },
-            Member {
-                node: b,
-                key_version: 1,
-            },
-        ];
+        let members = vec![Member::new(a, 1), Member::new(b, 1)];
         let gn = GroupNote::new(pos(5), g, 1, "g/#", None, members).expect("group");
         book.ingest_note(gn.sign(&bridge).as_bytes())
             .expect("group note");
@@ -729,14 +806,12 @@ mod tests {
 
         let wrong_key = Zeroizing::new([7u8; 32]);
         let params = SealParams {
-            stream: *sealer.stream(),
-            key_id: *sealer.key_id(),
+            tag: sealer.tag(),
             seq: 0,
-            nonce: [1; 24],
             message_key: &wrong_key,
-            signer: &ka,
+            signer: &sealer.signing_key,
         };
-        let bad = envelope::seal(&params, "g/x", b"junk").expect("seal");
+        let bad = envelope::seal(&params, "g/x", b"junk");
         assert_eq!(
             opener.open("g/x", &bad),
             Err(OpenError::DecryptFailed {
@@ -744,14 +819,14 @@ mod tests {
                 group: g
             })
         );
-        let good = sealer.seal("g/x", b"fine", &mut rng).expect("seal");
+        let good = sealer.seal("g/x", b"fine").expect("seal");
         assert!(
             matches!(opener.open("g/x", &good), Ok(Opened::Message(m)) if m.seq == 0 && m.plaintext == b"fine")
         );
 
         // A local policy that names other groups refuses this one before any crypto is done,
         // and the refusal says how to allow it.
-        let next = sealer.seal("g/x", b"refused", &mut rng).expect("seal");
+        let next = sealer.seal("g/x", b"refused").expect("seal");
         opener.set_trust(Trust::new([GroupId::from_label("other").expect("id")], []));
         let refused = opener.open("g/x", &next).expect_err("untrusted");
         assert_eq!(
@@ -803,13 +878,7 @@ mod tests {
         }
         let g = GroupId::from_label("g").expect("id");
         let group_note = |block, epoch, members: &[NodeId]| {
-            let members = members
-                .iter()
-                .map(|n| Member {
-                    node: *n,
-                    key_version: 1,
-                })
-                .collect();
+            let members = members.iter().map(|n| Member::new(*n, 1)).collect();
             GroupNote::new(pos(block), g, epoch, "g/#", None, members)
                 .expect("group")
                 .sign(&bridge)
@@ -823,8 +892,8 @@ mod tests {
         opener
             .ingest_signed_note(skn.note.as_bytes())
             .expect("sender key");
-        let first = old_sealer.seal("g/x", b"one", &mut rng).expect("seal");
-        let second = old_sealer.seal("g/x", b"two", &mut rng).expect("seal");
+        let first = old_sealer.seal("g/x", b"one").expect("seal");
+        let second = old_sealer.seal("g/x", b"two").expect("seal");
         assert!(matches!(opener.open("g/x", &first), Ok(Opened::Message(_))));
 
         // c joins: epoch 2; the envelopes of epoch 1 are stale unless in grace
@@ -854,7 +923,7 @@ mod tests {
         opener
             .ingest_signed_note(group_note(12, 3, &ids).as_bytes())
             .expect("epoch 3");
-        let third = old_sealer.seal("g/x", b"three", &mut rng).expect("seal");
+        let third = old_sealer.seal("g/x", b"three").expect("seal");
         assert_eq!(
             opener.open_with_grace("g/x", &third, |_| true),
             Err(OpenError::StaleEpoch {

@@ -138,10 +138,7 @@ fn many_members(n: usize) -> Vec<Member> {
         .map(|i| {
             let mut id = [0u8; 32];
             id[..8].copy_from_slice(format!("n{i:07}").as_bytes());
-            Member {
-                node: NodeId::from_bytes(id),
-                key_version: 1,
-            }
+            Member::new(NodeId::from_bytes(id), 1)
         })
         .collect()
 }
@@ -252,7 +249,15 @@ fn a_sender_key_note_for_ten_thousand_members_chunks_and_unwraps() {
         epoch: 1,
     };
     let sender_key = SenderKey::generate(&mut r);
-    let note = SenderKeyNote::wrap(stream, 1, &sender_key, &list, &mut r).expect("wrap");
+    let note = SenderKeyNote::wrap(
+        stream,
+        1,
+        &sender_key,
+        anchormq_core::ed25519::SigningKey::generate(&mut r).verifying_key(),
+        &list,
+        &mut r,
+    )
+    .expect("wrap");
     let signed = note.sign(&recipients[0].0);
     let chunks = signed.chunks();
     assert!(chunks.len() >= 17, "{} chunks", chunks.len());

@@ -6,7 +6,7 @@ mod common;
 use anchormq_core::error::SenderIssue;
 use anchormq_core::{
     Envelope, IngestError, Ingested, MembershipError, NodeNote, NodeStatus, OpenError, Opened,
-    Opener, SealError, SenderKeyError,
+    Opener, SealError, SenderKeyError, StreamTag,
 };
 use common::{EPOCH, World, group, node, position, rng};
 
@@ -39,9 +39,7 @@ fn setup() -> (World, anchormq_core::Sealer, Vec<Opener>) {
 #[test]
 fn member_reads_non_member_gets_a_clear_error() {
     let (_w, mut sealer, mut openers) = setup();
-    let env = sealer
-        .seal("hsu0001/sensor/temp", b"21.5", &mut rng(3))
-        .expect("seal");
+    let env = sealer.seal("hsu0001/sensor/temp", b"21.5").expect("seal");
     assert_eq!(
         opened_plaintext(openers[1].open("hsu0001/sensor/temp", &env)),
         b"21.5"
@@ -72,7 +70,7 @@ fn member_reads_non_member_gets_a_clear_error() {
 fn redelivery_is_a_duplicate_and_old_sequences_are_replays() {
     let (_w, mut sealer, mut openers) = setup();
     let topic = "hsu0001/a";
-    let first = sealer.seal(topic, b"0", &mut rng(4)).expect("seal");
+    let first = sealer.seal(topic, b"0").expect("seal");
     assert_eq!(opened_plaintext(openers[1].open(topic, &first)), b"0");
     assert!(matches!(
         openers[1].open(topic, &first),
@@ -81,11 +79,7 @@ fn redelivery_is_a_duplicate_and_old_sequences_are_replays() {
     // out of order inside the window is fine
     let mut later = Vec::new();
     for i in 1..=200u32 {
-        later.push(
-            sealer
-                .seal(topic, &i.to_be_bytes(), &mut rng(5 + u64::from(i)))
-                .expect("seal"),
-        );
+        later.push(sealer.seal(topic, &i.to_be_bytes()).expect("seal"));
     }
     assert_eq!(
         opened_plaintext(openers[1].open(topic, &later[199])),
@@ -107,8 +101,8 @@ fn redelivery_is_a_duplicate_and_old_sequences_are_replays() {
 
 #[test]
 fn moving_a_message_to_another_topic_or_group_is_caught() {
-    let (_w, mut sealer, mut openers) = setup();
-    let env = sealer.seal("hsu0001/a", b"x", &mut rng(6)).expect("seal");
+    let (w, mut sealer, mut openers) = setup();
+    let env = sealer.seal("hsu0001/a", b"x").expect("seal");
     // same group filter, other topic: the signature binds the topic
     assert!(matches!(
         openers[1].open("hsu0001/b", &env),
@@ -119,29 +113,30 @@ fn moving_a_message_to_another_topic_or_group_is_caught() {
         openers[1].open("hsu0002/a", &env),
         Err(OpenError::TopicOutsideGroup { .. })
     ));
-    // splice into hsu0002 by rewriting the group field: 1111 is not a sender there
-    let mut spliced = Envelope::decode(&env).expect("decode");
-    spliced.group = group("hsu0002");
-    let err = openers[3]
-        .open("hsu0002/a", &spliced.encode())
-        .expect_err("spliced");
-    assert!(
-        matches!(
-            err,
-            OpenError::UnknownSender {
-                reason: SenderIssue::NotMember,
-                ..
-            }
-        ),
-        "{err:?}"
+    // splice into hsu0002 by giving it the tag of a stream there: the signature is not that
+    // stream's
+    let mut other = w.sealer("1113", "hsu0002", 40);
+    let note = other
+        .sender_key_note(&w.book(), &mut rng(41))
+        .expect("note")
+        .note;
+    World::feed(&mut openers[3], &note);
+    let genuine = other.seal("hsu0002/a", b"y").expect("seal");
+    assert_eq!(
+        opened_plaintext(openers[3].open("hsu0002/a", &genuine)),
+        b"y"
     );
+    let err = openers[3]
+        .open("hsu0002/a", &retag(&env, other.tag()))
+        .expect_err("spliced");
+    assert!(matches!(err, OpenError::BadSignature { .. }), "{err:?}");
     // the original still opens: nothing above consumed its sequence number
     assert_eq!(opened_plaintext(openers[1].open("hsu0001/a", &env)), b"x");
 }
 
 #[test]
 fn a_member_cannot_send_as_another_member() {
-    let (w, _sealer, mut openers) = setup();
+    let (w, sealer, mut openers) = setup();
     // 1112 holds the group's sender keys but only its own signing key
     let mut forger = w.sealer("1112", "hsu0001", 7);
     let note = forger
@@ -149,13 +144,9 @@ fn a_member_cannot_send_as_another_member() {
         .expect("note")
         .note;
     World::feed(&mut openers[0], &note);
-    let env = forger
-        .seal("hsu0001/a", b"from 1112", &mut rng(9))
-        .expect("seal");
-    let mut claimed = Envelope::decode(&env).expect("decode");
-    claimed.sender = node("1111");
+    let env = forger.seal("hsu0001/a", b"from 1112").expect("seal");
     let err = openers[0]
-        .open("hsu0001/a", &claimed.encode())
+        .open("hsu0001/a", &retag(&env, sealer.tag()))
         .expect_err("forged sender");
     assert!(matches!(err, OpenError::BadSignature { .. }), "{err:?}");
     assert_eq!(
@@ -167,9 +158,7 @@ fn a_member_cannot_send_as_another_member() {
 #[test]
 fn epoch_changes_remove_members_and_stale_messages() {
     let (w, mut sealer, mut openers) = setup();
-    let old = sealer
-        .seal("hsu0001/a", b"old", &mut rng(10))
-        .expect("seal");
+    let old = sealer.seal("hsu0001/a", b"old").expect("seal");
     // 1112 removed: epoch 4 with 1111 only
     let epoch4 = w
         .group_note("hsu0001", &["1111"], EPOCH + 1, 30)
@@ -188,7 +177,7 @@ fn epoch_changes_remove_members_and_stale_messages() {
     );
     assert!(matches!(
         sealer
-            .seal("hsu0001/a", b"x", &mut rng(11))
+            .seal("hsu0001/a", b"x")
             .map(|_| ())
             .and(sealer.check_current(openers[0].book())),
         Err(SealError::EpochChanged {
@@ -217,9 +206,7 @@ fn epoch_changes_remove_members_and_stale_messages() {
             }
         }
     }
-    let new = sealer4
-        .seal("hsu0001/a", b"new", &mut rng(14))
-        .expect("seal");
+    let new = sealer4.seal("hsu0001/a", b"new").expect("seal");
     assert_eq!(opened_plaintext(openers[0].open("hsu0001/a", &new)), b"new");
     let err = openers[1]
         .open("hsu0001/a", &new)
@@ -228,15 +215,28 @@ fn epoch_changes_remove_members_and_stale_messages() {
         err.to_string(),
         "node 1112 is not a member of hsu0001 (epoch 4)"
     );
-    // a reader that has not seen epoch 4 yet says so
+    // a reader that has not seen epoch 4 yet parks the note and waits for it
     let mut behind = w.opener("1111");
+    let parked = behind
+        .ingest_signed_note(note4.note.as_bytes())
+        .expect("parked");
+    assert!(
+        matches!(
+            parked,
+            Ingested::SenderKeyParked {
+                reason: MembershipError::EpochAhead {
+                    epoch: 4,
+                    current: 3,
+                    ..
+                },
+                ..
+            }
+        ),
+        "{parked:?}"
+    );
     assert!(matches!(
         behind.open("hsu0001/a", &new),
-        Err(OpenError::EpochAhead {
-            epoch: 4,
-            current: 3,
-            ..
-        })
+        Err(OpenError::UnknownStream { .. })
     ));
     assert_eq!(
         openers[1].membership(&group("hsu0001")),
@@ -253,10 +253,10 @@ fn missing_sender_key_and_restart() {
     let w = World::new();
     let mut reader = w.opener("1112");
     let mut sealer = w.sealer("1111", "hsu0001", 15);
-    let env = sealer.seal("hsu0001/a", b"a", &mut rng(16)).expect("seal");
+    let env = sealer.seal("hsu0001/a", b"a").expect("seal");
     assert!(matches!(
         reader.open("hsu0001/a", &env),
-        Err(OpenError::MissingSenderKey { .. })
+        Err(OpenError::UnknownStream { .. })
     ));
     World::feed(
         &mut reader,
@@ -276,9 +276,7 @@ fn missing_sender_key_and_restart() {
             .expect("note")
             .note,
     );
-    let env2 = restarted
-        .seal("hsu0001/a", b"b", &mut rng(20))
-        .expect("seal");
+    let env2 = restarted.seal("hsu0001/a", b"b").expect("seal");
     assert_eq!(Envelope::decode(&env2).expect("decode").seq, 0);
     assert_eq!(opened_plaintext(reader.open("hsu0001/a", &env2)), b"b");
 }
@@ -286,7 +284,7 @@ fn missing_sender_key_and_restart() {
 #[test]
 fn revoked_or_unknown_senders_are_refused() {
     let (w, mut sealer, mut openers) = setup();
-    let env = sealer.seal("hsu0001/a", b"a", &mut rng(21)).expect("seal");
+    let env = sealer.seal("hsu0001/a", b"a").expect("seal");
     let revoked = NodeNote {
         generation: 0,
         position: position(&w.registry, 40, 0),
@@ -334,16 +332,16 @@ fn sealer_refuses_what_it_must_not_do() {
     assert!(matches!(wrong_key, Err(SealError::WrongNodeKey { .. })));
     let mut sealer = w.sealer("1111", "hsu0001", 24);
     assert!(matches!(
-        sealer.seal("hsu0002/a", b"", &mut rng(25)),
+        sealer.seal("hsu0002/a", b""),
         Err(SealError::TopicOutsideGroup { .. })
     ));
     assert!(matches!(
-        sealer.seal("hsu0001/+", b"", &mut rng(25)),
+        sealer.seal("hsu0001/+", b""),
         Err(SealError::Topic(_))
     ));
     assert_eq!(sealer.next_seq(), 0);
     sealer
-        .seal("hsu0001/a", b"", &mut rng(26))
+        .seal("hsu0001/a", b"")
         .expect("empty payload is fine");
     assert_eq!(sealer.next_seq(), 1);
 }
@@ -371,9 +369,7 @@ fn sender_key_notes_are_checked_and_parked_until_chain_notes_arrive() {
         World::feed(&mut reader, n);
     }
     let mut sealer = sealer;
-    let env = sealer
-        .seal("hsu0001/a", b"late", &mut rng(29))
-        .expect("seal");
+    let env = sealer.seal("hsu0001/a", b"late").expect("seal");
     assert_eq!(opened_plaintext(reader.open("hsu0001/a", &env)), b"late");
 
     // our own node note arriving last also works: the note waits for it
@@ -393,9 +389,7 @@ fn sender_key_notes_are_checked_and_parked_until_chain_notes_arrive() {
         "{parked:?}"
     );
     World::feed(&mut late_self, &w.node_notes[1]);
-    let env = sealer
-        .seal("hsu0001/a", b"later", &mut rng(32))
-        .expect("seal");
+    let env = sealer.seal("hsu0001/a", b"later").expect("seal");
     assert_eq!(
         opened_plaintext(late_self.open("hsu0001/a", &env)),
         b"later"
@@ -423,6 +417,7 @@ fn sender_key_notes_are_checked_and_parked_until_chain_notes_arrive() {
         },
         1,
         &anchormq_core::SenderKey::generate(&mut rng(30)),
+        anchormq_core::ed25519::SigningKey::generate(&mut rng(32)).verifying_key(),
         &[],
         &mut rng(31),
     )
@@ -469,9 +464,7 @@ fn a_reorg_that_takes_an_epoch_back_leaves_nothing_of_the_orphaned_branch() {
         .expect("note")
         .note;
     World::feed(&mut reader, &note);
-    let before = sealer
-        .seal("hsu0001/a", b"before", &mut rng(42))
-        .expect("seal");
+    let before = sealer.seal("hsu0001/a", b"before").expect("seal");
     assert_eq!(
         opened_plaintext(reader.open("hsu0001/a", &before)),
         b"before"
@@ -500,14 +493,19 @@ fn a_reorg_that_takes_an_epoch_back_leaves_nothing_of_the_orphaned_branch() {
         sealer.check_current(&at_other),
         Err(SealError::GroupChanged { group: hsu })
     );
-    let late = sealer
-        .seal("hsu0001/a", b"late", &mut rng(43))
-        .expect("seal");
+    let late = sealer.seal("hsu0001/a", b"late").expect("seal");
     assert!(
         matches!(
             reader.open("hsu0001/a", &late),
-            Err(OpenError::MissingSenderKey { .. })
+            Err(OpenError::UnknownStream { .. })
         ),
         "the orphaned branch's key was forgotten"
     );
+}
+
+/// The envelope with another stream's tag.
+fn retag(env: &[u8], tag: StreamTag) -> Vec<u8> {
+    let mut out = env.to_vec();
+    out[1..9].copy_from_slice(&tag.0);
+    out
 }

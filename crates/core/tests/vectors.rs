@@ -11,8 +11,8 @@ mod common;
 use std::path::PathBuf;
 
 use anchormq_core::{
-    Envelope, GroupId, IngestError, KeyBook, NodeId, NodeNote, NodePublicKey, NodeSecretKey,
-    NodeStatus, Opened, Opener, Registry, SignedNote, StreamId,
+    GroupId, IngestError, KeyBook, Member, NodeId, NodeNote, NodePublicKey, NodeSecretKey,
+    NodeStatus, Opened, Opener, Registry, Roles, SignedNote, StreamId,
 };
 use common::{EPOCH, World, group, node, position, rng};
 use serde_json::{Value, json};
@@ -44,6 +44,8 @@ fn err_kind(debug: &str) -> String {
 
 /// (name, notes held first, offered note)
 type NoteCase = (&'static str, Vec<Vec<u8>>, Vec<u8>);
+/// (name, reader, setup notes, offered note)
+type SenderKeyCase = (&'static str, &'static str, Vec<Vec<u8>>, Vec<u8>);
 /// (name, reader, topic, envelope, setup notes, ingest the sender-key note?)
 type EnvelopeCase<'a> = (
     &'static str,
@@ -281,10 +283,7 @@ fn notes(w: &World) -> Value {
         .map(|i| {
             let mut id = [0u8; 32];
             id[..4].copy_from_slice(&i.to_be_bytes());
-            anchormq_core::Member {
-                node: NodeId::from_bytes(id),
-                key_version: u64::from(i % 3),
-            }
+            anchormq_core::Member::new(NodeId::from_bytes(id), u64::from(i % 3))
         })
         .collect();
     let big = anchormq_core::GroupNote::new(
@@ -371,39 +370,76 @@ fn sender_keys(w: &World) -> Value {
         },
         wrong_group.sender_key_version(),
         &anchormq_core::SenderKey::generate(&mut rng(104)),
+        anchormq_core::ed25519::SigningKey::generate(&mut rng(106)).verifying_key(),
         &[],
         &mut rng(105),
     )
     .expect("wrap");
     let mut flipped = note.as_bytes().to_vec();
-    flipped[200] ^= 0x04;
-    let cases: Vec<(&str, &str, Vec<u8>)> = vec![
+    flipped[300] ^= 0x04;
+    // the Ed25519 identity point (order 1) as the stream's signing key
+    let weak_signing_key = anchormq_core::SenderKeyNote::wrap(
+        *sealer.stream(),
+        1,
+        &anchormq_core::SenderKey::generate(&mut rng(109)),
+        anchormq_core::ed25519::VerifyingKey::from_bytes(&IDENTITY).expect("a curve point"),
+        &[],
+        &mut rng(110),
+    )
+    .expect("wrap")
+    .sign(&w.key("1111"))
+    .into_bytes();
+    // 1112 as a reader only (same epoch, later block); its note announced a key while it wrote
+    let read_only = roles_note(w, "1112", Roles::READ, 25);
+    let from_1112 = w
+        .sealer("1112", "hsu0001", 107)
+        .sender_key_note(&w.book(), &mut rng(108))
+        .expect("note")
+        .note;
+    let cases: Vec<SenderKeyCase> = vec![
         (
             "sender_not_member",
             "1111",
+            vec![],
             wrong_group.sign(&w.key("1113")).into_bytes(),
         ),
-        ("bit_flip_in_wrapped_key", "1112", flipped),
+        ("bit_flip_in_wrapped_key", "1112", vec![], flipped),
         (
             "signed_by_another_member",
             "1112",
+            vec![],
             resign(&note, &w.key("1112")),
+        ),
+        ("weak_signing_key", "1112", vec![], weak_signing_key),
+        (
+            "sender_without_write_role",
+            "1111",
+            vec![read_only],
+            from_1112.into_bytes(),
         ),
     ];
     let invalid: Vec<Value> = cases
         .into_iter()
-        .map(|(name, reader, bytes)| {
+        .map(|(name, reader, setup, bytes)| {
             let mut o = w.opener(reader);
+            for n in &setup {
+                o.ingest_signed_note(n).expect("setup note");
+            }
             let err = format!("{:?}", o.ingest_signed_note(&bytes).expect_err(name));
-            json!({"name": name, "reader": reader, "note": h(&bytes), "error_kind": err_kind(&err), "error": err})
+            json!({
+                "name": name, "reader": reader, "setup_notes": setup.iter().map(|n| h(n)).collect::<Vec<_>>(),
+                "note": h(&bytes), "error_kind": err_kind(&err), "error": err,
+            })
         })
         .collect();
     json!({
-        "description": "Sender-key note of 1111 for hsu0001 at epoch 3; members unwrap a key whose key ID is `key_id`; 1113 and 1114 have no entry",
+        "description": "Sender-key note of 1111 for hsu0001 at epoch 3; members unwrap a key whose key ID is `key_id`, and envelopes carry `stream_tag`, signed by `signing_key`; 1113 and 1114 have no entry. Invalid cases: the reader ingests the world notes, then `setup_notes` in order, then `note`",
         "sender": "1111",
         "group": "hsu0001",
         "epoch": EPOCH,
         "key_id": h(sealer.key_id()),
+        "stream_tag": h(&sealer.tag().0),
+        "signing_key": h(sealer.signing_key().as_bytes()),
         "note": h(note.as_bytes()),
         "chunks": chunks_hex(&note),
         "not_for": ["1113", "1114"],
@@ -420,6 +456,59 @@ fn resign(note: &SignedNote, key: &NodeSecretKey) -> Vec<u8> {
     bytes
 }
 
+/// The Ed25519 identity point, of order 1.
+const IDENTITY: [u8; 32] = {
+    let mut p = [0u8; 32];
+    p[0] = 1;
+    p
+};
+
+/// hsu0001 at the world's epoch with `node`'s roles set to `roles`, mirrored at `block`.
+fn roles_note(w: &World, node_label: &str, roles: Roles, block: u64) -> Vec<u8> {
+    let members = ["1111", "1112"]
+        .iter()
+        .map(|m| Member {
+            roles: if *m == node_label { roles } else { Roles::BOTH },
+            ..Member::new(node(m), 1)
+        })
+        .collect();
+    anchormq_core::GroupNote::new(
+        position(&w.registry, block, 0),
+        group("hsu0001"),
+        EPOCH,
+        "hsu0001/#",
+        None,
+        members,
+    )
+    .expect("group note")
+    .sign(&w.bridge)
+    .into_bytes()
+}
+
+/// The envelope with another stream's tag.
+fn retag(env: &[u8], tag: anchormq_core::StreamTag) -> Vec<u8> {
+    let mut out = env.to_vec();
+    out[1..9].copy_from_slice(&tag.0);
+    out
+}
+
+/// The envelope with its Ed25519 S replaced by S + L: the same equation, a non-canonical encoding.
+fn s_plus_l(env: &[u8]) -> Vec<u8> {
+    const L: [u8; 32] = [
+        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde,
+        0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+    ];
+    let mut out = env.to_vec();
+    let s = out.len() - 32;
+    let mut carry = 0u16;
+    for (i, l) in L.iter().enumerate() {
+        let sum = u16::from(out[s + i]) + u16::from(*l) + carry;
+        out[s + i] = sum as u8;
+        carry = sum >> 8;
+    }
+    out
+}
+
 fn envelopes(w: &World) -> Value {
     let mut sealer = w.sealer("1111", "hsu0001", 200);
     let sk_note = sealer
@@ -431,25 +520,17 @@ fn envelopes(w: &World) -> Value {
     let mut sealed = Vec::new();
     for (i, size) in [0usize, 32, 256].into_iter().enumerate() {
         let plaintext: Vec<u8> = (0..size).map(|b| (b * 7 + i) as u8).collect();
-        let env = sealer
-            .seal(topic, &plaintext, &mut rng(210 + i as u64))
-            .expect("seal");
+        let env = sealer.seal(topic, &plaintext).expect("seal");
         valid.push(json!({"topic": topic, "plaintext": h(&plaintext), "envelope": h(&env), "seq": i, "readers": ["1111", "1112"]}));
         sealed.push(env);
     }
     let base = sealed[1].clone();
-    let decoded = Envelope::decode(&base).expect("decode");
-    let with = |f: &dyn Fn(&mut Envelope)| {
-        let mut e = decoded.clone();
-        f(&mut e);
-        e.encode()
-    };
     let mut flipped_ct = base.clone();
-    flipped_ct[150] ^= 0x20;
-    let mut v9 = base.clone();
-    v9[0] = 9;
-    let mut s9 = base.clone();
-    s9[1] = 9;
+    flipped_ct[40] ^= 0x20;
+    let mut v1 = base.clone();
+    v1[0] = 1;
+    let mut seq_rewritten = base.clone();
+    seq_rewritten[16] = 0;
     let epoch4 = w
         .group_note("hsu0001", &["1111"], EPOCH + 1, 30)
         .sign(&w.bridge)
@@ -465,15 +546,26 @@ fn envelopes(w: &World) -> Value {
         &mut rng(222),
     )
     .expect("member")
-    .seal(topic, b"after", &mut rng(223))
+    .seal(topic, b"after")
     .expect("seal");
+    // 1112's own stream, announced while it wrote; then its write role is taken (same epoch)
     let mut forger = w.sealer("1112", "hsu0001", 220);
-    let forged = {
-        let env = forger.seal(topic, b"forged", &mut rng(221)).expect("seal");
-        let mut e = Envelope::decode(&env).expect("decode");
-        e.sender = node("1111");
-        e.encode()
-    };
+    let forger_note = forger
+        .sender_key_note(&w.book(), &mut rng(221))
+        .expect("note")
+        .note
+        .into_bytes();
+    let from_1112 = forger.seal(topic, b"from 1112").expect("seal");
+    let forged = retag(&from_1112, sealer.tag());
+    let read_only_1112 = roles_note(w, "1112", Roles::READ, 25);
+    let write_only_1112 = roles_note(w, "1112", Roles::WRITE, 25);
+    // a stream of 1113 in hsu0002, to splice into
+    let other = w.sealer("1113", "hsu0002", 223);
+    let other_note = other
+        .sender_key_note(&w.book(), &mut rng(224))
+        .expect("note")
+        .note
+        .into_bytes();
     let sk = h(sk_note.as_bytes());
     // (name, reader, topic, envelope, setup notes, ingest the sender-key note?)
     let cases: Vec<EnvelopeCase> = vec![
@@ -484,6 +576,14 @@ fn envelopes(w: &World) -> Value {
             base.clone(),
             vec![],
             true,
+        ),
+        (
+            "non_member_reader_without_sender_key_note",
+            "1113",
+            topic,
+            base.clone(),
+            vec![],
+            false,
         ),
         (
             "moved_to_other_topic_in_group",
@@ -505,16 +605,32 @@ fn envelopes(w: &World) -> Value {
             "spliced_into_other_group",
             "1113",
             "hsu0002/sensor/temperature",
-            with(&|e| e.group = group("hsu0002")),
-            vec![],
-            true,
+            retag(&base, other.tag()),
+            vec![other_note],
+            false,
         ),
         (
             "member_claims_another_sender",
             "1111",
             topic,
             forged,
-            vec![],
+            vec![forger_note.clone()],
+            true,
+        ),
+        (
+            "sender_without_write_role",
+            "1111",
+            topic,
+            from_1112,
+            vec![forger_note, read_only_1112],
+            false,
+        ),
+        (
+            "reader_without_read_role",
+            "1112",
+            topic,
+            base.clone(),
+            vec![write_only_1112],
             true,
         ),
         (
@@ -522,6 +638,14 @@ fn envelopes(w: &World) -> Value {
             "1112",
             topic,
             flipped_ct,
+            vec![],
+            true,
+        ),
+        (
+            "sequence_rewritten",
+            "1112",
+            topic,
+            seq_rewritten,
             vec![],
             true,
         ),
@@ -541,37 +665,21 @@ fn envelopes(w: &World) -> Value {
             vec![epoch4.clone()],
             false,
         ),
+        ("unknown_stream", "1112", topic, base.clone(), vec![], false),
         (
-            "epoch_ahead",
+            "stream_tag_rewritten",
             "1112",
             topic,
-            with(&|e| e.epoch = EPOCH + 1),
+            retag(&base, anchormq_core::StreamTag([9; 8])),
             vec![],
             true,
         ),
-        (
-            "missing_sender_key",
-            "1112",
-            topic,
-            base.clone(),
-            vec![],
-            false,
-        ),
-        (
-            "key_id_rewritten",
-            "1112",
-            topic,
-            with(&|e| e.key_id = [9; 32]),
-            vec![],
-            true,
-        ),
-        ("unsupported_version", "1112", topic, v9, vec![], true),
-        ("unsupported_suite", "1112", topic, s9, vec![], true),
+        ("v1_refused", "1112", topic, v1, vec![], true),
         (
             "truncated",
             "1112",
             topic,
-            base[..141].to_vec(),
+            base[..96].to_vec(),
             vec![],
             true,
         ),
@@ -584,10 +692,10 @@ fn envelopes(w: &World) -> Value {
             true,
         ),
         (
-            "high_s_twin_signature",
+            "non_canonical_signature",
             "1112",
             topic,
-            high_s_twin(&base),
+            s_plus_l(&base),
             vec![],
             true,
         ),
@@ -612,23 +720,15 @@ fn envelopes(w: &World) -> Value {
         })
         .collect();
     json!({
-        "description": "Envelopes sealed by 1111 for hsu0001 (epoch 3). Readers ingest every world note (notes.json valid), then `sender_key_note` where it is true, then each of `setup_notes` in order (after the sender-key note: a later group note makes its epoch stale); then open with the topic given",
+        "description": "Envelopes sealed by 1111 for hsu0001 (epoch 3). Readers ingest every world note (notes.json valid), then `sender_key_note` where it is true, then each of `setup_notes` in order (after the sender-key note: a later group note makes its epoch stale); then open with the topic given. `duplicates`: after opening `first`, `again` is dropped as already delivered",
         "sender_key_note": sk,
         "key_id": h(sealer.key_id()),
+        "stream_tag": h(&sealer.tag().0),
+        "overhead": anchormq_core::envelope::OVERHEAD,
+        "duplicates": [{"name": "replayed", "reader": "1112", "topic": topic, "first": h(&base), "again": h(&base)}],
         "valid": valid,
         "invalid": invalid,
     })
-}
-
-/// The same envelope with s replaced by n - s: mathematically valid, refused by policy.
-fn high_s_twin(env: &[u8]) -> Vec<u8> {
-    let n = env.len();
-    let sig = k256::ecdsa::Signature::from_slice(&env[n - 64..]).expect("valid sig");
-    let (r, s) = sig.split_scalars();
-    let twin = k256::ecdsa::Signature::from_scalars(r, -*s).expect("scalars");
-    let mut out = env.to_vec();
-    out[n - 64..].copy_from_slice(&twin.to_bytes());
-    out
 }
 
 #[test]
@@ -806,6 +906,9 @@ fn vector_files_replay_through_the_public_api() {
     }
     for v in sk["invalid"].as_array().expect("invalid") {
         let mut o = reader_from_files(v["reader"].as_str().expect("s"));
+        for n in v["setup_notes"].as_array().expect("setup") {
+            o.ingest_signed_note(&unh(n)).expect("setup");
+        }
         let err = o
             .ingest_signed_note(&unh(&v["note"]))
             .expect_err("must fail");
@@ -843,5 +946,23 @@ fn vector_files_replay_through_the_public_api() {
             .open(v["topic"].as_str().expect("s"), &unh(&v["envelope"]))
             .expect_err("must fail");
         assert_eq!(format!("{err:?}"), v["error"], "{}", v["name"]);
+    }
+    for v in env["duplicates"].as_array().expect("duplicates") {
+        let mut o = reader_from_files(v["reader"].as_str().expect("s"));
+        o.ingest_signed_note(&unh(&env["sender_key_note"]))
+            .expect("sender key");
+        let topic = v["topic"].as_str().expect("s");
+        assert!(matches!(
+            o.open(topic, &unh(&v["first"])),
+            Ok(Opened::Message(_))
+        ));
+        assert!(
+            matches!(
+                o.open(topic, &unh(&v["again"])),
+                Ok(Opened::Duplicate { .. })
+            ),
+            "{}",
+            v["name"]
+        );
     }
 }

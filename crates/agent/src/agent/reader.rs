@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anchormq_core::{
     GroupId, IngestError, Ingested, MembershipError, NoteError, NoteTopic, NoteUpdate, OpenError,
-    Opened, SenderKeyError, topic_matches,
+    Opened, SenderKeyError, StreamTag, topic_matches,
 };
 use anchormq_mqtt::{LinkEvent, Message, QoS};
 use bytes::Bytes;
@@ -277,7 +277,15 @@ impl Reader {
                         .book()
                         .group(&group)
                         .is_some_and(|note| st.opener.trust().accepts(note));
+                    // writers that do not read are given no keys: their notes are not for them
+                    let reads = st
+                        .opener
+                        .book()
+                        .group(&group)
+                        .and_then(|note| note.member(&self.inner.node))
+                        .is_some_and(|m| m.roles.reads());
                     if trusted
+                        && reads
                         && st.opener.membership(&group).is_ok()
                         && st.key_filters.insert(group)
                     {
@@ -304,7 +312,13 @@ impl Reader {
                         touched.push(group);
                     }
                 }
-                Ok(Ingested::SenderKey { stream, .. }) => fixes.push(Fix::SenderKey(stream)),
+                Ok(
+                    Ingested::SenderKey { stream, key_id }
+                    | Ingested::SenderKeyNotForUs { stream, key_id },
+                ) => fixes.push(Fix::SenderKey {
+                    stream,
+                    tag: StreamTag::of_key_id(&key_id),
+                }),
                 Ok(_) => {}
                 Err(error) if superseded(&error) => {
                     // a retained note older than one already held: expected after every change

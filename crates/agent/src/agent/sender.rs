@@ -556,11 +556,13 @@ impl Inner {
     ) -> Result<Published, AgentError> {
         self.ensure_ready(sender).await?;
         let group = sender.group;
-        let GroupSender { sealer, rng, .. } = sender;
-        let sealer = sealer.as_mut().ok_or_else(|| self.no_group_note(group))?;
+        let sealer = sender
+            .sealer
+            .as_mut()
+            .ok_or_else(|| self.no_group_note(group))?;
         let stream = *sealer.stream();
         let seq = sealer.next_seq();
-        let envelope = sealer.seal(topic, payload, rng).map_err(AgentError::Seal)?;
+        let envelope = sealer.seal(topic, payload).map_err(AgentError::Seal)?;
         let link_seq = self
             .link
             .publish(topic.to_owned(), Bytes::from(envelope), qos, retain)

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use alloy::primitives::B256;
 use anchormq_chain::{RegistryClient, RegistryEvent, show_id};
-use anchormq_core::{GroupId, NodeId};
+use anchormq_core::{GroupId, NodeId, Roles};
 use clap::{Args, ValueEnum};
 use eyre::WrapErr;
 use serde::Serialize;
@@ -211,6 +211,18 @@ pub fn details(event: &RegistryEvent) -> String {
             "node {} added to group {} (epoch {epoch})",
             show_id(node),
             show_id(group)
+        ),
+        RegistryEvent::MemberRolesSet {
+            group,
+            node,
+            roles,
+            epoch,
+            ..
+        } => format!(
+            "node {} in group {} now {} (epoch {epoch})",
+            show_id(node),
+            show_id(group),
+            Roles::from_bits(*roles).map_or_else(|| format!("roles {roles}"), |r| r.to_string())
         ),
         RegistryEvent::MemberRemoved {
             group, node, epoch, ..

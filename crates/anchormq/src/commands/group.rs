@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anchormq_chain::Address;
 use anchormq_core::{GroupId, NodeId, NodePublicKey};
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use eyre::{WrapErr, bail, eyre};
 
 use crate::commands::node::{epoch_of, in_batches, report};
@@ -20,6 +20,9 @@ pub enum GroupCommand {
     Add(Add),
     /// Remove nodes from a group (one epoch bump per transaction, batched like `add`).
     Remove(Remove),
+    /// Set what members may do: read (receive sender keys), write (readers accept their
+    /// messages) or both; one epoch bump per transaction, batched like `add`.
+    Roles(SetRoles),
     /// Take one of the operator account's nodes out of a group (bumps its epoch).
     Leave(Leave),
     /// Offer the admin role to another account; it moves when that account runs `group accept`.
@@ -37,6 +40,7 @@ impl GroupCommand {
             Self::Create(c) => c.execute(context).await,
             Self::Add(c) => c.execute(context).await,
             Self::Remove(c) => c.execute(context).await,
+            Self::Roles(c) => c.execute(context).await,
             Self::Leave(c) => c.execute(context).await,
             Self::Transfer(c) => c.execute(context).await,
             Self::Accept(c) => c.execute(context).await,
@@ -117,6 +121,27 @@ impl Nodes {
     }
 }
 
+/// What a member may do in a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// Receives the group's sender keys: reads its messages, sends none readers accept.
+    Read,
+    /// Sends messages readers accept; is given no keys, so reads nothing.
+    Write,
+    /// Reads and writes (what the paper's groups use).
+    Both,
+}
+
+impl Role {
+    const fn bits(self) -> u8 {
+        match self {
+            Self::Read => 1,
+            Self::Write => 2,
+            Self::Both => 3,
+        }
+    }
+}
+
 /// `group add`.
 #[derive(Debug, Args)]
 pub struct Add {
@@ -125,6 +150,9 @@ pub struct Add {
     pub id: GroupId,
     #[command(flatten)]
     pub nodes: Nodes,
+    /// What the added nodes may do in the group.
+    #[arg(long, value_enum, default_value_t = Role::Both)]
+    pub role: Role,
     /// Refuse unless the node's key on chain is this public key (hex, as `node keygen` prints it):
     /// catches an ID registered by someone else before it is added. One node only.
     #[arg(long, value_name = "PUBKEY_HEX")]
@@ -142,8 +170,13 @@ impl Add {
             }
             let client = context.writer().await?;
             let done = format!("added to group {}", self.id);
-            return in_batches(&nodes, self.nodes.batch, &done, |batch| {
-                client.add_members(self.id, batch)
+            let (client, role, id) = (&client, self.role, self.id);
+            return in_batches(&nodes, self.nodes.batch, &done, |batch| async move {
+                if role == Role::Both {
+                    client.add_members(id, batch).await
+                } else {
+                    client.add_members_with_roles(id, batch, role.bits()).await
+                }
             })
             .await;
         };
@@ -172,10 +205,14 @@ impl Add {
                  the ID may belong to someone else; nothing was sent"
             );
         }
-        let outcome = client
-            .add_member(self.id, node_id)
-            .await
-            .wrap_err_with(|| format!("adding node {node_id} to group {}", self.id))?;
+        let outcome = if self.role == Role::Both {
+            client.add_member(self.id, node_id).await
+        } else {
+            client
+                .add_members_with_roles(self.id, &[node_id], self.role.bits())
+                .await
+        }
+        .wrap_err_with(|| format!("adding node {node_id} to group {}", self.id))?;
         report(
             &format!(
                 "added node {node_id} to group {}{}",
@@ -185,6 +222,37 @@ impl Add {
             &outcome,
         );
         Ok(())
+    }
+}
+
+/// `group roles`.
+#[derive(Debug, Args)]
+pub struct SetRoles {
+    /// Group ID.
+    #[arg(long)]
+    pub id: GroupId,
+    #[command(flatten)]
+    pub nodes: Nodes,
+    /// The members' roles from now on.
+    #[arg(long, value_enum)]
+    pub role: Role,
+}
+
+impl SetRoles {
+    /// Sends `setMemberRoles` in batches.
+    pub async fn execute(self, context: &Context) -> eyre::Result<()> {
+        let nodes = self.nodes.list()?;
+        let client = context.writer().await?;
+        let role = match self.role {
+            Role::Read => "read",
+            Role::Write => "write",
+            Role::Both => "read+write",
+        };
+        let done = format!("set to {role} in group {}", self.id);
+        in_batches(&nodes, self.nodes.batch, &done, |batch| {
+            client.set_member_roles(self.id, batch, self.role.bits())
+        })
+        .await
     }
 }
 

@@ -254,6 +254,7 @@ pub(crate) fn epoch_of(outcome: &TxOutcome) -> String {
         .iter()
         .find_map(|e| match e.event {
             RegistryEvent::MemberAdded { epoch, .. }
+            | RegistryEvent::MemberRolesSet { epoch, .. }
             | RegistryEvent::MemberRemoved { epoch, .. } => Some(epoch),
             _ => None,
         })

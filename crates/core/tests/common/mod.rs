@@ -88,13 +88,7 @@ impl World {
     }
 
     pub fn group_note(&self, label: &str, members: &[&str], epoch: u64, block: u64) -> GroupNote {
-        let members = members
-            .iter()
-            .map(|m| Member {
-                node: node(m),
-                key_version: 1,
-            })
-            .collect();
+        let members = members.iter().map(|m| Member::new(node(m), 1)).collect();
         GroupNote::new(
             position(&self.registry, block, 0),
             group(label),
