@@ -2,13 +2,14 @@
 //!
 //! cargo bench -p anchormq-core --bench core -- --warm-up-time 1 --measurement-time 3
 
+use anchormq_core::ed25519::SigningKey as StreamSigningKey;
 use anchormq_core::sender_key::Recipient;
 use anchormq_core::{
     ChainPosition, GroupId, GroupNote, KeyBook, Member, NodeId, NodeNote, NodeSecretKey,
-    NodeStatus, Opener, Registry, Sealer, SenderKey, SenderKeyNote, StreamId,
+    NodeStatus, Opener, Registry, Roles, Sealer, SenderKey, SenderKeyNote, StreamId,
 };
 use chacha20poly1305::aead::{Aead, KeyInit};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use k256::ecdsa::signature::{Signer, Verifier};
 use rand_chacha::ChaCha20Rng;
@@ -36,11 +37,21 @@ fn id(i: usize) -> NodeId {
     NodeId::from_bytes(b)
 }
 
-/// A book with a group of `members` nodes; the first `with_keys` have node notes.
+/// A book with a group of `members` nodes with both roles; the first `with_keys` have node notes.
 /// Returns the book and the keys of those nodes.
 fn world(
     members: usize,
     with_keys: usize,
+    rng: &mut ChaCha20Rng,
+) -> (KeyBook, Vec<(NodeId, NodeSecretKey)>) {
+    world_with_roles(members, with_keys, |_| Roles::BOTH, rng)
+}
+
+/// Like [`world`], member `i` with `roles(i)`.
+fn world_with_roles(
+    members: usize,
+    with_keys: usize,
+    roles: impl Fn(usize) -> Roles,
     rng: &mut ChaCha20Rng,
 ) -> (KeyBook, Vec<(NodeId, NodeSecretKey)>) {
     let bridge = NodeSecretKey::generate(rng);
@@ -60,7 +71,12 @@ fn world(
             .expect("node note");
         keys.push((id(i), key));
     }
-    let list = (0..members).map(|i| Member::new(id(i), 1)).collect();
+    let list = (0..members)
+        .map(|i| Member {
+            roles: roles(i),
+            ..Member::new(id(i), 1)
+        })
+        .collect();
     let group = GroupNote::new(
         pos(1_000_000),
         GroupId::from_label("g").expect("id"),
@@ -176,12 +192,19 @@ fn primitives(c: &mut Criterion) {
     g.bench_function("ecdsa_verify_256B", |b| {
         b.iter(|| vk.verify(&msg, &sig).expect("valid"))
     });
-    let aead = XChaCha20Poly1305::new(&[7u8; 32].into());
+    let stream_key = StreamSigningKey::generate(&mut rng);
+    let stream_public = stream_key.verifying_key();
+    g.bench_function("ed25519_sign_256B", |b| b.iter(|| stream_key.sign(&msg)));
+    let ed_sig = stream_key.sign(&msg);
+    g.bench_function("ed25519_verify_strict_256B", |b| {
+        b.iter(|| stream_public.verify_strict(&msg, &ed_sig).expect("valid"))
+    });
+    let aead = ChaCha20Poly1305::new(&[7u8; 32].into());
     for size in [256usize, 4096] {
         let pt = vec![0u8; size];
-        g.bench_function(BenchmarkId::new("xchacha20poly1305_seal", size), |b| {
+        g.bench_function(BenchmarkId::new("chacha20poly1305_seal", size), |b| {
             b.iter(|| {
-                aead.encrypt(XNonce::from_slice(&[1; 24]), pt.as_slice())
+                aead.encrypt(Nonce::from_slice(&[1; 12]), pt.as_slice())
                     .expect("seal")
             });
         });
@@ -205,5 +228,48 @@ fn primitives(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, primitives, seal_open, group_size, sender_key_notes);
+/// A group of 10,000 writers and 5 readers: what an epoch change costs one writer, and the size
+/// of its note (the fleet publishes one per writer).
+fn writers_and_readers(c: &mut Criterion) {
+    let mut g = c.benchmark_group("sender_key_note_10000_writers_5_readers");
+    let mut rng = ChaCha20Rng::seed_from_u64(7);
+    let (book, keys) = world_with_roles(
+        10_005,
+        10_005,
+        |i| {
+            if i < 10_000 {
+                Roles::WRITE
+            } else {
+                Roles::READ
+            }
+        },
+        &mut rng,
+    );
+    let group = GroupId::from_label("g").expect("id");
+    let sealer = Sealer::new(&book, keys[0].0, keys[0].1.clone(), group, &mut rng).expect("sealer");
+    let note = sealer.sender_key_note(&book, &mut rng).expect("note");
+    assert_eq!(note.recipients, 5);
+    eprintln!(
+        "writer's sender-key note: {} bytes signed; 10,000 writers: {} bytes of notes",
+        note.note.as_bytes().len(),
+        10_000 * note.note.as_bytes().len()
+    );
+    g.bench_function("new_sealer_and_note", |b| {
+        b.iter(|| {
+            let s =
+                Sealer::new(&book, keys[0].0, keys[0].1.clone(), group, &mut rng).expect("sealer");
+            s.sender_key_note(&book, &mut rng).expect("note")
+        });
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    primitives,
+    seal_open,
+    group_size,
+    sender_key_notes,
+    writers_and_readers
+);
 criterion_main!(benches);

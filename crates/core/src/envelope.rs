@@ -3,7 +3,7 @@
 //! ```text
 //! off     len  field
 //!   0       1  version (2)
-//!   1       8  stream tag: the first 8 bytes of the sender key ID (names group, sender, epoch, key)
+//!   1       8  stream tag (names group, sender, epoch, sender key and signing key; see StreamTag)
 //!   9       8  sequence number (u64 BE), from 0 under each sender key
 //!  17       n  ChaCha20 ciphertext of the n-byte plaintext
 //!  17+n    16  Poly1305 tag
@@ -23,8 +23,10 @@ use std::fmt;
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce, Tag};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use sha2::{Digest, Sha256};
 
 use crate::error::DecodeError;
+use crate::sender_key::StreamId;
 
 /// Envelope format version.
 pub const VERSION: u8 = 2;
@@ -37,16 +39,26 @@ pub const MAX_PLAINTEXT_LEN: usize = 256 * 1024 * 1024 - OVERHEAD;
 
 const AAD_DOMAIN: &[u8] = b"anchormq/v2 envelope\0";
 const SIG_DOMAIN: &[u8] = b"anchormq/v2 envelope-sig\0";
+const TAG_DOMAIN: &[u8] = b"anchormq/v2 stream-tag\0";
 
-/// The 8 bytes that name a stream in every envelope: the first 8 bytes of its sender key ID.
+/// The 8 bytes that name a stream in every envelope: the first 8 bytes of
+/// SHA-256(`"anchormq/v2 stream-tag\0"` || group || sender || epoch (u64 BE) || key ID || signing
+/// key). Readers compute it from the sender-key note, so a sender cannot choose it: another
+/// member's note naming the same tag would take a 2^64 search.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StreamTag(pub [u8; 8]);
 
 impl StreamTag {
-    /// The tag of the stream whose sender key ID is `key_id`.
-    pub fn of_key_id(key_id: &[u8; 32]) -> Self {
+    /// The tag of a stream announced with `key_id` and `signing_key`.
+    pub fn derive(stream: &StreamId, key_id: &[u8; 32], signing_key: &VerifyingKey) -> Self {
+        let digest = Sha256::new()
+            .chain_update(TAG_DOMAIN)
+            .chain_update(stream.context())
+            .chain_update(key_id)
+            .chain_update(signing_key.as_bytes())
+            .finalize();
         let mut tag = [0u8; 8];
-        tag.copy_from_slice(&key_id[..8]);
+        tag.copy_from_slice(&digest[..8]);
         Self(tag)
     }
 }

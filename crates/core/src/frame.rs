@@ -1,7 +1,7 @@
 //! The signed-note frame shared by node, group and sender-key notes:
 //!
 //! ```text
-//! version (1) = 0x02 || kind (1) || body || signature (64)
+//! version (1) = 0x03 || kind (1) || body || signature (64)
 //! ```
 //!
 //! The signature is ECDSA-secp256k1 (low S) over

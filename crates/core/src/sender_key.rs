@@ -107,7 +107,7 @@ impl SenderKey {
         *self.derive(b"key-id", stream)
     }
 
-    /// The XChaCha20-Poly1305 key for messages of `stream` (info `"message-key" || context`).
+    /// The ChaCha20-Poly1305 key for messages of `stream` (info `"message-key" || context`).
     pub(crate) fn message_key(&self, stream: &StreamId) -> Zeroizing<[u8; 32]> {
         self.derive(b"message-key", stream)
     }
@@ -311,7 +311,7 @@ impl SenderKeyNote {
     }
     /// The tag every envelope of this stream carries.
     pub fn tag(&self) -> StreamTag {
-        StreamTag::of_key_id(&self.key_id)
+        StreamTag::derive(&self.stream, &self.key_id, &self.signing_key)
     }
     /// The Ed25519 key that signs the stream's messages.
     pub const fn signing_key(&self) -> &VerifyingKey {
@@ -333,20 +333,16 @@ impl SenderKeyNote {
     }
 
     /// Decodes and verifies a signed sender-key note against `book`: the sender
-    /// must be an active node, a writer in the group at the note's epoch (the
-    /// group's current one), use its current key version, and have signed it.
+    /// must be an active node using its current key version that signed it, and a
+    /// writer in the group at the note's epoch (the group's current one). The
+    /// signature is checked before the group, so a [`MembershipError::MissingRole`]
+    /// refusal is about a note the sender really made.
     pub fn verify(bytes: &[u8], book: &KeyBook) -> Result<Self, SenderKeyError> {
         let framed = frame::decode::<Self>(bytes)?;
         let note = framed.note();
         let sender = note.stream.sender;
         let sender_err = |source| SenderKeyError::Sender { sender, source };
         let sender_note = book.active_node(&sender).map_err(sender_err)?;
-        book.group(&note.stream.group)
-            .ok_or(MembershipError::UnknownGroup {
-                group: note.stream.group,
-            })
-            .and_then(|g| g.check_role(&sender, note.stream.epoch, Roles::WRITE))
-            .map_err(sender_err)?;
         if sender_note.key_version != note.sender_key_version {
             return Err(SenderKeyError::SenderKeyVersion {
                 sender,
@@ -357,6 +353,12 @@ impl SenderKeyNote {
         if !framed.signed_by(&sender_note.public_key) {
             return Err(SenderKeyError::BadSignature { sender });
         }
+        book.group(&note.stream.group)
+            .ok_or(MembershipError::UnknownGroup {
+                group: note.stream.group,
+            })
+            .and_then(|g| g.check_role(&sender, note.stream.epoch, Roles::WRITE))
+            .map_err(sender_err)?;
         Ok(framed.into_note())
     }
 
@@ -431,10 +433,12 @@ impl NoteBody for SenderKeyNote {
         let epoch = r.u64("sender_key.epoch")?;
         let sender_key_version = r.u64("sender_key.sender_key_version")?;
         let key_id = r.array("sender_key.key_id")?;
-        // a small-order key would let its holder make signatures that verify for many messages
-        let signing_key = VerifyingKey::from_bytes(&r.array("sender_key.signing_key")?)
+        // a small-order key would let its holder make signatures that verify for many messages;
+        // a non-canonical encoding (y >= p) would give one key two encodings
+        let bytes = r.array("sender_key.signing_key")?;
+        let signing_key = VerifyingKey::from_bytes(&bytes)
             .ok()
-            .filter(|k| !k.is_weak())
+            .filter(|k| !k.is_weak() && k.to_edwards().compress().to_bytes() == bytes)
             .ok_or(DecodeError::malformed("sender_key.signing_key"))?;
         let count = r.u32("sender_key.entry_count")? as usize;
         if count.checked_mul(ENTRY_LEN) != Some(r.remaining()) {

@@ -98,11 +98,12 @@ impl Sealer {
         };
         let sender_key = SenderKey::generate(rng);
         let key_id = sender_key.key_id(&stream);
+        let signing_key = SigningKey::generate(rng);
         Ok(Self {
             key_id,
-            tag: StreamTag::of_key_id(&key_id),
+            tag: StreamTag::derive(&stream, &key_id, &signing_key.verifying_key()),
             message_key: sender_key.message_key(&stream),
-            signing_key: SigningKey::generate(rng),
+            signing_key,
             topic_filter: note.topic_filter().to_owned(),
             node_key,
             key_version,
@@ -280,6 +281,8 @@ pub enum Ingested {
         stream: StreamId,
         /// Its key ID.
         key_id: [u8; 32],
+        /// The tag its envelopes carry.
+        tag: StreamTag,
     },
     /// A valid sender-key note that has no entry for this node (expected when
     /// this node is not a reader of the group); its stream is remembered so that
@@ -289,6 +292,8 @@ pub enum Ingested {
         stream: StreamId,
         /// Its key ID.
         key_id: [u8; 32],
+        /// The tag its envelopes carry.
+        tag: StreamTag,
     },
     /// A sender-key note that depends on a node or group note not held yet (or
     /// a newer epoch); kept and retried when chain notes arrive.
@@ -495,6 +500,18 @@ impl Opener {
     fn ingest_sender_key(&mut self, bytes: &[u8]) -> Result<Ingested, IngestError> {
         let note = match SenderKeyNote::verify(bytes, &self.book) {
             Ok(n) => n,
+            Err(
+                e @ SenderKeyError::Sender {
+                    source: MembershipError::MissingRole { .. },
+                    ..
+                },
+            ) => {
+                // signed by a member that may not write: its messages get that reason
+                if let Ok((note, _)) = SenderKeyNote::decode_signed(bytes) {
+                    self.remember(&note, None);
+                }
+                return Err(e.into());
+            }
             Err(SenderKeyError::Sender { source, .. }) if Waiting::for_error(&source).is_some() => {
                 let (note, _) =
                     SenderKeyNote::decode_signed(bytes).map_err(SenderKeyError::from)?;
@@ -510,9 +527,14 @@ impl Opener {
         };
         let stream = *note.stream();
         let key_id = *note.key_id();
+        let tag = note.tag();
         let not_for_us = |opener: &mut Self| {
             opener.remember(&note, None);
-            Ok(Ingested::SenderKeyNotForUs { stream, key_id })
+            Ok(Ingested::SenderKeyNotForUs {
+                stream,
+                key_id,
+                tag,
+            })
         };
         let my_version = match self.book.active_node(&self.me) {
             Ok(n) => n.key_version,
@@ -525,7 +547,11 @@ impl Opener {
         match note.unwrap_for(&self.me, &self.node_key, my_version) {
             Ok(key) => {
                 self.remember(&note, Some(key.message_key(&stream)));
-                Ok(Ingested::SenderKey { stream, key_id })
+                Ok(Ingested::SenderKey {
+                    stream,
+                    key_id,
+                    tag,
+                })
             }
             Err(SenderKeyError::NotAddressed { .. }) => not_for_us(self),
             Err(e) => {
@@ -700,10 +726,29 @@ impl Opener {
     /// is a member of no group whose filter covers the topic, or the note has not arrived.
     fn unannounced(&self, topic: &str, tag: StreamTag) -> OpenError {
         let covering = self.book.groups_for_topic(topic);
-        if covering.iter().any(|g| g.member(&self.me).is_some()) || covering.is_empty() {
+        let roles = |g: &GroupNote| g.member(&self.me).map(|m| m.roles);
+        let reading: Vec<&GroupNote> = covering
+            .iter()
+            .copied()
+            .filter(|g| roles(g).is_some_and(Roles::reads))
+            .collect();
+        if covering.is_empty() || reading.iter().any(|g| self.trust.accepts(g)) {
             return OpenError::UnknownStream {
                 tag,
                 topic: topic.to_owned(),
+            };
+        }
+        if let Some(g) = reading.first() {
+            return OpenError::UntrustedGroup {
+                group: g.group(),
+                admin: g.admin(),
+            };
+        }
+        // a member without the read role is given no sender keys: no note will come
+        if let Some(g) = covering.iter().find(|g| roles(g).is_some()) {
+            return OpenError::NotReader {
+                node: self.me,
+                group: g.group(),
             };
         }
         // the groups this node accepts come first: the others are someone else's business

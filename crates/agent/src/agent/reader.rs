@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anchormq_core::{
     GroupId, IngestError, Ingested, MembershipError, NoteError, NoteTopic, NoteUpdate, OpenError,
-    Opened, SenderKeyError, StreamTag, topic_matches,
+    Opened, SenderKeyError, topic_matches,
 };
 use anchormq_mqtt::{LinkEvent, Message, QoS};
 use bytes::Bytes;
@@ -313,12 +313,9 @@ impl Reader {
                     }
                 }
                 Ok(
-                    Ingested::SenderKey { stream, key_id }
-                    | Ingested::SenderKeyNotForUs { stream, key_id },
-                ) => fixes.push(Fix::SenderKey {
-                    stream,
-                    tag: StreamTag::of_key_id(&key_id),
-                }),
+                    Ingested::SenderKey { stream, tag, .. }
+                    | Ingested::SenderKeyNotForUs { stream, tag, .. },
+                ) => fixes.push(Fix::SenderKey { stream, tag }),
                 Ok(_) => {}
                 Err(error) if superseded(&error) => {
                     // a retained note older than one already held: expected after every change

@@ -438,6 +438,10 @@ impl Inner {
                     waited,
                 })
             }
+            // the admin may just have granted the role: its group note would be on the way
+            error @ SealError::Membership(MembershipError::MissingRole { .. }) => {
+                Step::Wait(AgentError::Seal(error))
+            }
             SealError::Membership(MembershipError::Revoked { node }) => {
                 Step::Fail(AgentError::Revoked { node })
             }
