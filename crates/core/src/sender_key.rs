@@ -433,12 +433,16 @@ impl NoteBody for SenderKeyNote {
         let epoch = r.u64("sender_key.epoch")?;
         let sender_key_version = r.u64("sender_key.sender_key_version")?;
         let key_id = r.array("sender_key.key_id")?;
-        // a small-order key would let its holder make signatures that verify for many messages;
-        // a non-canonical encoding (y >= p) would give one key two encodings
+        // a small-order key would let its holder make signatures that verify for many messages; a
+        // key with a torsion part would make cofactorless and cofactored checks disagree; a
+        // non-canonical encoding (y >= p) would give one key two encodings
         let bytes = r.array("sender_key.signing_key")?;
         let signing_key = VerifyingKey::from_bytes(&bytes)
             .ok()
-            .filter(|k| !k.is_weak() && k.to_edwards().compress().to_bytes() == bytes)
+            .filter(|k| {
+                let point = k.to_edwards();
+                !k.is_weak() && point.is_torsion_free() && point.compress().to_bytes() == bytes
+            })
             .ok_or(DecodeError::malformed("sender_key.signing_key"))?;
         let count = r.u32("sender_key.entry_count")? as usize;
         if count.checked_mul(ENTRY_LEN) != Some(r.remaining()) {
