@@ -28,7 +28,7 @@ use crate::received::Received;
 
 use reader::Reader;
 use sender::GroupSender;
-pub use sender::{Outcome, PublishOptions, Published, Publisher};
+pub use sender::{BURST, Outcome, PublishOptions, Published, Publisher};
 
 /// A running node agent. Cheap to clone; the agent stops when its shutdown token is cancelled or
 /// the last handle (agent, [`Publisher`] or [`Subscription`]) is dropped. Call [`Agent::flush`]

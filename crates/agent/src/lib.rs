@@ -20,7 +20,9 @@ mod guard;
 mod hold;
 mod received;
 
-pub use agent::{Agent, AgentStats, Outcome, PublishOptions, Published, Publisher, Subscription};
+pub use agent::{
+    Agent, AgentStats, BURST, Outcome, PublishOptions, Published, Publisher, Subscription,
+};
 pub use anchormq_mqtt::{BrokerConfig, QoS};
 pub use config::AgentConfig;
 pub use error::AgentError;

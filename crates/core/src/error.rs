@@ -354,6 +354,14 @@ pub enum SealError {
         /// The group's current epoch.
         current: u64,
     },
+    /// A batch must hold 1 to `max` messages.
+    #[error("a batch holds 1 to {max} messages, not {len}")]
+    BatchSize {
+        /// Messages given.
+        len: usize,
+        /// The most a batch holds.
+        max: usize,
+    },
     /// The group note changed at the same epoch (a reorg took a membership change back and
     /// another took its place): the key may be wrapped for the wrong members; build a new `Sealer`.
     #[error("the chain's word on {group} changed since the sealer was made; create a new sealer")]
@@ -520,6 +528,34 @@ pub enum OpenError {
         sender: NodeId,
         /// The group.
         group: GroupId,
+    },
+    /// A batch end whose batched envelopes did not all arrive (lost, or sent on another topic):
+    /// the batch cannot be authenticated and none of it is delivered.
+    #[error(
+        "batch of {sender} in {group} ending at message {seq}: {missing} of its {count} earlier messages did not arrive; none delivered"
+    )]
+    IncompleteBatch {
+        /// The sender.
+        sender: NodeId,
+        /// The group.
+        group: GroupId,
+        /// The batch end's sequence number.
+        seq: u64,
+        /// Batched envelopes the end covers.
+        count: u8,
+        /// How many of them were not held.
+        missing: u8,
+    },
+    /// Two different envelopes that both decrypt claim the same place in a stream: a member holding
+    /// the sender key forged one; the first one stays.
+    #[error("two different messages {seq} from {sender} in {group}; the later one is dropped")]
+    Conflict {
+        /// The claimed sender.
+        sender: NodeId,
+        /// The group.
+        group: GroupId,
+        /// The sequence number.
+        seq: u64,
     },
     /// The sequence number is older than the replay window: a replay or a very late message.
     #[error(

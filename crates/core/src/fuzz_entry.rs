@@ -47,7 +47,15 @@ pub fn envelope(data: &[u8]) {
         assert_eq!(env.as_bytes(), data);
         assert_eq!(&data[1..9], &env.tag.0);
         assert_eq!(data[9..17], env.seq.to_be_bytes());
-        assert_eq!(env.plaintext_len() + crate::envelope::OVERHEAD, data.len());
+        let overhead = match env.kind {
+            crate::envelope::Kind::Signed => crate::envelope::OVERHEAD,
+            crate::envelope::Kind::Batched => crate::envelope::BATCHED_OVERHEAD,
+            crate::envelope::Kind::BatchEnd { count } => {
+                assert!(count > 0);
+                crate::envelope::BATCH_END_OVERHEAD
+            }
+        };
+        assert_eq!(env.plaintext_len() + overhead, data.len());
     }
 }
 

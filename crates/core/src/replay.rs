@@ -123,6 +123,10 @@ impl<K: Hash + Eq + Clone, V> BoundedMap<K, V> {
         self.map.retain(|k, (v, _)| keep(k, v));
     }
 
+    pub(crate) fn remove(&mut self, key: &K) -> Option<V> {
+        self.map.remove(key).map(|(v, _)| v)
+    }
+
     pub(crate) fn insert(&mut self, key: K, value: V) {
         self.tick += 1;
         if !self.map.contains_key(&key) && self.map.len() >= self.capacity {

@@ -11,10 +11,11 @@ use std::collections::HashMap;
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use rand_core::CryptoRngCore;
+use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::chunk::{Assembly, ChunkAssembler, NoteKind, SignedNote};
-use crate::envelope::{self, Envelope, MAX_PLAINTEXT_LEN, SealParams, StreamTag};
+use crate::envelope::{self, Envelope, Kind, MAX_BATCH, MAX_PLAINTEXT_LEN, SealParams, StreamTag};
 use crate::error::{
     IngestError, MembershipError, OpenError, SealError, SenderIssue, SenderKeyError,
 };
@@ -211,6 +212,19 @@ impl Sealer {
     /// Encrypts and signs `plaintext` for publication on `topic` (which must
     /// match the group's topic filter).
     pub fn seal(&mut self, topic: &str, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
+        let mut out = self.seal_batch(topic, &[plaintext])?;
+        Ok(out.pop().unwrap_or_default())
+    }
+
+    /// Encrypts a burst of up to [`MAX_BATCH`] messages for `topic` under one signature: all but
+    /// the last are batched envelopes (33 bytes of overhead, no signature), the last signs itself
+    /// and the digests of the others. Publish them in order on `topic`; readers deliver the burst
+    /// when its end arrives. One message is sealed as [`Sealer::seal`] does.
+    pub fn seal_batch<P: AsRef<[u8]>>(
+        &mut self,
+        topic: &str,
+        plaintexts: &[P],
+    ) -> Result<Vec<Vec<u8>>, SealError> {
         validate_topic_name(topic)?;
         if !topic_matches(&self.topic_filter, topic) {
             return Err(SealError::TopicOutsideGroup {
@@ -219,22 +233,47 @@ impl Sealer {
                 filter: self.topic_filter.clone(),
             });
         }
-        if plaintext.len() > MAX_PLAINTEXT_LEN {
-            return Err(SealError::TooLarge {
-                len: plaintext.len(),
+        if plaintexts.is_empty() || plaintexts.len() > MAX_BATCH {
+            return Err(SealError::BatchSize {
+                len: plaintexts.len(),
+                max: MAX_BATCH,
             });
         }
-        if self.next_seq == u64::MAX {
+        if let Some(p) = plaintexts
+            .iter()
+            .find(|p| p.as_ref().len() > MAX_PLAINTEXT_LEN)
+        {
+            return Err(SealError::TooLarge {
+                len: p.as_ref().len(),
+            });
+        }
+        let count = plaintexts.len() as u64;
+        if u64::MAX - self.next_seq < count {
             return Err(SealError::SequenceExhausted);
         }
-        let params = SealParams {
-            tag: self.tag,
-            seq: self.next_seq,
-            message_key: &self.message_key,
-            signer: &self.signing_key,
-        };
-        let out = envelope::seal(&params, topic, plaintext);
-        self.next_seq += 1;
+        let last = plaintexts.len() - 1;
+        let mut out = Vec::with_capacity(plaintexts.len());
+        let mut digests = Vec::with_capacity(last);
+        for (i, plaintext) in plaintexts.iter().enumerate() {
+            let kind = match (i == last, last) {
+                (false, _) => Kind::Batched,
+                (true, 0) => Kind::Signed,
+                // at most MAX_BATCH - 1 = 255 before the end
+                (true, n) => Kind::BatchEnd { count: n as u8 },
+            };
+            let params = SealParams {
+                tag: self.tag,
+                seq: self.next_seq + i as u64,
+                message_key: &self.message_key,
+                signer: &self.signing_key,
+            };
+            let envelope = envelope::seal(&params, kind, topic, plaintext.as_ref(), &digests);
+            if kind == Kind::Batched {
+                digests.push(Sha256::digest(&envelope).into());
+            }
+            out.push(envelope);
+        }
+        self.next_seq += count;
         Ok(out)
     }
 }
@@ -250,6 +289,8 @@ pub struct OpenerLimits {
     pub max_pending_notes: usize,
     /// Sender-key notes parked until the chain notes they depend on arrive.
     pub max_parked: usize,
+    /// Batched messages held until their batch end arrives; oldest dropped.
+    pub max_batched: usize,
 }
 
 impl Default for OpenerLimits {
@@ -259,6 +300,7 @@ impl Default for OpenerLimits {
             max_sender_keys: 4096,
             max_pending_notes: 8,
             max_parked: 64,
+            max_batched: 4 * MAX_BATCH,
         }
     }
 }
@@ -330,6 +372,24 @@ pub enum Opened {
         /// Sequence number.
         seq: u64,
     },
+    /// A batched message, decrypted and held until the end of its batch authenticates it.
+    Pending {
+        /// (group, sender, epoch).
+        stream: StreamId,
+        /// Sequence number.
+        seq: u64,
+    },
+    /// A batch end and every message of its batch, authentic, in sequence order.
+    Batch(Vec<Message>),
+}
+
+/// A batched message waiting for its batch end.
+struct PendingMessage {
+    stream: StreamId,
+    key_id: [u8; 32],
+    topic: String,
+    digest: [u8; 32],
+    plaintext: Vec<u8>,
 }
 
 type StreamKey = (StreamId, [u8; 32]);
@@ -352,6 +412,7 @@ pub struct Opener {
     assembler: ChunkAssembler,
     streams: BoundedMap<StreamTag, StreamEntry>,
     windows: BoundedMap<StreamKey, ReplayWindow>,
+    batched: BoundedMap<(StreamTag, u64), PendingMessage>,
     parked: Vec<(Waiting, Vec<u8>)>,
     /// Each group's note from before its latest epoch change, for [`Opener::open_with_grace`].
     previous: HashMap<GroupId, GroupNote>,
@@ -389,6 +450,7 @@ impl Opener {
             assembler: ChunkAssembler::new(limits.max_pending_notes),
             streams: BoundedMap::new(limits.max_sender_keys),
             windows: BoundedMap::new(limits.max_streams),
+            batched: BoundedMap::new(limits.max_batched),
             parked: Vec::new(),
             previous: HashMap::new(),
             limits,
@@ -461,6 +523,7 @@ impl Opener {
                 let orphaned = |stream: &StreamId| stream.group == group && stream.epoch > epoch;
                 self.streams.retain(|_, e| !orphaned(&e.stream));
                 self.windows.retain(|(stream, _), _| !orphaned(stream));
+                self.batched.retain(|_, p| !orphaned(&p.stream));
             }
         }
         match update {
@@ -673,53 +736,161 @@ impl Opener {
         self.book.active_node(&sender).map_err(unknown)?;
         note.check_role(&sender, stream.epoch, Roles::WRITE)
             .map_err(unknown)?;
-        if !env.verify(topic, &signing_key) {
-            return Err(OpenError::BadSignature { sender, group });
-        }
-        let message_key = message_key.ok_or(OpenError::MissingSenderKey {
+        let missing_key = OpenError::MissingSenderKey {
             sender,
             group,
             epoch: stream.epoch,
-        })?;
+        };
         let stream_key = (stream, key_id);
         let verdict = self
             .windows
             .get_mut(&stream_key)
             .map_or(ReplayVerdict::Fresh, |w| w.check(env.seq));
-        match verdict {
-            ReplayVerdict::Duplicate => {
-                return Ok(Opened::Duplicate {
+        let replay = OpenError::Replay {
+            sender,
+            group,
+            epoch: stream.epoch,
+            seq: env.seq,
+        };
+        let decrypt_failed = OpenError::DecryptFailed { sender, group };
+        match env.kind {
+            Kind::Signed => {
+                if !env.verify(topic, &signing_key, &[]) {
+                    return Err(OpenError::BadSignature { sender, group });
+                }
+                let message_key = message_key.ok_or(missing_key)?;
+                match verdict {
+                    ReplayVerdict::Duplicate => {
+                        return Ok(Opened::Duplicate {
+                            stream,
+                            seq: env.seq,
+                        });
+                    }
+                    ReplayVerdict::TooOld => return Err(replay),
+                    ReplayVerdict::Fresh => {}
+                }
+                let plaintext = env.decrypt(topic, &message_key).ok_or(decrypt_failed)?;
+                self.record(stream_key, env.seq);
+                Ok(Opened::Message(Message {
+                    stream,
+                    key_id,
+                    seq: env.seq,
+                    plaintext,
+                }))
+            }
+            Kind::Batched => {
+                let message_key = message_key.ok_or(missing_key)?;
+                match verdict {
+                    ReplayVerdict::Duplicate => {
+                        return Ok(Opened::Duplicate {
+                            stream,
+                            seq: env.seq,
+                        });
+                    }
+                    ReplayVerdict::TooOld => return Err(replay),
+                    ReplayVerdict::Fresh => {}
+                }
+                let digest = env.digest();
+                if let Some(held) = self.batched.get_mut(&(env.tag, env.seq)) {
+                    return if held.digest == digest {
+                        Ok(Opened::Duplicate {
+                            stream,
+                            seq: env.seq,
+                        })
+                    } else {
+                        Err(OpenError::Conflict {
+                            sender,
+                            group,
+                            seq: env.seq,
+                        })
+                    };
+                }
+                let plaintext = env.decrypt(topic, &message_key).ok_or(decrypt_failed)?;
+                self.batched.insert(
+                    (env.tag, env.seq),
+                    PendingMessage {
+                        stream,
+                        key_id,
+                        topic: topic.to_owned(),
+                        digest,
+                        plaintext,
+                    },
+                );
+                Ok(Opened::Pending {
                     stream,
                     seq: env.seq,
-                });
+                })
             }
-            ReplayVerdict::TooOld => {
-                return Err(OpenError::Replay {
-                    sender,
-                    group,
-                    epoch: stream.epoch,
+            Kind::BatchEnd { count } => {
+                match verdict {
+                    ReplayVerdict::Duplicate => {
+                        return Ok(Opened::Duplicate {
+                            stream,
+                            seq: env.seq,
+                        });
+                    }
+                    ReplayVerdict::TooOld => return Err(replay),
+                    ReplayVerdict::Fresh => {}
+                }
+                let first = env.seq.checked_sub(u64::from(count));
+                let mut digests = Vec::with_capacity(usize::from(count));
+                let mut missing = 0u8;
+                for seq in first.unwrap_or(0)..env.seq {
+                    match self.batched.get_mut(&(env.tag, seq)) {
+                        Some(held) if held.topic == topic && first.is_some() => {
+                            digests.push(held.digest);
+                        }
+                        _ => missing = missing.saturating_add(1),
+                    }
+                }
+                if first.is_none() || missing > 0 {
+                    return Err(OpenError::IncompleteBatch {
+                        sender,
+                        group,
+                        seq: env.seq,
+                        count,
+                        missing: if first.is_none() { count } else { missing },
+                    });
+                }
+                if !env.verify(topic, &signing_key, &digests) {
+                    return Err(OpenError::BadSignature { sender, group });
+                }
+                let message_key = message_key.ok_or(missing_key)?;
+                let plaintext = env.decrypt(topic, &message_key).ok_or(decrypt_failed)?;
+                let mut messages = Vec::with_capacity(usize::from(count) + 1);
+                for seq in first.unwrap_or(0)..env.seq {
+                    if let Some(held) = self.batched.remove(&(env.tag, seq)) {
+                        self.record(stream_key, seq);
+                        messages.push(Message {
+                            stream: held.stream,
+                            key_id: held.key_id,
+                            seq,
+                            plaintext: held.plaintext,
+                        });
+                    }
+                }
+                self.record(stream_key, env.seq);
+                messages.push(Message {
+                    stream,
+                    key_id,
                     seq: env.seq,
+                    plaintext,
                 });
+                Ok(Opened::Batch(messages))
             }
-            ReplayVerdict::Fresh => {}
         }
-        let plaintext = env
-            .decrypt(topic, &message_key)
-            .ok_or(OpenError::DecryptFailed { sender, group })?;
+    }
+
+    /// Marks `seq` of a stream delivered.
+    fn record(&mut self, stream_key: StreamKey, seq: u64) {
         match self.windows.get_mut(&stream_key) {
-            Some(w) => w.record(env.seq),
+            Some(w) => w.record(seq),
             None => {
                 let mut w = ReplayWindow::new();
-                w.record(env.seq);
+                w.record(seq);
                 self.windows.insert(stream_key, w);
             }
         }
-        Ok(Opened::Message(Message {
-            stream,
-            key_id,
-            seq: env.seq,
-            plaintext,
-        }))
     }
 
     /// Why an envelope of a stream no sender-key note announced cannot be opened: this node
@@ -856,7 +1027,7 @@ mod tests {
             message_key: &wrong_key,
             signer: &sealer.signing_key,
         };
-        let bad = envelope::seal(&params, "g/x", b"junk");
+        let bad = envelope::seal(&params, Kind::Signed, "g/x", b"junk", &[]);
         assert_eq!(
             opener.open("g/x", &bad),
             Err(OpenError::DecryptFailed {

@@ -132,26 +132,17 @@ impl Reader {
         };
         match result {
             Ok(Opened::Message(message)) => {
-                bump(&self.inner.stats.opened);
-                let missing = if retain {
-                    // a retained message is a snapshot, not part of the live sequence
-                    None
-                } else {
-                    self.missing_before(&message)
-                };
-                let item = Received::Message(ReceivedMessage {
-                    topic: topic.to_owned(),
-                    group: message.stream.group,
-                    sender: message.stream.sender,
-                    epoch: message.stream.epoch,
-                    seq: message.seq,
-                    payload: message.plaintext,
-                    retain,
-                    missing,
-                });
-                self.deliver(topic, item).await;
+                self.deliver_opened(topic, message, retain).await;
                 None
             }
+            Ok(Opened::Batch(messages)) => {
+                for message in messages {
+                    self.deliver_opened(topic, message, retain).await;
+                }
+                None
+            }
+            // delivered with the rest of its batch when the batch end arrives
+            Ok(Opened::Pending { .. }) => None,
             Ok(Opened::Duplicate { .. }) => {
                 bump(&self.inner.stats.duplicates);
                 None
@@ -163,6 +154,27 @@ impl Reader {
                 None
             }
         }
+    }
+
+    async fn deliver_opened(&self, topic: &str, message: anchormq_core::Message, retain: bool) {
+        bump(&self.inner.stats.opened);
+        let missing = if retain {
+            // a retained message is a snapshot, not part of the live sequence
+            None
+        } else {
+            self.missing_before(&message)
+        };
+        let item = Received::Message(ReceivedMessage {
+            topic: topic.to_owned(),
+            group: message.stream.group,
+            sender: message.stream.sender,
+            epoch: message.stream.epoch,
+            seq: message.seq,
+            payload: message.plaintext,
+            retain,
+            missing,
+        });
+        self.deliver(topic, item).await;
     }
 
     /// Records `message` as delivered and returns the sequence numbers of its sender key that

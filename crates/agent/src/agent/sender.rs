@@ -147,8 +147,10 @@ impl Publisher {
     }
 
     /// Sends several messages as [`Publisher::send`] does, holding the group's sender for all of
-    /// them. Returns the last one published (`None` if the guard suppressed every one); stops at
-    /// the first error, including a reading the guard refuses.
+    /// them, in bursts of up to [`BURST`] messages under one signature (readers deliver a burst
+    /// when its last message arrives). Returns the last one published (`None` if the guard
+    /// suppressed every one); stops at the first error, including a reading the guard refuses
+    /// (the readings before it are sent first).
     pub async fn send_many<I>(&self, payloads: I) -> Result<Option<Published>, AgentError>
     where
         I: IntoIterator,
@@ -156,21 +158,55 @@ impl Publisher {
     {
         let mut sender = self.sender.lock().await;
         let mut last = None;
+        let mut burst: Vec<I::Item> = Vec::with_capacity(BURST);
         for payload in payloads {
-            let outcome = self
-                .inner
-                .send_guarded(
-                    &mut sender,
-                    &self.topic,
-                    payload.as_ref(),
-                    self.qos,
-                    self.retain,
-                )
-                .await?;
-            last = outcome.published().or(last);
+            let now = std::time::Instant::now();
+            match self.inner.guard_verdict(&self.topic, payload.as_ref(), now) {
+                Ok(Verdict::Send(value)) => {
+                    if let Some(value) = value {
+                        // later readings of this burst are judged against this one, as if sent
+                        lock(&self.inner.guard_memory).sent(&self.topic, value, now);
+                    }
+                    burst.push(payload);
+                }
+                Ok(Verdict::Suppressed(_)) => {}
+                Err(error) => {
+                    self.send_burst(&mut sender, &burst).await?;
+                    return Err(error);
+                }
+            }
+            if burst.len() == BURST {
+                last = self.send_burst(&mut sender, &burst).await?.or(last);
+                burst.clear();
+            }
         }
-        Ok(last)
+        Ok(self.send_burst(&mut sender, &burst).await?.or(last))
     }
+
+    async fn send_burst<P: AsRef<[u8]>>(
+        &self,
+        sender: &mut GroupSender,
+        burst: &[P],
+    ) -> Result<Option<Published>, AgentError> {
+        if burst.is_empty() {
+            return Ok(None);
+        }
+        self.inner
+            .send_sealed(sender, &self.topic, burst, self.qos, self.retain)
+            .await
+            .map(Some)
+    }
+}
+
+/// Messages [`Publisher::send_many`] seals under one signature.
+pub const BURST: usize = 64;
+
+/// What the guard says of one reading.
+enum Verdict {
+    /// Send it; record `value` (a guarded reading) once sent.
+    Send(Option<f64>),
+    /// Within the deadband: not sent.
+    Suppressed(Suppressed),
 }
 
 pub(super) struct GroupSender {
@@ -511,18 +547,33 @@ impl Inner {
         retain: bool,
     ) -> Result<Outcome, AgentError> {
         let now = std::time::Instant::now();
-        let check = self
-            .guard
-            .check(&mut lock(&self.guard_memory), topic, payload, now);
-        match check {
-            Check::Unguarded => Ok(Outcome::Sent(
-                self.send_one(sender, topic, payload, qos, retain).await?,
-            )),
-            Check::Send { value } => {
-                let published = self.send_one(sender, topic, payload, qos, retain).await?;
-                lock(&self.guard_memory).sent(topic, value, now);
+        match self.guard_verdict(topic, payload, now)? {
+            Verdict::Send(value) => {
+                let published = self
+                    .send_sealed(sender, topic, &[payload], qos, retain)
+                    .await?;
+                if let Some(value) = value {
+                    lock(&self.guard_memory).sent(topic, value, now);
+                }
                 Ok(Outcome::Sent(published))
             }
+            Verdict::Suppressed(suppressed) => Ok(Outcome::Suppressed(suppressed)),
+        }
+    }
+
+    /// The guard's word on one reading, counted and logged.
+    fn guard_verdict(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        now: std::time::Instant,
+    ) -> Result<Verdict, AgentError> {
+        match self
+            .guard
+            .check(&mut lock(&self.guard_memory), topic, payload, now)
+        {
+            Check::Unguarded => Ok(Verdict::Send(None)),
+            Check::Send { value } => Ok(Verdict::Send(Some(value))),
             Check::Suppressed(suppressed) => {
                 bump(&self.stats.suppressed);
                 tracing::debug!(
@@ -532,7 +583,7 @@ impl Inner {
                     last_sent = suppressed.last_sent,
                     "reading suppressed"
                 );
-                Ok(Outcome::Suppressed(suppressed))
+                Ok(Verdict::Suppressed(suppressed))
             }
             Check::Refused(refused) => {
                 bump(&self.stats.refused);
@@ -550,11 +601,13 @@ impl Inner {
         }
     }
 
-    async fn send_one(
+    /// Seals `payloads` (one: signed alone; more: one burst under one signature) and publishes
+    /// them in order; returns the last one.
+    async fn send_sealed<P: AsRef<[u8]>>(
         &self,
         sender: &mut GroupSender,
         topic: &str,
-        payload: &[u8],
+        payloads: &[P],
         qos: QoS,
         retain: bool,
     ) -> Result<Published, AgentError> {
@@ -565,20 +618,25 @@ impl Inner {
             .as_mut()
             .ok_or_else(|| self.no_group_note(group))?;
         let stream = *sealer.stream();
-        let seq = sealer.next_seq();
-        let envelope = sealer.seal(topic, payload).map_err(AgentError::Seal)?;
-        let link_seq = self
-            .link
-            .publish(topic.to_owned(), Bytes::from(envelope), qos, retain)
-            .await?;
+        let first = sealer.next_seq();
+        let envelopes = sealer
+            .seal_batch(topic, payloads)
+            .map_err(AgentError::Seal)?;
+        let mut link_seq = None;
+        for envelope in envelopes {
+            link_seq = self
+                .link
+                .publish(topic.to_owned(), Bytes::from(envelope), qos, retain)
+                .await?;
+            bump(&self.stats.published);
+        }
         if let Some(s) = link_seq {
             self.last_link_seq.fetch_max(s, Ordering::AcqRel);
         }
-        bump(&self.stats.published);
         Ok(Published {
             group,
             epoch: stream.epoch,
-            seq,
+            seq: first + payloads.len() as u64 - 1,
             link_seq,
         })
     }
