@@ -124,6 +124,22 @@ async fn sensors_write_the_dashboard_reads_and_only_the_controller_commands_the_
             Received::Unreadable(u) => panic!("{u}"),
         }
     }
+    // a burst of commands goes out under one signature and arrives whole, in order
+    let burst: Vec<String> = (0..150).map(|i| format!("step {i}")).collect();
+    controller
+        .publish_many("plant/valve/cmd", &burst, PublishOptions::default())
+        .await
+        .expect("burst");
+    for want in &burst {
+        match next(&mut valve_sub).await {
+            Received::Message(m) => assert_eq!(m.payload, want.as_bytes()),
+            Received::Unreadable(u) => panic!("{u}"),
+        }
+    }
+    for _ in &burst {
+        assert!(matches!(next(&mut sensor_sub).await, Received::Message(_)));
+    }
+
     // the sensor's agent refuses to command the valve
     let refused = impatient(SENSOR)
         .await
@@ -209,8 +225,8 @@ async fn sensors_write_the_dashboard_reads_and_only_the_controller_commands_the_
     );
     assert_eq!(
         valve.stats().opened,
-        1,
-        "only the controller's command was opened"
+        1 + 150,
+        "only the controller's commands were opened"
     );
 
     // the admin makes the sensor a writer of commands: from the new epoch on, the valve reads it

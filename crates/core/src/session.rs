@@ -1059,6 +1059,85 @@ mod tests {
         );
     }
 
+    /// A member holding the sender key can encrypt under it but not sign as the sender: a batched
+    /// message it forges in place of a genuine one is a conflict, and its batch end is refused.
+    #[test]
+    fn a_forged_batched_message_is_a_conflict_and_fails_its_batch() {
+        let mut rng = ChaCha20Rng::seed_from_u64(11);
+        let registry = Registry {
+            chain_id: 1,
+            address: [1; 20],
+        };
+        let pos = |block| ChainPosition {
+            chain_id: 1,
+            registry: [1; 20],
+            block_number: block,
+            block_hash: [0; 32],
+            tx_hash: [0; 32],
+            log_index: 0,
+        };
+        let bridge = NodeSecretKey::generate(&mut rng);
+        let ids = ["a", "b"].map(|l| NodeId::from_label(l).expect("id"));
+        let keys = [0; 2].map(|_| NodeSecretKey::generate(&mut rng));
+        let mut book = KeyBook::new(registry, bridge.public_key());
+        for (i, (n, k)) in ids.iter().zip(&keys).enumerate() {
+            let note = NodeNote {
+                generation: 0,
+                position: pos(i as u64),
+                node: *n,
+                key_version: 1,
+                status: NodeStatus::Active,
+                public_key: k.public_key(),
+            };
+            book.ingest_note(note.sign(&bridge).as_bytes())
+                .expect("node note");
+        }
+        let g = GroupId::from_label("g").expect("id");
+        let members = ids.iter().map(|n| Member::new(*n, 1)).collect();
+        let gn = GroupNote::new(pos(5), g, 1, "g/#", None, members).expect("group");
+        book.ingest_note(gn.sign(&bridge).as_bytes())
+            .expect("group note");
+        let mut sealer = Sealer::new(&book, ids[0], keys[0].clone(), g, &mut rng).expect("sealer");
+        let skn = sealer.sender_key_note(&book, &mut rng).expect("note");
+        let mut opener = Opener::new(ids[1], keys[1].clone(), book);
+        opener
+            .ingest_signed_note(skn.note.as_bytes())
+            .expect("sender key");
+        // what a reader could make with the message key it holds
+        let forged = envelope::seal(
+            &SealParams {
+                tag: sealer.tag(),
+                seq: 0,
+                message_key: &sealer.message_key,
+                signer: &SigningKey::from_bytes(&[9; 32]),
+            },
+            Kind::Batched,
+            "g/x",
+            b"forged",
+            &[],
+        );
+        let batch = sealer.seal_batch("g/x", &[b"one", b"two"]).expect("batch");
+        assert!(matches!(
+            opener.open("g/x", &forged),
+            Ok(Opened::Pending { seq: 0, .. })
+        ));
+        assert_eq!(
+            opener.open("g/x", &batch[0]),
+            Err(OpenError::Conflict {
+                sender: ids[0],
+                group: g,
+                seq: 0
+            })
+        );
+        assert_eq!(
+            opener.open("g/x", &batch[1]),
+            Err(OpenError::BadSignature {
+                sender: ids[0],
+                group: g
+            })
+        );
+    }
+
     /// Messages sealed just before an epoch change stay readable while the
     /// caller says the grace period runs, and only for the epoch right before.
     #[test]

@@ -509,3 +509,111 @@ fn retag(env: &[u8], tag: StreamTag) -> Vec<u8> {
     out[1..9].copy_from_slice(&tag.0);
     out
 }
+
+fn batch_of(sealer: &mut anchormq_core::Sealer, topic: &str, n: usize) -> Vec<Vec<u8>> {
+    let payloads: Vec<Vec<u8>> = (0..n).map(|i| format!("m{i}").into_bytes()).collect();
+    sealer.seal_batch(topic, &payloads).expect("batch")
+}
+
+#[test]
+fn a_burst_opens_when_its_end_arrives_and_only_whole() {
+    let (_w, mut sealer, mut openers) = setup();
+    let topic = "hsu0001/sensor/temp";
+    let batch = batch_of(&mut sealer, topic, 5);
+    let sizes: Vec<usize> = batch.iter().map(Vec::len).collect();
+    // 33 bytes over "m0".."m3", 98 over "m4"
+    assert_eq!(sizes, [35, 35, 35, 35, 100]);
+    let reader = &mut openers[1];
+    for (i, env) in batch[..4].iter().enumerate() {
+        assert!(
+            matches!(reader.open(topic, env), Ok(Opened::Pending { seq, .. }) if seq == i as u64)
+        );
+    }
+    // a QoS 1 redelivery of a held message is a duplicate, not a second entry
+    assert!(matches!(
+        reader.open(topic, &batch[1]),
+        Ok(Opened::Duplicate { seq: 1, .. })
+    ));
+    match reader.open(topic, &batch[4]) {
+        Ok(Opened::Batch(messages)) => {
+            let got: Vec<(u64, Vec<u8>)> =
+                messages.into_iter().map(|m| (m.seq, m.plaintext)).collect();
+            let want: Vec<(u64, Vec<u8>)> =
+                (0..5).map(|i| (i, format!("m{i}").into_bytes())).collect();
+            assert_eq!(got, want);
+        }
+        other => panic!("expected the batch, got {other:?}"),
+    }
+    // delivered once: every redelivery is a duplicate now
+    for env in &batch {
+        assert!(matches!(
+            reader.open(topic, env),
+            Ok(Opened::Duplicate { .. })
+        ));
+    }
+
+    // a lost message: the end cannot be authenticated, nothing of the batch is delivered
+    let lost = batch_of(&mut sealer, topic, 4);
+    let reader = &mut openers[0];
+    for env in [&lost[0], &lost[2]] {
+        assert!(matches!(
+            reader.open(topic, env),
+            Ok(Opened::Pending { .. })
+        ));
+    }
+    assert_eq!(
+        reader.open(topic, &lost[3]),
+        Err(OpenError::IncompleteBatch {
+            sender: node("1111"),
+            group: group("hsu0001"),
+            seq: 8,
+            count: 3,
+            missing: 1
+        })
+    );
+
+    // the same batch moved to another topic of the group: its members are not bound there
+    let moved = batch_of(&mut sealer, topic, 3);
+    let reader = &mut openers[1];
+    for env in &moved[..2] {
+        assert!(
+            reader.open("hsu0001/other", env).is_err(),
+            "AEAD binds the topic"
+        );
+    }
+    assert!(matches!(
+        reader.open("hsu0001/other", &moved[2]),
+        Err(OpenError::IncompleteBatch { missing: 2, .. })
+    ));
+    // on the right topic it is whole
+    for env in &moved[..2] {
+        assert!(matches!(
+            reader.open(topic, env),
+            Ok(Opened::Pending { .. })
+        ));
+    }
+    assert!(matches!(
+        reader.open(topic, &moved[2]),
+        Ok(Opened::Batch(m)) if m.len() == 3
+    ));
+
+    // a rewritten count makes the end cover other digests: refused
+    let counted = batch_of(&mut sealer, topic, 3);
+    for env in &counted[..2] {
+        assert!(matches!(
+            reader.open(topic, env),
+            Ok(Opened::Pending { .. })
+        ));
+    }
+    let mut end = counted[2].clone();
+    let at = end.len() - 65;
+    end[at] = 1;
+    assert!(matches!(
+        reader.open(topic, &end),
+        Err(OpenError::BadSignature { .. })
+    ));
+    assert!(matches!(
+        reader.open(topic, &counted[2]),
+        Ok(Opened::Batch(m)) if m.len() == 3
+    ));
+}

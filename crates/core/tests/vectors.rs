@@ -566,6 +566,52 @@ fn envelopes(w: &World) -> Value {
         .expect("note")
         .note
         .into_bytes();
+    let batch = {
+        let mut sealer = w.sealer("1111", "hsu0001", 230);
+        let note = sealer
+            .sender_key_note(&w.book(), &mut rng(231))
+            .expect("note")
+            .note;
+        let plaintexts: [&[u8]; 3] = [b"burst 0", b"burst 1", b"burst 2"];
+        let envelopes = sealer.seal_batch(topic, &plaintexts).expect("batch");
+        let mut recounted = envelopes[2].clone();
+        let at = recounted.len() - 65;
+        recounted[at] = 1;
+        let invalid: Vec<Value> = [
+            (
+                "batch_member_lost",
+                vec![envelopes[0].clone(), envelopes[2].clone()],
+            ),
+            (
+                "batch_count_rewritten",
+                vec![envelopes[0].clone(), envelopes[1].clone(), recounted],
+            ),
+        ]
+        .into_iter()
+        .map(|(name, sent)| {
+            let mut o = w.opener("1112");
+            o.ingest_signed_note(note.as_bytes()).expect("sender key");
+            let (end, before) = sent.split_last().expect("some");
+            for env in before {
+                o.open(topic, env).expect("held");
+            }
+            let err = format!("{:?}", o.open(topic, end).expect_err(name));
+            json!({
+                "name": name, "envelopes": sent.iter().map(|e| h(e)).collect::<Vec<_>>(),
+                "error_kind": err_kind(&err), "error": err,
+            })
+        })
+        .collect();
+        json!({
+            "description": "A burst of 3 sealed by 1111 under one signature: two batched envelopes and a batch end. Reader 1112 ingests the world notes and `sender_key_note`, then opens `envelopes` in order on `topic`: the first two are held, the end delivers all three `plaintexts` in order. Invalid: all but the last envelope are held, the last fails with `error`",
+            "reader": "1112",
+            "topic": topic,
+            "sender_key_note": h(note.as_bytes()),
+            "envelopes": envelopes.iter().map(|e| h(e)).collect::<Vec<_>>(),
+            "plaintexts": plaintexts.iter().map(|p| h(p)).collect::<Vec<_>>(),
+            "invalid": invalid,
+        })
+    };
     let sk = h(sk_note.as_bytes());
     // (name, reader, topic, envelope, setup notes, ingest the sender-key note?)
     let cases: Vec<EnvelopeCase> = vec![
@@ -726,6 +772,7 @@ fn envelopes(w: &World) -> Value {
         "stream_tag": h(&sealer.tag().0),
         "overhead": anchormq_core::envelope::OVERHEAD,
         "duplicates": [{"name": "replayed", "reader": "1112", "topic": topic, "first": h(&base), "again": h(&base)}],
+        "batch": batch,
         "valid": valid,
         "invalid": invalid,
     })
@@ -945,6 +992,37 @@ fn vector_files_replay_through_the_public_api() {
         let err = o
             .open(v["topic"].as_str().expect("s"), &unh(&v["envelope"]))
             .expect_err("must fail");
+        assert_eq!(format!("{err:?}"), v["error"], "{}", v["name"]);
+    }
+    let batch = &env["batch"];
+    let topic = batch["topic"].as_str().expect("s");
+    let batch_reader = || {
+        let mut o = reader_from_files(batch["reader"].as_str().expect("s"));
+        o.ingest_signed_note(&unh(&batch["sender_key_note"]))
+            .expect("sender key");
+        o
+    };
+    let mut o = batch_reader();
+    let envelopes = batch["envelopes"].as_array().expect("envelopes");
+    let (end, before) = envelopes.split_last().expect("some");
+    for e in before {
+        assert!(matches!(o.open(topic, &unh(e)), Ok(Opened::Pending { .. })));
+    }
+    match o.open(topic, &unh(end)).expect("the batch") {
+        Opened::Batch(messages) => {
+            let got: Vec<String> = messages.iter().map(|m| h(&m.plaintext)).collect();
+            assert_eq!(json!(got), batch["plaintexts"]);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    for v in batch["invalid"].as_array().expect("invalid") {
+        let mut o = batch_reader();
+        let sent = v["envelopes"].as_array().expect("envelopes");
+        let (end, before) = sent.split_last().expect("some");
+        for e in before {
+            o.open(topic, &unh(e)).expect("held");
+        }
+        let err = o.open(topic, &unh(end)).expect_err("must fail");
         assert_eq!(format!("{err:?}"), v["error"], "{}", v["name"]);
     }
     for v in env["duplicates"].as_array().expect("duplicates") {
