@@ -24,6 +24,9 @@ pub struct BenchCommand {
     /// Payload size in bytes (at least 8).
     #[arg(long, default_value_t = 256)]
     pub payload: usize,
+    /// Run only these modes (for profiling one of them); default all three.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<Mode>,
 }
 
 #[derive(Debug)]
@@ -77,6 +80,9 @@ impl BenchCommand {
             let plain = self.run(&stack, qos, Mode::Plain).await?;
             let each = self.run(&stack, qos, Mode::SignedEach).await?;
             let bursts = self.run(&stack, qos, Mode::Bursts).await?;
+            let (Some(plain), Some(each), Some(bursts)) = (plain, each, bursts) else {
+                continue;
+            };
             for (mode, r) in [
                 ("plain MQTT", &plain),
                 ("anchormq, a signature per message", &each),
@@ -99,7 +105,15 @@ impl BenchCommand {
         stack.stop().await
     }
 
-    async fn run(&self, stack: &LocalStack, qos: QoS, mode: Mode) -> eyre::Result<RunResult> {
+    async fn run(
+        &self,
+        stack: &LocalStack,
+        qos: QoS,
+        mode: Mode,
+    ) -> eyre::Result<Option<RunResult>> {
+        if !self.only.is_empty() && !self.only.contains(&mode) {
+            return Ok(None);
+        }
         let sealed = mode != Mode::Plain;
         let shutdown = CancellationToken::new();
         let _stop = shutdown.clone().drop_guard();
@@ -250,7 +264,7 @@ impl BenchCommand {
             }
         }
         let elapsed = last_receipt.duration_since(started).as_secs_f64();
-        Ok(RunResult {
+        let result = RunResult {
             received,
             per_second: if elapsed > 0.0 {
                 received as f64 / elapsed
@@ -259,13 +273,17 @@ impl BenchCommand {
             },
             p50_us,
             p99_us,
-        })
+        };
+        if !self.only.is_empty() {
+            println!("| {mode:?} | QoS {qos:?} | {result:?} |");
+        }
+        Ok(Some(result))
     }
 }
 
 /// What one run measures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
     /// Plain MQTT through the same link.
     Plain,
     /// anchormq, one signature per message.
