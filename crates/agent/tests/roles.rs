@@ -52,6 +52,18 @@ async fn sensors_write_the_dashboard_reads_and_only_the_controller_commands_the_
     let dashboard = stack.agent(DASHBOARD).await;
     let controller = stack.agent(CONTROLLER).await;
     let valve = stack.agent(VALVE).await;
+    // every agent holds the groups as the chain has them now (the bridge may still be mirroring)
+    let epoch_of = |g| async move { admin.group(g).await.expect("group").epoch };
+    let (t_epoch, c_epoch) = (epoch_of(telemetry).await, epoch_of(commands).await);
+    for (agent, g, epoch) in [
+        (&sensor, telemetry, t_epoch),
+        (&dashboard, telemetry, t_epoch),
+        (&sensor, commands, c_epoch),
+        (&controller, commands, c_epoch),
+        (&valve, commands, c_epoch),
+    ] {
+        agent.wait_for_epoch(g, epoch).await.expect("group note");
+    }
     let mut dash_sub = dashboard
         .subscribe(&["plant/telemetry/#"])
         .await

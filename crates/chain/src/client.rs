@@ -542,6 +542,15 @@ impl RegistryClient {
             .map_err(|e| ChainError::from_contract("isMember", e))
     }
 
+    /// What `node` may do in `group`: 1 read, 2 write, 3 both; 0 when not a member.
+    pub async fn member_roles(&self, group: GroupId, node: NodeId) -> Result<u8, ChainError> {
+        self.registry
+            .memberRoles(group.word(), node.word())
+            .call()
+            .await
+            .map_err(|e| ChainError::from_contract("memberRoles", e))
+    }
+
     /// All members of `group`, read page by page.
     pub async fn members(&self, group: GroupId) -> Result<Vec<NodeId>, ChainError> {
         const PAGE: u64 = 500;

@@ -10,10 +10,12 @@
 //!
 //! ## ECIES wrapping
 //!
-//! The wrapped form is exactly the `ecies` crate's default secp256k1 format:
-//! `ephemeral public key (65, uncompressed) || nonce (16) || tag (16) || ciphertext (32)`
+//! The wrapped form is the `ecies` crate's secp256k1 format with a compressed
+//! ephemeral key (its `is_ephemeral_key_compressed` option; 32 bytes less per
+//! reader than the default):
+//! `ephemeral public key (33, compressed) || nonce (16) || tag (16) || ciphertext (32)`
 //! with AES-256-GCM under HKDF-SHA256(ephemeral public || shared point), both
-//! points uncompressed (the KEM is `ecies::utils::encapsulate` /
+//! points uncompressed inside the HKDF (the KEM is `ecies::utils::encapsulate` /
 //! `decapsulate`, called with `compressed = false`, so the crate's global
 //! config is never consulted). `ecies::encrypt` draws the ephemeral key and
 //! nonce from the OS; to get fixed test vectors the ephemeral secret comes from
@@ -46,7 +48,7 @@ use crate::wire::{Reader, put_u32, put_u64};
 /// Recipients wrapped with one generator (and on one thread) by [`SenderKeyNote::wrap`].
 pub const WRAP_BATCH: usize = 256;
 /// Length of one ECIES-wrapped sender key.
-pub const WRAPPED_LEN: usize = 65 + 16 + 16 + 32;
+pub const WRAPPED_LEN: usize = 33 + 16 + 16 + 32;
 const ENTRY_LEN: usize = 32 + 8 + WRAPPED_LEN;
 /// Body bytes before the entries.
 const HEADER_LEN: usize = 32 + 32 + 8 + 8 + 32 + 32 + 4;
@@ -137,13 +139,13 @@ pub(crate) fn ecies_wrap(
     let cipher =
         WrapCipher::new_from_slice(shared.as_ref()).map_err(|_| KeyError::InvalidSecretKey)?;
     let mut out = [0u8; WRAPPED_LEN];
-    out[..65].copy_from_slice(&ephemeral_public.serialize());
-    out[65..81].copy_from_slice(&nonce);
-    out[97..].copy_from_slice(key);
+    out[..33].copy_from_slice(&ephemeral_public.serialize_compressed());
+    out[33..49].copy_from_slice(&nonce);
+    out[65..].copy_from_slice(key);
     let tag = cipher
-        .encrypt_inout_detached(&nonce.into(), &[], (&mut out[97..]).into())
+        .encrypt_inout_detached(&nonce.into(), &[], (&mut out[65..]).into())
         .map_err(|_| KeyError::InvalidSecretKey)?;
-    out[81..97].copy_from_slice(&tag);
+    out[49..65].copy_from_slice(&tag);
     Ok(out)
 }
 
@@ -152,14 +154,14 @@ pub(crate) fn ecies_unwrap(
     wrapped: &[u8; WRAPPED_LEN],
     secret: &NodeSecretKey,
 ) -> Option<Zeroizing<[u8; 32]>> {
-    let ephemeral_public = ecies::PublicKey::parse_slice(&wrapped[..65], None).ok()?;
+    let ephemeral_public = ecies::PublicKey::parse_slice(&wrapped[..33], None).ok()?;
     let ours = ecies::SecretKey::parse_slice(secret.to_bytes().as_ref()).ok()?;
     let shared = Zeroizing::new(ecies::utils::decapsulate(&ephemeral_public, &ours, false).ok()?);
     let cipher = WrapCipher::new_from_slice(shared.as_ref()).ok()?;
-    let nonce: [u8; 16] = wrapped[65..81].try_into().ok()?;
-    let tag: [u8; 16] = wrapped[81..97].try_into().ok()?;
+    let nonce: [u8; 16] = wrapped[33..49].try_into().ok()?;
+    let tag: [u8; 16] = wrapped[49..65].try_into().ok()?;
     let mut key = Zeroizing::new([0u8; 32]);
-    key.copy_from_slice(&wrapped[97..]);
+    key.copy_from_slice(&wrapped[65..]);
     cipher
         .decrypt_inout_detached(&nonce.into(), &[], key.as_mut_slice().into(), &tag.into())
         .ok()?;
@@ -484,6 +486,11 @@ mod tests {
 
     #[test]
     fn our_wrap_opens_with_the_ecies_crate_and_back() {
+        // the crate's own encrypt/decrypt read a process-wide option; only this test uses them
+        ecies::config::update_config(ecies::config::Config {
+            is_ephemeral_key_compressed: true,
+            is_hkdf_key_compressed: false,
+        });
         let mut rng = ChaCha20Rng::seed_from_u64(1);
         let node = NodeSecretKey::generate(&mut rng);
         let key = [42u8; 32];

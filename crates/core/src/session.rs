@@ -791,21 +791,25 @@ impl Opener {
                     ReplayVerdict::Fresh => {}
                 }
                 let digest = env.digest();
-                if let Some(held) = self.batched.get_mut(&(env.tag, env.seq)) {
-                    return if held.digest == digest {
-                        Ok(Opened::Duplicate {
-                            stream,
-                            seq: env.seq,
-                        })
-                    } else {
-                        Err(OpenError::Conflict {
-                            sender,
-                            group,
-                            seq: env.seq,
-                        })
-                    };
+                let held = self
+                    .batched
+                    .get_mut(&(env.tag, env.seq))
+                    .map(|held| held.digest);
+                if held == Some(digest) {
+                    return Ok(Opened::Duplicate {
+                        stream,
+                        seq: env.seq,
+                    });
                 }
                 let plaintext = env.decrypt(topic, &message_key).ok_or(decrypt_failed)?;
+                // only a holder of the sender key can make a second one that decrypts
+                if held.is_some() {
+                    return Err(OpenError::Conflict {
+                        sender,
+                        group,
+                        seq: env.seq,
+                    });
+                }
                 self.batched.insert(
                     (env.tag, env.seq),
                     PendingMessage {

@@ -148,7 +148,7 @@ impl Publisher {
 
     /// Sends several messages as [`Publisher::send`] does, holding the group's sender for all of
     /// them, in bursts of up to [`BURST`] messages under one signature (readers deliver a burst
-    /// when its last message arrives). Returns the last one published (`None` if the guard
+    /// when its last message arrives; retained messages are signed one by one). Returns the last one published (`None` if the guard
     /// suppressed every one); stops at the first error, including a reading the guard refuses
     /// (the readings before it are sent first).
     pub async fn send_many<I>(&self, payloads: I) -> Result<Option<Published>, AgentError>
@@ -158,7 +158,9 @@ impl Publisher {
     {
         let mut sender = self.sender.lock().await;
         let mut last = None;
-        let mut burst: Vec<I::Item> = Vec::with_capacity(BURST);
+        // a broker retains only the last message of a topic: retained ones are signed alone
+        let size = if self.retain { 1 } else { BURST };
+        let mut burst: Vec<I::Item> = Vec::with_capacity(size);
         for payload in payloads {
             let now = std::time::Instant::now();
             match self.inner.guard_verdict(&self.topic, payload.as_ref(), now) {
@@ -175,7 +177,7 @@ impl Publisher {
                     return Err(error);
                 }
             }
-            if burst.len() == BURST {
+            if burst.len() == size {
                 last = self.send_burst(&mut sender, &burst).await?.or(last);
                 burst.clear();
             }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anchormq_chain::Address;
-use anchormq_core::{GroupId, NodeId, NodePublicKey};
+use anchormq_core::{GroupId, NodeId, NodePublicKey, Roles};
 use clap::{Args, Subcommand, ValueEnum};
 use eyre::{WrapErr, bail, eyre};
 
@@ -405,6 +405,17 @@ impl Show {
             .await
             .wrap_err_with(|| format!("reading the members of group {}", self.id))?;
         members.sort();
+        // roles of the members that do not have both (the paper's groups: none)
+        let mut restricted = serde_json::Map::new();
+        for node in &members {
+            let roles = client
+                .member_roles(id, *node)
+                .await
+                .wrap_err_with(|| format!("reading the roles of node {node}"))?;
+            if let Some(roles) = Roles::from_bits(roles).filter(|r| *r != Roles::BOTH) {
+                restricted.insert(node.to_string(), roles.to_string().into());
+            }
+        }
         let members: Vec<String> = members.iter().map(ToString::to_string).collect();
         if self.json {
             let value = serde_json::json!({
@@ -414,6 +425,7 @@ impl Show {
                 "topicFilter": group.topicFilter,
                 "epoch": group.epoch,
                 "members": members,
+                "roles": restricted,
             });
             println!("{value}");
         } else {
@@ -429,7 +441,14 @@ impl Show {
                 if members.is_empty() {
                     "(none)".to_owned()
                 } else {
-                    members.join(", ")
+                    members
+                        .iter()
+                        .map(|m| match restricted.get(m).and_then(|r| r.as_str()) {
+                            Some(roles) => format!("{m} ({roles} only)"),
+                            None => m.clone(),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 }
             );
         }
