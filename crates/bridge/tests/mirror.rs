@@ -230,10 +230,12 @@ async fn two_bridges_on_one_broker_converge_on_the_chain_state() {
     let broker = EmbeddedBroker::start().await.expect("broker");
     let observer = setup.observe(&broker.url());
     let first = setup.bridge(&setup.anvil.http_url(), &broker.url(), "bridge-one");
-    let mut groups = setup.burst(0, 300, 30).await;
+    // (150 + 150 groups: enough for the second to start far behind; 600 took up to 60 s on two
+    // loaded cores in CI)
+    let mut groups = setup.burst(0, 150, 30).await;
     // The second starts from nothing while the first is up to date: it publishes old notes first.
     let second = setup.bridge(&setup.anvil.ws_url(), &broker.url(), "bridge-two");
-    groups.extend(setup.burst(300, 300, 30).await);
+    groups.extend(setup.burst(150, 150, 30).await);
     observer.await_chain(&setup.admin, &[], &groups).await;
     first.stop().await;
     second.stop().await;
