@@ -742,15 +742,23 @@ impl Opener {
             epoch: stream.epoch,
         };
         let stream_key = (stream, key_id);
-        let verdict = self
+        // what the replay window says, if the sequence number is not fresh
+        let seen = match self
             .windows
             .get_mut(&stream_key)
-            .map_or(ReplayVerdict::Fresh, |w| w.check(env.seq));
-        let replay = OpenError::Replay {
-            sender,
-            group,
-            epoch: stream.epoch,
-            seq: env.seq,
+            .map_or(ReplayVerdict::Fresh, |w| w.check(env.seq))
+        {
+            ReplayVerdict::Fresh => None,
+            ReplayVerdict::Duplicate => Some(Ok(Opened::Duplicate {
+                stream,
+                seq: env.seq,
+            })),
+            ReplayVerdict::TooOld => Some(Err(OpenError::Replay {
+                sender,
+                group,
+                epoch: stream.epoch,
+                seq: env.seq,
+            })),
         };
         let decrypt_failed = OpenError::DecryptFailed { sender, group };
         match env.kind {
@@ -759,15 +767,8 @@ impl Opener {
                     return Err(OpenError::BadSignature { sender, group });
                 }
                 let message_key = message_key.ok_or(missing_key)?;
-                match verdict {
-                    ReplayVerdict::Duplicate => {
-                        return Ok(Opened::Duplicate {
-                            stream,
-                            seq: env.seq,
-                        });
-                    }
-                    ReplayVerdict::TooOld => return Err(replay),
-                    ReplayVerdict::Fresh => {}
+                if let Some(seen) = seen {
+                    return seen;
                 }
                 let plaintext = env.decrypt(topic, &message_key).ok_or(decrypt_failed)?;
                 self.record(stream_key, env.seq);
@@ -780,15 +781,8 @@ impl Opener {
             }
             Kind::Batched => {
                 let message_key = message_key.ok_or(missing_key)?;
-                match verdict {
-                    ReplayVerdict::Duplicate => {
-                        return Ok(Opened::Duplicate {
-                            stream,
-                            seq: env.seq,
-                        });
-                    }
-                    ReplayVerdict::TooOld => return Err(replay),
-                    ReplayVerdict::Fresh => {}
+                if let Some(seen) = seen {
+                    return seen;
                 }
                 let digest = env.digest();
                 let held = self
@@ -826,15 +820,8 @@ impl Opener {
                 })
             }
             Kind::BatchEnd { count } => {
-                match verdict {
-                    ReplayVerdict::Duplicate => {
-                        return Ok(Opened::Duplicate {
-                            stream,
-                            seq: env.seq,
-                        });
-                    }
-                    ReplayVerdict::TooOld => return Err(replay),
-                    ReplayVerdict::Fresh => {}
+                if let Some(seen) = seen {
+                    return seen;
                 }
                 let first = env.seq.checked_sub(u64::from(count));
                 let mut digests = Vec::with_capacity(usize::from(count));
@@ -972,11 +959,10 @@ mod tests {
     use rand_chacha::ChaCha20Rng;
     use rand_core::SeedableRng;
 
-    /// A sender that signs a ciphertext made under some other key: the
-    /// signature is fine, decryption is not, and the error says so.
-    #[test]
-    fn signed_but_undecryptable_is_decrypt_failed_and_does_not_burn_the_sequence() {
-        let mut rng = ChaCha20Rng::seed_from_u64(5);
+    /// Member `a` of group `g` (filter `g/#`) as a sealer, and member `b` as an opener holding
+    /// `a`'s sender key.
+    fn sealer_and_opener(seed: u64) -> (Sealer, Opener) {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let registry = Registry {
             chain_id: 1,
             address: [1; 20],
@@ -990,20 +976,14 @@ mod tests {
             log_index: 0,
         };
         let bridge = NodeSecretKey::generate(&mut rng);
-        let (a, b) = (
-            NodeId::from_label("a").expect("id"),
-            NodeId::from_label("b").expect("id"),
-        );
-        let (ka, kb) = (
-            NodeSecretKey::generate(&mut rng),
-            NodeSecretKey::generate(&mut rng),
-        );
+        let ids = ["a", "b"].map(|l| NodeId::from_label(l).expect("id"));
+        let keys = [0; 2].map(|_| NodeSecretKey::generate(&mut rng));
         let mut book = KeyBook::new(registry, bridge.public_key());
-        for (i, (n, k)) in [(a, &ka), (b, &kb)].into_iter().enumerate() {
+        for (i, (n, k)) in ids.iter().zip(&keys).enumerate() {
             let note = NodeNote {
                 generation: 0,
                 position: pos(i as u64),
-                node: n,
+                node: *n,
                 key_version: 1,
                 status: NodeStatus::Active,
                 public_key: k.public_key(),
@@ -1012,17 +992,26 @@ mod tests {
                 .expect("node note");
         }
         let g = GroupId::from_label("g").expect("id");
-        let members = vec![Member::new(a, 1), Member::new(b, 1)];
+        let members = ids.iter().map(|n| Member::new(*n, 1)).collect();
         let gn = GroupNote::new(pos(5), g, 1, "g/#", None, members).expect("group");
         book.ingest_note(gn.sign(&bridge).as_bytes())
             .expect("group note");
-
-        let mut sealer = Sealer::new(&book, a, ka.clone(), g, &mut rng).expect("sealer");
+        let sealer = Sealer::new(&book, ids[0], keys[0].clone(), g, &mut rng).expect("sealer");
         let skn = sealer.sender_key_note(&book, &mut rng).expect("note");
-        let mut opener = Opener::new(b, kb, book);
+        let [_, kb] = keys;
+        let mut opener = Opener::new(ids[1], kb, book);
         opener
             .ingest_signed_note(skn.note.as_bytes())
             .expect("sender key");
+        (sealer, opener)
+    }
+
+    /// A sender that signs a ciphertext made under some other key: the
+    /// signature is fine, decryption is not, and the error says so.
+    #[test]
+    fn signed_but_undecryptable_is_decrypt_failed_and_does_not_burn_the_sequence() {
+        let (mut sealer, mut opener) = sealer_and_opener(5);
+        let (a, g) = (sealer.stream().sender, sealer.stream().group);
 
         let wrong_key = Zeroizing::new([7u8; 32]);
         let params = SealParams {
@@ -1067,46 +1056,8 @@ mod tests {
     /// message it forges in place of a genuine one is a conflict, and its batch end is refused.
     #[test]
     fn a_forged_batched_message_is_a_conflict_and_fails_its_batch() {
-        let mut rng = ChaCha20Rng::seed_from_u64(11);
-        let registry = Registry {
-            chain_id: 1,
-            address: [1; 20],
-        };
-        let pos = |block| ChainPosition {
-            chain_id: 1,
-            registry: [1; 20],
-            block_number: block,
-            block_hash: [0; 32],
-            tx_hash: [0; 32],
-            log_index: 0,
-        };
-        let bridge = NodeSecretKey::generate(&mut rng);
-        let ids = ["a", "b"].map(|l| NodeId::from_label(l).expect("id"));
-        let keys = [0; 2].map(|_| NodeSecretKey::generate(&mut rng));
-        let mut book = KeyBook::new(registry, bridge.public_key());
-        for (i, (n, k)) in ids.iter().zip(&keys).enumerate() {
-            let note = NodeNote {
-                generation: 0,
-                position: pos(i as u64),
-                node: *n,
-                key_version: 1,
-                status: NodeStatus::Active,
-                public_key: k.public_key(),
-            };
-            book.ingest_note(note.sign(&bridge).as_bytes())
-                .expect("node note");
-        }
-        let g = GroupId::from_label("g").expect("id");
-        let members = ids.iter().map(|n| Member::new(*n, 1)).collect();
-        let gn = GroupNote::new(pos(5), g, 1, "g/#", None, members).expect("group");
-        book.ingest_note(gn.sign(&bridge).as_bytes())
-            .expect("group note");
-        let mut sealer = Sealer::new(&book, ids[0], keys[0].clone(), g, &mut rng).expect("sealer");
-        let skn = sealer.sender_key_note(&book, &mut rng).expect("note");
-        let mut opener = Opener::new(ids[1], keys[1].clone(), book);
-        opener
-            .ingest_signed_note(skn.note.as_bytes())
-            .expect("sender key");
+        let (mut sealer, mut opener) = sealer_and_opener(11);
+        let (a, g) = (sealer.stream().sender, sealer.stream().group);
         // what a reader could make with the message key it holds
         let forged = envelope::seal(
             &SealParams {
@@ -1128,7 +1079,7 @@ mod tests {
         assert_eq!(
             opener.open("g/x", &batch[0]),
             Err(OpenError::Conflict {
-                sender: ids[0],
+                sender: a,
                 group: g,
                 seq: 0
             })
@@ -1136,7 +1087,7 @@ mod tests {
         assert_eq!(
             opener.open("g/x", &batch[1]),
             Err(OpenError::BadSignature {
-                sender: ids[0],
+                sender: a,
                 group: g
             })
         );
