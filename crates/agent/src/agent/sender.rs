@@ -148,9 +148,9 @@ impl Publisher {
 
     /// Sends several messages as [`Publisher::send`] does, holding the group's sender for all of
     /// them, in bursts of up to [`BURST`] messages under one signature (readers deliver a burst
-    /// when its last message arrives; retained messages are signed one by one). Returns the last one published (`None` if the guard
-    /// suppressed every one); stops at the first error, including a reading the guard refuses
-    /// (the readings before it are sent first).
+    /// when its last message arrives; retained messages are signed one by one). Returns the last
+    /// one published (`None` if the guard suppressed every one); stops at the first error,
+    /// including a reading the guard refuses (the readings before it are sent first).
     pub async fn send_many<I>(&self, payloads: I) -> Result<Option<Published>, AgentError>
     where
         I: IntoIterator,
