@@ -3,11 +3,13 @@
 use alloy::network::EthereumWallet;
 use alloy::primitives::{Address, B256, Bytes};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::rpc::client::ClientBuilder;
 use alloy::rpc::types::Filter;
 use alloy::signers::SignerSync;
 use alloy::signers::k256::ecdsa::SigningKey;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::{SolCall, SolEvent, SolStruct, eip712_domain};
+use alloy::transports::layers::RetryBackoffLayer;
 
 use anchormq_core::{GroupId, NodeId, redact_url};
 
@@ -37,16 +39,34 @@ pub(crate) async fn connect_provider(
         .with_simple_nonce_management()
         .fetch_chain_id();
     let provider = match signer {
-        Some(signer) => builder
-            .wallet(EthereumWallet::from(signer))
-            .connect(url)
-            .await
-            .map_err(unreachable)?
-            .erased(),
+        // A writer (the CLI's transactions) waits out a public RPC's rate limit (HTTP 429, or the
+        // JSON-RPC codes providers use for it) instead of failing a half-done batch. Readers do
+        // not: the bridge reads `eth_getLogs` in adaptive ranges, and providers answer a range
+        // that is too wide with the same -32005 code, which must shrink the range at once.
+        Some(signer) => {
+            let client = ClientBuilder::default()
+                .layer(RetryBackoffLayer::new(
+                    RATE_LIMIT_RETRIES,
+                    RATE_LIMIT_BACKOFF_MS,
+                    u64::MAX,
+                ))
+                .connect(url)
+                .await
+                .map_err(unreachable)?;
+            builder
+                .wallet(EthereumWallet::from(signer))
+                .connect_client(client)
+                .erased()
+        }
         None => builder.connect(url).await.map_err(unreachable)?.erased(),
     };
     Ok(provider)
 }
+
+/// Retries of one request a rate-limited writer makes before giving up.
+const RATE_LIMIT_RETRIES: u32 = 10;
+/// The first wait after a rate-limit answer (a provider's hint, when it gives one, wins).
+const RATE_LIMIT_BACKOFF_MS: u64 = 500;
 
 /// Fails fast when the RPC is unreachable, serves another chain, or the address holds no registry.
 pub(crate) async fn validate_registry(

@@ -471,3 +471,31 @@ async fn a_fleet_is_onboarded_in_batched_transactions() {
     assert!(done.register_gas < 300 * 85_000, "{done:?}");
     assert!(done.add_gas < 300 * 77_000, "{done:?}");
 }
+
+/// A public RPC over its rate limit answers 429 for a while: a writer waits it out and its
+/// transaction goes through once; a reader (the bridge's) is not retried.
+#[tokio::test]
+async fn a_writer_waits_out_a_rate_limit() {
+    let chain = RegistryStack::start().await.expect("registry deploys");
+    let limited = RangeLimitedRpc::start(&chain.anvil.http_url(), 1_000)
+        .await
+        .expect("proxy starts");
+    let writer = RegistryClient::connect(&limited.url(), chain.deployment, Some(chain.signer(0)))
+        .await
+        .expect("writer");
+    limited.rate_limit_next(3);
+    let outcome = writer
+        .create_group(group("limited"), "")
+        .await
+        .expect("sent after the rate limit");
+    assert_eq!(limited.rate_limited(), 3);
+    assert_eq!(outcome.events.len(), 1, "one GroupCreated: sent once");
+    assert!(chain.admin.group(group("limited")).await.is_ok());
+
+    let reader = RegistryClient::connect(&limited.url(), chain.deployment, None)
+        .await
+        .expect("reader");
+    limited.rate_limit_next(1);
+    let error = reader.group(group("limited")).await.expect_err("429");
+    assert!(error.to_string().contains("429"), "{error}");
+}

@@ -266,6 +266,9 @@ impl Default for RangeError {
 #[derive(Debug, Default)]
 struct RangeStats {
     http_requests: AtomicU64,
+    /// HTTP requests still to be answered 429 Too Many Requests.
+    rate_limit_next: AtomicU64,
+    rate_limited: AtomicU64,
     calls_forwarded: AtomicU64,
     get_logs_refused: AtomicU64,
     get_logs_served: AtomicU64,
@@ -371,6 +374,17 @@ impl RangeLimitedRpc {
         self.state.stats.http_requests.load(Ordering::Relaxed)
     }
 
+    /// Answers the next `n` HTTP requests with 429 Too Many Requests, as a hosted provider does
+    /// when a client goes over its rate.
+    pub fn rate_limit_next(&self, n: u64) {
+        self.state.stats.rate_limit_next.store(n, Ordering::Relaxed);
+    }
+
+    /// HTTP requests answered 429.
+    pub fn rate_limited(&self) -> u64 {
+        self.state.stats.rate_limited.load(Ordering::Relaxed)
+    }
+
     /// JSON-RPC calls forwarded upstream (each batch item counts).
     pub fn calls_forwarded(&self) -> u64 {
         self.state.stats.calls_forwarded.load(Ordering::Relaxed)
@@ -450,6 +464,18 @@ async fn handle_rpc(
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     state.stats.http_requests.fetch_add(1, Ordering::Relaxed);
+    let limited = state
+        .stats
+        .rate_limit_next
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        .is_ok();
+    if limited {
+        state.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+        return Ok(plain(
+            StatusCode::TOO_MANY_REQUESTS,
+            "429 Too Many Requests: over the rate limit",
+        ));
+    }
     if request.method() != Method::POST {
         return Ok(plain(
             StatusCode::METHOD_NOT_ALLOWED,
