@@ -490,6 +490,19 @@ async fn a_writer_waits_out_a_rate_limit() {
         .expect("sent after the rate limit");
     assert_eq!(limited.rate_limited(), 3);
     assert_eq!(outcome.events.len(), 1, "one GroupCreated: sent once");
+    // an EIP-1559 (type 2) transaction with fees from the node's fee history
+    let tx = chain
+        .anvil
+        .rpc()
+        .expect("rpc")
+        .call(
+            "eth_getTransactionByHash",
+            serde_json::json!([outcome.tx_hash]),
+        )
+        .await
+        .expect("transaction");
+    assert_eq!(tx["type"], "0x2", "{tx}");
+    assert!(tx["maxFeePerGas"].is_string() && tx["maxPriorityFeePerGas"].is_string());
     assert!(chain.admin.group(group("limited")).await.is_ok());
 
     let reader = RegistryClient::connect(&limited.url(), chain.deployment, None)
