@@ -1,4 +1,4 @@
-//! Removal cut-off with real agents: from the receipt of `removeMember` to the moment every
+//! Removal cut-off with real agents: from sending `removeMember` to the moment every
 //! remaining sender of the group seals at the new epoch (so the removed member can read nothing
 //! sent after).
 //!
