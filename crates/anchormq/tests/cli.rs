@@ -338,6 +338,33 @@ async fn registry_commands_bridge_pubsub_audit_and_verify() {
     .await);
     assert_eq!(out.lines().count(), 2, "{out}");
 
+    // Roles: 1112 becomes a reader only (it still reads 1111 below); `group show` and the audit say
+    // so, and the bridge below mirrors it (`verify` compares its notes with the chain).
+    ok(&run(
+        args(&[
+            "group", "roles", "--id", "line1", "--node", "1112", "--role", "read",
+        ]),
+        owned_env.clone(),
+    )
+    .await);
+    let out = ok(&run(
+        args(&["group", "show", "--id", "line1", "--json"]),
+        owned_env.clone(),
+    )
+    .await);
+    let group: serde_json::Value = serde_json::from_str(&out).expect("group JSON");
+    assert_eq!(group["epoch"], 3);
+    assert_eq!(group["roles"], serde_json::json!({"1112": "read"}));
+    let out = ok(&run(
+        args(&["audit", "--group", "line1", "--format", "json"]),
+        owned_env.clone(),
+    )
+    .await);
+    assert!(
+        out.contains("node 1112 in group line1 now read (epoch 3)"),
+        "{out}"
+    );
+
     // The bridge, as the binary, on this registry and broker.
     ok(&run(
         args(&["node", "keygen", "--out", &path("bridge.key")]),
@@ -493,8 +520,8 @@ async fn registry_commands_bridge_pubsub_audit_and_verify() {
     assert_eq!(messages[0]["payload"], "21.5");
     assert_eq!(messages[0]["sender"], "1111");
     assert_eq!(messages[0]["group"], "line1");
-    // two adds; 1112's rotation changed its key version in the note, not the epoch
-    assert_eq!(messages[0]["epoch"], 2);
+    // two adds and a role change; 1112's rotation changed its key version in the note, not the epoch
+    assert_eq!(messages[0]["epoch"], 3);
     assert_eq!(messages[1]["payload"], "40 %");
 
     // With the bridge stopped (it would repair them), delete one retained note and forge another:
