@@ -13,6 +13,8 @@ mod common;
 use common::{UpPaper, await_line, command};
 
 const MESSAGES: u64 = 500;
+/// Messages between restarts.
+const CHUNK: u64 = 125;
 
 /// What the subscriber printed: the payloads of the messages it read (in order) and the number
 /// of messages it reported missing.
@@ -35,13 +37,7 @@ impl Outcome {
     }
 }
 
-/// The two streams run one after the other: each restarts a broker three times under a stream of
-/// 500 messages, and side by side on two loaded cores the subscriber without persistence once
-/// failed to get its stream back in time.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 async fn stream_through_restarts(persistence: bool) -> Outcome {
-    let _one = ONE_AT_A_TIME.lock().await;
     let mut mosquitto = Mosquitto::builder()
         .persistence(persistence)
         .spawn()
@@ -77,11 +73,14 @@ async fn stream_through_restarts(persistence: bool) -> Outcome {
         await_line(&mut err_lines, "subscribed to", Duration::from_secs(30)).await,
         "sub got ready"
     );
+    // everything it says, kept for the failure message; each line also goes to `err_rx`
+    let (err_tx, mut err_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let stderr_task = tokio::spawn(async move {
         let mut all = String::new();
         while let Ok(Some(line)) = err_lines.next_line().await {
             all.push_str(&line);
             all.push('\n');
+            let _ = err_tx.send(line);
         }
         all
     });
@@ -131,17 +130,17 @@ async fn stream_through_restarts(persistence: bool) -> Outcome {
             .write_all(format!("{n}\n").as_bytes())
             .await
             .expect("write");
-        if n % 125 == 0 && n < MESSAGES {
+        if n % CHUNK == 0 && n < MESSAGES {
             stdin.flush().await.expect("flush");
-            // let the stream get going through the broker before it goes away
-            let mut seen = 0;
-            while seen < 10 {
+            // the broker goes away mid-chunk: once ten of this chunk's messages got through
+            let flowing = n - CHUNK + 10;
+            while outcome.payloads.last().is_none_or(|last| *last < flowing) {
                 match tokio::time::timeout(Duration::from_secs(30), line_rx.recv()).await {
-                    Ok(Some(value)) => {
-                        outcome.take(value);
-                        seen += 1;
-                    }
-                    _ => break,
+                    Ok(Some(value)) => outcome.take(value),
+                    _ => panic!(
+                        "message {flowing} did not arrive; got {:?}",
+                        outcome.payloads.last()
+                    ),
                 }
             }
             if persistence {
@@ -152,6 +151,22 @@ async fn stream_through_restarts(persistence: bool) -> Outcome {
             } else {
                 mosquitto.kill().await.expect("SIGKILL");
                 mosquitto.start().await.expect("start empty");
+                // Messages published before the subscriber is subscribed again are lost, and a
+                // loss is revealed by a later message: the next chunk waits for the
+                // subscriber's word that it receives again.
+                let restored = tokio::time::timeout(Duration::from_secs(30), async {
+                    while let Some(line) = err_rx.recv().await {
+                        if line.contains("subscription(s) restored") {
+                            return true;
+                        }
+                    }
+                    false
+                })
+                .await;
+                assert!(
+                    matches!(restored, Ok(true)),
+                    "sub said it receives again after the restart"
+                );
             }
         }
     }

@@ -185,6 +185,8 @@ impl Link {
             held: VecDeque::new(),
             next_seq: 1,
             connected: false,
+            restoring: 0,
+            resumed: false,
             connected_once: false,
             commands_open: true,
             phase: phase_tx,
@@ -322,6 +324,10 @@ struct LinkTask {
     held: VecDeque<(u64, Outbound)>,
     next_seq: u64,
     connected: bool,
+    /// Subscriptions sent again after a reconnect and not yet acknowledged.
+    restoring: usize,
+    /// Whether the broker resumed the session at the last reconnect.
+    resumed: bool,
     /// Whether any connection succeeded: only before the first does a hopeless failure stop the link.
     connected_once: bool,
     commands_open: bool,
@@ -453,7 +459,7 @@ impl LinkTask {
                     .events
                     .retain(|e| !matches!(e, Event::Outgoing(_)));
                 self.connected = true;
-                self.connected_once = true;
+                let reconnect = std::mem::replace(&mut self.connected_once, true);
                 self.phase.send_replace(Phase::Settled);
                 if !connack.session_present {
                     // A new session: rumqttc dropped everything unacknowledged. Hand it all again, in order.
@@ -467,6 +473,10 @@ impl LinkTask {
                 }
                 for (filter, qos) in &self.subscriptions {
                     let _ = self.client.try_subscribe(filter.clone(), *qos);
+                }
+                if reconnect {
+                    self.resumed = connack.session_present;
+                    self.restoring = self.subscriptions.len();
                 }
                 tracing::debug!(target: "anchormq::mqtt", broker = %self.broker, session_present = connack.session_present, "connected");
                 self.emit(LinkEvent::Connected {
@@ -495,7 +505,15 @@ impl LinkTask {
                 }
                 true
             }
-            Event::Incoming(Packet::SubAck(_)) => self.emit(LinkEvent::Subscribed).await,
+            Event::Incoming(Packet::SubAck(_)) => {
+                if self.restoring > 0 {
+                    self.restoring -= 1;
+                    if self.restoring == 0 {
+                        self.restored();
+                    }
+                }
+                self.emit(LinkEvent::Subscribed).await
+            }
             Event::Incoming(Packet::Publish(publish)) => {
                 let message = Message {
                     topic: publish.topic,
@@ -506,6 +524,18 @@ impl LinkTask {
                 self.emit(LinkEvent::Message(message)).await
             }
             _ => true,
+        }
+    }
+
+    /// Says that a reconnected subscriber receives again, and whether messages published while
+    /// it was away were kept for it: without a session they are gone, and a loss at the end of
+    /// a stream has no later message to reveal it.
+    fn restored(&self) {
+        let count = self.subscriptions.len();
+        if self.resumed {
+            tracing::info!(target: "anchormq::mqtt", broker = %self.broker, "reconnected: the broker kept the session, {count} subscription(s) restored");
+        } else {
+            tracing::warn!(target: "anchormq::mqtt", broker = %self.broker, "reconnected: {count} subscription(s) restored, but the broker kept no session for this client; messages published while it was disconnected were not kept for it");
         }
     }
 
