@@ -93,8 +93,9 @@ pub struct Nodes {
     /// A file of node IDs, one per line (blank lines and `#` comments ignored).
     #[arg(long, value_name = "FILE")]
     pub nodes_file: Option<PathBuf>,
-    /// Nodes per transaction: each is one epoch bump, and must fit in a block (about 52,000 gas a node).
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=2000))]
+    /// Nodes per transaction, one epoch bump each (about 52,000 gas a node, 75,000 with a role;
+    /// at most 200 keeps a transaction under Ethereum's 16,777,216-gas cap, EIP-7825).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=200))]
     pub batch: u32,
 }
 

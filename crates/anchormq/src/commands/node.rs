@@ -115,8 +115,9 @@ pub struct Register {
     /// `node prove` where the key is); blank lines and `#` comments ignored.
     #[arg(long, value_name = "FILE")]
     pub csv: Option<PathBuf>,
-    /// Nodes per transaction with --csv (about 62,000 gas a node).
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    /// Nodes per transaction with --csv (about 62,000 gas a node; at most 250 keeps a
+    /// transaction under Ethereum's 16,777,216-gas cap, EIP-7825).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=250))]
     pub batch: u32,
 }
 
