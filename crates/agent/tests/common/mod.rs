@@ -1,8 +1,9 @@
-//! A real stack for agent tests: Anvil from the paper fixture, an embedded rumqttd broker, the
-//! bridge in-process, and an admin client for on-chain changes.
+//! A real stack for agent tests: Anvil from the paper fixture, an embedded rumqttd broker (or one
+//! the test runs), the bridge in-process, and an admin client for on-chain changes.
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -24,9 +25,34 @@ pub const WAIT: Duration = Duration::from_secs(30);
 
 static CLIENTS: AtomicU32 = AtomicU32::new(0);
 
+/// The broker the stack's bridge publishes its notes to and its agents use by default.
+pub enum StackBroker {
+    /// An embedded rumqttd started for the stack.
+    Embedded(EmbeddedBroker),
+    /// A broker the test runs itself (e.g. Mosquitto), without TLS or credentials.
+    External(SocketAddr),
+}
+
+impl StackBroker {
+    pub fn addr(&self) -> SocketAddr {
+        match self {
+            Self::Embedded(broker) => broker.addr(),
+            Self::External(addr) => *addr,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr().port()
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://{}", self.addr())
+    }
+}
+
 pub struct Stack {
     pub anvil: Anvil,
-    pub broker: EmbeddedBroker,
+    pub broker: StackBroker,
     pub fixture: PaperFixture,
     pub registry: Registry,
     pub bridge_key: NodePublicKey,
@@ -58,6 +84,16 @@ fn secret_from_hex(text: &str) -> NodeSecretKey {
 
 impl Stack {
     pub async fn start() -> Self {
+        let broker = EmbeddedBroker::start().await.expect("broker");
+        Self::start_with(StackBroker::Embedded(broker)).await
+    }
+
+    /// A stack whose bridge and agents use the plain MQTT broker at `addr`, which the caller runs.
+    pub async fn start_on(addr: SocketAddr) -> Self {
+        Self::start_with(StackBroker::External(addr)).await
+    }
+
+    async fn start_with(broker: StackBroker) -> Self {
         let fixture = PaperFixture::embedded().expect("paper fixture");
         let anvil = Anvil::builder()
             .chain_id(fixture.deployment.chain_id)
@@ -65,7 +101,6 @@ impl Stack {
             .spawn()
             .await
             .expect("anvil");
-        let broker = EmbeddedBroker::start().await.expect("broker");
         let dir = tempfile::tempdir().expect("tempdir");
         let bridge_secret = NodeSecretKey::generate(&mut OsRng);
         let settings = BridgeSettings {
