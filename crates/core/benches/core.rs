@@ -5,8 +5,8 @@
 use anchormq_core::ed25519::SigningKey as StreamSigningKey;
 use anchormq_core::sender_key::Recipient;
 use anchormq_core::{
-    ChainPosition, GroupId, GroupNote, KeyBook, Member, NodeId, NodeNote, NodeSecretKey,
-    NodeStatus, Opener, Registry, Roles, Sealer, SenderKey, SenderKeyNote, StreamId,
+    Begun, ChainPosition, GroupId, GroupNote, KeyBook, Member, NodeId, NodeNote, NodeSecretKey,
+    NodeStatus, Opened, Opener, Registry, Roles, Sealer, SenderKey, SenderKeyNote, StreamId,
 };
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
@@ -264,12 +264,91 @@ fn writers_and_readers(c: &mut Criterion) {
     g.finish();
 }
 
+/// Opening 4 senders' signed messages on 1 and 2 threads sharing one opener: each thread holds
+/// the lock only to begin and commit, and verifies and decrypts outside it.
+fn open_parallel(c: &mut Criterion) {
+    const SENDERS: usize = 4;
+    const PER_SENDER: usize = 256;
+    let mut rng = ChaCha20Rng::seed_from_u64(8);
+    let (book, keys) = world(SENDERS + 1, SENDERS + 1, &mut rng);
+    let group = GroupId::from_label("g").expect("id");
+    let (reader, reader_key) = keys[SENDERS].clone();
+    let mut opener = Opener::new(reader, reader_key, book.clone());
+    let mut sealers: Vec<Sealer> = keys[..SENDERS]
+        .iter()
+        .map(|(node, key)| {
+            let sealer = Sealer::new(&book, *node, key.clone(), group, &mut rng).expect("sealer");
+            let note = sealer.sender_key_note(&book, &mut rng).expect("note");
+            opener
+                .ingest_signed_note(note.note.as_bytes())
+                .expect("sender key");
+            sealer
+        })
+        .collect();
+    let opener = std::sync::Mutex::new(opener);
+    let pt = vec![0x5au8; 256];
+    let mut g = c.benchmark_group("open_4_senders_256B");
+    g.throughput(Throughput::Elements((SENDERS * PER_SENDER) as u64));
+    for threads in [1usize, 2] {
+        g.bench_function(BenchmarkId::new("threads", threads), |b| {
+            b.iter_batched(
+                || {
+                    sealers
+                        .iter_mut()
+                        .map(|s| {
+                            (0..PER_SENDER)
+                                .map(|_| s.seal("g/bench", &pt).expect("seal"))
+                                .collect::<Vec<_>>()
+                        })
+                        .collect::<Vec<_>>()
+                },
+                |streams| {
+                    std::thread::scope(|scope| {
+                        for t in 0..threads {
+                            let (opener, streams) = (&opener, &streams);
+                            // each stream is opened by one thread, in order
+                            scope.spawn(move || {
+                                for stream in streams.iter().skip(t).step_by(threads) {
+                                    for env in stream {
+                                        open_apart(opener, env);
+                                    }
+                                }
+                            });
+                        }
+                    });
+                },
+                BatchSize::PerIteration,
+            );
+        });
+    }
+    g.finish();
+}
+
+fn open_apart(opener: &std::sync::Mutex<Opener>, env: &[u8]) {
+    let begun = opener
+        .lock()
+        .expect("lock")
+        .begin("g/bench", env, |_| false)
+        .expect("begin");
+    let Begun::Unverified(unverified) = begun else {
+        panic!("signed envelopes are verified apart");
+    };
+    let verified = unverified.verify("g/bench").expect("verify");
+    let opened = opener
+        .lock()
+        .expect("lock")
+        .commit(verified)
+        .expect("commit");
+    assert!(matches!(opened, Opened::Message(_)));
+}
+
 criterion_group!(
     benches,
     primitives,
     seal_open,
     group_size,
     sender_key_notes,
-    writers_and_readers
+    writers_and_readers,
+    open_parallel
 );
 criterion_main!(benches);

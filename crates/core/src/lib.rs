@@ -69,6 +69,9 @@ pub use notes::{
 pub use redact::redact_url;
 pub use replay::{ReplayVerdict, ReplayWindow};
 pub use sender_key::{SenderKey, SenderKeyNote, StreamId, WrappedKey};
-pub use session::{Ingested, Message, Opened, Opener, OpenerLimits, Sealer, SenderKeyNoteBuild};
+pub use session::{
+    Begun, Ingested, Message, Opened, Opener, OpenerLimits, Sealer, SenderKeyNoteBuild, Unverified,
+    Verified,
+};
 pub use topics::{NoteTopic, Topics, topic_matches};
 pub use trust::Trust;

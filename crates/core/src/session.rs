@@ -383,6 +383,93 @@ pub enum Opened {
     Batch(Vec<Message>),
 }
 
+/// What [`Opener::begin`] made of an envelope.
+#[derive(Debug)]
+pub enum Begun<'a> {
+    /// Opened already (batched envelopes, batch ends and their duplicates).
+    Opened(Opened),
+    /// A signed envelope that passed every check of the opener's state: verify it, then
+    /// [`Opener::commit`] it.
+    Unverified(Box<Unverified<'a>>),
+}
+
+/// A signed envelope waiting for its signature check and decryption, with the stream's keys.
+pub struct Unverified<'a> {
+    env: Envelope<'a>,
+    stream: StreamId,
+    key_id: [u8; 32],
+    signing_key: VerifyingKey,
+    message_key: Option<Zeroizing<[u8; 32]>>,
+    /// The replay window's verdict at [`Opener::begin`], when not fresh.
+    seen: Option<Result<Opened, OpenError>>,
+}
+
+impl std::fmt::Debug for Unverified<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unverified")
+            .field("stream", &self.stream)
+            .field("seq", &self.env.seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Unverified<'_> {
+    /// The stream the envelope claims (its note is held: the claim is the note's).
+    pub const fn stream(&self) -> &StreamId {
+        &self.stream
+    }
+
+    /// Checks the signature, that the sender key is held, the replay verdict and decrypts,
+    /// in that order. Reads no opener state.
+    pub fn verify(self, topic: &str) -> Result<Verified, OpenError> {
+        let Self {
+            env,
+            stream,
+            key_id,
+            signing_key,
+            message_key,
+            seen,
+        } = self;
+        let (sender, group) = (stream.sender, stream.group);
+        if !env.verify(topic, &signing_key, &[]) {
+            return Err(OpenError::BadSignature { sender, group });
+        }
+        let message_key = message_key.ok_or(OpenError::MissingSenderKey {
+            sender,
+            group,
+            epoch: stream.epoch,
+        })?;
+        let duplicate = match seen {
+            None => false,
+            Some(Ok(_)) => true,
+            Some(Err(error)) => return Err(error),
+        };
+        let plaintext = if duplicate {
+            Vec::new()
+        } else {
+            env.decrypt(topic, &message_key)
+                .ok_or(OpenError::DecryptFailed { sender, group })?
+        };
+        Ok(Verified {
+            message: Message {
+                stream,
+                key_id,
+                seq: env.seq,
+                plaintext,
+            },
+            duplicate,
+        })
+    }
+}
+
+/// A signed envelope whose signature checked out, decrypted, for [`Opener::commit`].
+#[derive(Debug)]
+pub struct Verified {
+    message: Message,
+    /// The replay window had it already: committed as a duplicate, not decrypted.
+    duplicate: bool,
+}
+
 /// A batched message waiting for its batch end.
 struct PendingMessage {
     stream: StreamId,
@@ -667,6 +754,26 @@ impl Opener {
         bytes: &[u8],
         in_grace: impl FnOnce(&GroupId) -> bool,
     ) -> Result<Opened, OpenError> {
+        match self.begin(topic, bytes, in_grace)? {
+            Begun::Opened(opened) => Ok(opened),
+            Begun::Unverified(unverified) => {
+                let verified = unverified.verify(topic)?;
+                self.commit(verified)
+            }
+        }
+    }
+
+    /// The first half of [`Opener::open_with_grace`]: every check that reads the opener's state.
+    /// A signed envelope comes back [`Begun::Unverified`]: its signature check and decryption
+    /// (the costly part) need no opener, so envelopes of several streams can be verified at
+    /// once while the opener serves others; [`Opener::commit`] then records it. Batched
+    /// envelopes and batch ends are opened here.
+    pub fn begin<'a>(
+        &mut self,
+        topic: &str,
+        bytes: &'a [u8],
+        in_grace: impl FnOnce(&GroupId) -> bool,
+    ) -> Result<Begun<'a>, OpenError> {
         let env = Envelope::decode(bytes)?;
         let Some(entry) = self.streams.get_mut(&env.tag) else {
             return Err(self.unannounced(topic, env.tag));
@@ -762,27 +869,18 @@ impl Opener {
         };
         let decrypt_failed = OpenError::DecryptFailed { sender, group };
         match env.kind {
-            Kind::Signed => {
-                if !env.verify(topic, &signing_key, &[]) {
-                    return Err(OpenError::BadSignature { sender, group });
-                }
-                let message_key = message_key.ok_or(missing_key)?;
-                if let Some(seen) = seen {
-                    return seen;
-                }
-                let plaintext = env.decrypt(topic, &message_key).ok_or(decrypt_failed)?;
-                self.record(stream_key, env.seq);
-                Ok(Opened::Message(Message {
-                    stream,
-                    key_id,
-                    seq: env.seq,
-                    plaintext,
-                }))
-            }
+            Kind::Signed => Ok(Begun::Unverified(Box::new(Unverified {
+                env,
+                stream,
+                key_id,
+                signing_key,
+                message_key,
+                seen,
+            }))),
             Kind::Batched => {
                 let message_key = message_key.ok_or(missing_key)?;
                 if let Some(seen) = seen {
-                    return seen;
+                    return seen.map(Begun::Opened);
                 }
                 let digest = env.digest();
                 let held = self
@@ -790,10 +888,10 @@ impl Opener {
                     .get_mut(&(env.tag, env.seq))
                     .map(|held| held.digest);
                 if held == Some(digest) {
-                    return Ok(Opened::Duplicate {
+                    return Ok(Begun::Opened(Opened::Duplicate {
                         stream,
                         seq: env.seq,
-                    });
+                    }));
                 }
                 let plaintext = env.decrypt(topic, &message_key).ok_or(decrypt_failed)?;
                 // only a holder of the sender key can make a second one that decrypts
@@ -814,14 +912,14 @@ impl Opener {
                         plaintext,
                     },
                 );
-                Ok(Opened::Pending {
+                Ok(Begun::Opened(Opened::Pending {
                     stream,
                     seq: env.seq,
-                })
+                }))
             }
             Kind::BatchEnd { count } => {
                 if let Some(seen) = seen {
-                    return seen;
+                    return seen.map(Begun::Opened);
                 }
                 let first = env.seq.checked_sub(u64::from(count));
                 let mut digests = Vec::with_capacity(usize::from(count));
@@ -867,8 +965,39 @@ impl Opener {
                     seq: env.seq,
                     plaintext,
                 });
-                Ok(Opened::Batch(messages))
+                Ok(Begun::Opened(Opened::Batch(messages)))
             }
+        }
+    }
+
+    /// The last half of [`Opener::open_with_grace`]: records a verified envelope in its
+    /// stream's replay window (checked again: another copy may have been committed since
+    /// [`Opener::begin`]).
+    pub fn commit(&mut self, verified: Verified) -> Result<Opened, OpenError> {
+        let Verified { message, duplicate } = verified;
+        let stream_key = (message.stream, message.key_id);
+        let verdict = if duplicate {
+            ReplayVerdict::Duplicate
+        } else {
+            self.windows
+                .get_mut(&stream_key)
+                .map_or(ReplayVerdict::Fresh, |w| w.check(message.seq))
+        };
+        match verdict {
+            ReplayVerdict::Fresh => {
+                self.record(stream_key, message.seq);
+                Ok(Opened::Message(message))
+            }
+            ReplayVerdict::Duplicate => Ok(Opened::Duplicate {
+                stream: message.stream,
+                seq: message.seq,
+            }),
+            ReplayVerdict::TooOld => Err(OpenError::Replay {
+                sender: message.stream.sender,
+                group: message.stream.group,
+                epoch: message.stream.epoch,
+                seq: message.seq,
+            }),
         }
     }
 
@@ -1091,6 +1220,54 @@ mod tests {
                 group: g
             })
         );
+    }
+
+    /// Verification runs outside the opener (here on two threads at once), and a copy begun
+    /// before the first was committed is still a duplicate at commit.
+    #[test]
+    fn verified_apart_committed_once() {
+        let (mut sealer, mut opener) = sealer_and_opener(12);
+        let first = sealer.seal("g/x", b"one").expect("seal");
+        let second = sealer.seal("g/x", b"two").expect("seal");
+        let begun = [&first, &second, &first].map(|bytes| {
+            match opener.begin("g/x", bytes, |_| false).expect("begin") {
+                Begun::Unverified(unverified) => unverified,
+                Begun::Opened(opened) => panic!("a signed envelope is verified apart: {opened:?}"),
+            }
+        });
+        let verified: Vec<Verified> = std::thread::scope(|scope| {
+            let handles: Vec<_> = begun
+                .into_iter()
+                .map(|u| scope.spawn(move || u.verify("g/x").expect("verify")))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread"))
+                .collect()
+        });
+        let opened: Vec<Opened> = verified
+            .into_iter()
+            .map(|v| opener.commit(v).expect("commit"))
+            .collect();
+        assert!(matches!(&opened[0], Opened::Message(m) if m.plaintext == b"one"));
+        assert!(matches!(&opened[1], Opened::Message(m) if m.plaintext == b"two"));
+        assert_eq!(
+            opened[2],
+            Opened::Duplicate {
+                stream: *sealer.stream(),
+                seq: 0
+            }
+        );
+        // a copy begun after the commit is known at verify: not decrypted again
+        let Ok(Begun::Unverified(again)) = opener.begin("g/x", &second, |_| false) else {
+            panic!("a signed envelope is verified apart");
+        };
+        let again = again.verify("g/x").expect("verify");
+        assert!(again.duplicate && again.message.plaintext.is_empty());
+        assert!(matches!(
+            opener.commit(again),
+            Ok(Opened::Duplicate { seq: 1, .. })
+        ));
     }
 
     /// Messages sealed just before an epoch change stay readable while the
