@@ -64,6 +64,8 @@ pub struct AgentStats {
     pub refused: u64,
     /// Messages that never arrived, seen from gaps in their sender's sequence numbers.
     pub missing: u64,
+    /// Messages handed to an opening lane because messages were queuing up.
+    pub laned: u64,
 }
 
 /// A stream of received messages for the filters given to [`Agent::subscribe`].
@@ -143,6 +145,7 @@ struct Counters {
     suppressed: AtomicU64,
     refused: AtomicU64,
     missing: AtomicU64,
+    laned: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -204,6 +207,7 @@ impl Agent {
         let reader = Reader::new(
             inner.clone(),
             HoldQueue::new(config.hold_max_messages, config.hold_timeout),
+            config.open_lanes,
         );
         tokio::spawn(reader.run(events, token.clone()));
         Ok(Self {
@@ -241,6 +245,7 @@ impl Agent {
             notes_refused: get(&c.notes_refused),
             connects: get(&c.connects),
             suppressed: get(&c.suppressed),
+            laned: get(&c.laned),
             refused: get(&c.refused),
             missing: get(&c.missing),
         }

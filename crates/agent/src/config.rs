@@ -40,11 +40,15 @@ pub struct AgentConfig {
     pub subscription_buffer: usize,
     /// Checks on the readings this agent publishes, before they are sealed (default: none).
     pub guard: Guard,
+    /// Tasks that open messages when they queue up, each taking whole streams so that a
+    /// stream stays in order (default: the cores, at most 4). A lone message is opened where
+    /// it is read, without a hand-over; 1 opens everything there.
+    pub open_lanes: usize,
 }
 
 impl AgentConfig {
     /// Settings with defaults: wait 10 s for notes, 2 s epoch grace, QoS 1, hold up to 1024
-    /// messages for up to 5 s, no guard.
+    /// messages for up to 5 s, no guard, an opening lane per core (at most 4).
     pub fn new(
         broker: BrokerConfig,
         registry: Registry,
@@ -66,6 +70,7 @@ impl AgentConfig {
             hold_timeout: Duration::from_secs(5),
             subscription_buffer: 1024,
             guard: Guard::default(),
+            open_lanes: std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
         }
     }
 }

@@ -1,14 +1,18 @@
 //! The reading half: the task that reads the link. Notes go into the [`Opener`] (and wake senders
 //! and held messages); messages are opened and delivered to the subscriptions whose filters match,
-//! or held briefly when a note they need has not arrived yet.
+//! or held briefly when a note they need has not arrived yet. When messages queue up, opening
+//! moves to lanes: tasks that each take whole streams, so several streams' signatures are
+//! checked on several cores while every stream stays in order.
 //!
 //! [`Opener`]: anchormq_core::Opener
 
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anchormq_core::{
-    GroupId, IngestError, Ingested, MembershipError, NoteError, NoteTopic, NoteUpdate, OpenError,
-    Opened, SenderKeyError, topic_matches,
+    Begun, GroupId, IngestError, Ingested, MembershipError, NoteError, NoteTopic, NoteUpdate,
+    OpenError, Opened, SenderKeyError, topic_matches,
 };
 use anchormq_mqtt::{LinkEvent, Message, QoS};
 use bytes::Bytes;
@@ -20,19 +24,58 @@ use super::{Inner, State, bump, lock};
 use crate::hold::{Fix, Held, HoldQueue, worth_holding};
 use crate::received::{Missing, Received, ReceivedMessage, Unreadable};
 
+/// A message handed to a lane, or handed back to be held.
+struct Job {
+    topic: String,
+    payload: Bytes,
+    retain: bool,
+}
+
+/// A task that opens the messages of the streams that hash to it.
+struct Lane {
+    jobs: mpsc::Sender<Job>,
+    /// Jobs handed over and not yet delivered: while any is, the stream's next messages go
+    /// to the lane too, behind it.
+    queued: Arc<AtomicUsize>,
+}
+
+/// Messages a lane handed over, per lane, before the reader waits for it.
+const LANE_DEPTH: usize = 256;
+
 /// The task that reads the link.
 pub(super) struct Reader {
     inner: Arc<Inner>,
     held: HoldQueue,
     connected_once: bool,
+    lanes: Vec<Lane>,
+    /// Spreads streams over lanes.
+    spread: std::collections::hash_map::RandomState,
+    /// Messages a lane could not open yet, to hold here.
+    returned: mpsc::Receiver<Job>,
 }
 
 impl Reader {
-    pub(super) fn new(inner: Arc<Inner>, held: HoldQueue) -> Self {
+    pub(super) fn new(inner: Arc<Inner>, held: HoldQueue, lanes: usize) -> Self {
+        let (returns, returned) = mpsc::channel(LANE_DEPTH);
+        let lanes = if lanes > 1 {
+            (0..lanes)
+                .map(|_| {
+                    let (jobs, rx) = mpsc::channel(LANE_DEPTH);
+                    let queued = Arc::new(AtomicUsize::new(0));
+                    tokio::spawn(run_lane(inner.clone(), rx, queued.clone(), returns.clone()));
+                    Lane { jobs, queued }
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         Self {
             inner,
             held,
             connected_once: false,
+            lanes,
+            spread: std::collections::hash_map::RandomState::new(),
+            returned,
         }
     }
 
@@ -46,9 +89,14 @@ impl Reader {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
+                // a lane could not open it yet; a note may have arrived since: once more here
+                Some(job) = self.returned.recv() => self.open_here(job).await,
                 event = events.recv() => match event {
                     None => break,
-                    Some(LinkEvent::Message(message)) => self.on_message(message).await,
+                    Some(LinkEvent::Message(message)) => {
+                        let queued = !events.is_empty();
+                        self.on_message(message, queued).await;
+                    }
                     Some(LinkEvent::Connected { session_present }) => {
                         bump(&self.inner.stats.connects);
                         if self.connected_once && !session_present {
@@ -72,7 +120,8 @@ impl Reader {
         lock(&self.inner.subscribers).clear();
     }
 
-    async fn on_message(&mut self, message: Message) {
+    /// `queued`: more events wait behind this one.
+    async fn on_message(&mut self, message: Message, queued: bool) {
         match self.inner.topics.parse(&message.topic) {
             Some(
                 NoteTopic::Node { .. } | NoteTopic::Group { .. } | NoteTopic::SenderKey { .. },
@@ -87,20 +136,54 @@ impl Reader {
         if !self.has_subscriber(&message.topic) {
             return;
         }
+        let job = Job {
+            topic: message.topic,
+            payload: message.payload,
+            retain: message.retain,
+        };
+        if let Some(lane) = self.lane_for(&job.payload, queued) {
+            bump(&self.inner.stats.laned);
+            lane.queued.fetch_add(1, Ordering::AcqRel);
+            if let Err(mpsc::error::SendError(job)) = lane.jobs.send(job).await {
+                // the lane is gone (shutting down): open it here
+                lane.queued.fetch_sub(1, Ordering::AcqRel);
+                self.open_here(job).await;
+            }
+            return;
+        }
+        self.open_here(job).await;
+    }
+
+    /// The lane for a message's stream, when opening should leave this task: messages are
+    /// queuing up, or the lane still has some of this stream's.
+    fn lane_for(&self, payload: &[u8], queued: bool) -> Option<&Lane> {
+        if self.lanes.is_empty() {
+            return None;
+        }
+        // the stream tag: an envelope's bytes 1..9 (anything shorter is refused wherever it goes)
+        let mut hasher = self.spread.build_hasher();
+        hasher.write(payload.get(1..9).unwrap_or_default());
+        let lane = &self.lanes[(hasher.finish() % self.lanes.len() as u64) as usize];
+        (queued || lane.queued.load(Ordering::Acquire) > 0).then_some(lane)
+    }
+
+    async fn open_here(&mut self, job: Job) {
         if let Some(error) = self
-            .open_and_deliver(&message.topic, &message.payload, message.retain)
+            .inner
+            .open_and_deliver(&job.topic, &job.payload, job.retain)
             .await
         {
-            bump(&self.inner.stats.held);
-            if let Some(evicted) = self.held.hold(
-                message.topic,
-                message.payload,
-                message.retain,
-                error,
-                Instant::now(),
-            ) {
-                self.give_up(evicted).await;
-            }
+            self.hold(job, error).await;
+        }
+    }
+
+    async fn hold(&mut self, job: Job, error: OpenError) {
+        bump(&self.inner.stats.held);
+        if let Some(evicted) =
+            self.held
+                .hold(job.topic, job.payload, job.retain, error, Instant::now())
+        {
+            self.give_up(evicted).await;
         }
     }
 
@@ -110,130 +193,10 @@ impl Reader {
             .any(|s| s.filters.iter().any(|f| topic_matches(f, topic)))
     }
 
-    /// Opens a message and delivers the outcome, or returns the error when a note that has not
-    /// arrived yet may fix it (the caller holds the message).
-    async fn open_and_deliver(
-        &mut self,
-        topic: &str,
-        payload: &Bytes,
-        retain: bool,
-    ) -> Option<OpenError> {
-        let result = {
-            let mut guard = lock(&self.inner.state);
-            let State { opener, epochs, .. } = &mut *guard;
-            let now = Instant::now();
-            let grace = self.inner.epoch_grace;
-            opener.open_with_grace(topic, payload, |group| {
-                epochs
-                    .get(group)
-                    .and_then(|(_, changed)| *changed)
-                    .is_some_and(|at| now < at + grace)
-            })
-        };
-        match result {
-            Ok(Opened::Message(message)) => {
-                self.deliver_opened(topic, message, retain).await;
-                None
-            }
-            Ok(Opened::Batch(messages)) => {
-                for message in messages {
-                    self.deliver_opened(topic, message, retain).await;
-                }
-                None
-            }
-            // delivered with the rest of its batch when the batch end arrives
-            Ok(Opened::Pending { .. }) => None,
-            Ok(Opened::Duplicate { .. }) => {
-                bump(&self.inner.stats.duplicates);
-                None
-            }
-            Err(error) if worth_holding(&error) => Some(error),
-            Err(reason) => {
-                self.unreadable(topic.to_owned(), payload.clone(), retain, reason)
-                    .await;
-                None
-            }
-        }
-    }
-
-    async fn deliver_opened(&self, topic: &str, message: anchormq_core::Message, retain: bool) {
-        bump(&self.inner.stats.opened);
-        let missing = if retain {
-            // a retained message is a snapshot, not part of the live sequence
-            None
-        } else {
-            self.missing_before(&message)
-        };
-        let item = Received::Message(ReceivedMessage {
-            topic: topic.to_owned(),
-            group: message.stream.group,
-            sender: message.stream.sender,
-            epoch: message.stream.epoch,
-            seq: message.seq,
-            payload: message.plaintext,
-            retain,
-            missing,
-        });
-        self.deliver(topic, item).await;
-    }
-
-    /// Records `message` as delivered and returns the sequence numbers of its sender key that
-    /// were skipped since the last one delivered (none for the first seen of a key).
-    fn missing_before(&self, message: &anchormq_core::Message) -> Option<Missing> {
-        const TRACKED: usize = 4096;
-        let mut st = lock(&self.inner.state);
-        let key = (message.key_id, message.stream);
-        if st.delivered.len() >= TRACKED && !st.delivered.contains_key(&key) {
-            // bounded memory: forget old sender keys (a gap across the reset goes unseen)
-            st.delivered.clear();
-        }
-        let last = st.delivered.get(&key).copied();
-        if last.is_none_or(|last| message.seq > last) {
-            st.delivered.insert(key, message.seq);
-        }
-        let missing = last
-            .filter(|last| message.seq > last + 1)
-            .map(|last| Missing {
-                from: last + 1,
-                to: message.seq - 1,
-            })?;
-        self.inner
-            .stats
-            .missing
-            .fetch_add(missing.count(), std::sync::atomic::Ordering::Relaxed);
-        tracing::debug!(target: "anchormq::agent", group = %message.stream.group, sender = %message.stream.sender, from = missing.from, to = missing.to, "messages missing");
-        Some(missing)
-    }
-
     async fn give_up(&self, held: Held) {
-        self.unreadable(held.topic, held.payload, held.retain, held.error)
+        self.inner
+            .unreadable(held.topic, held.payload, held.retain, held.error)
             .await;
-    }
-
-    async fn unreadable(&self, topic: String, payload: Bytes, retain: bool, reason: OpenError) {
-        bump(&self.inner.stats.unreadable);
-        let item = Received::Unreadable(Unreadable {
-            topic: topic.clone(),
-            retain,
-            reason,
-            payload,
-        });
-        self.deliver(&topic, item).await;
-    }
-
-    async fn deliver(&self, topic: &str, item: Received) {
-        let targets: Vec<mpsc::Sender<Received>> = lock(&self.inner.subscribers)
-            .iter()
-            .filter(|s| s.filters.iter().any(|f| topic_matches(f, topic)))
-            .map(|s| s.tx.clone())
-            .collect();
-        let mut closed = false;
-        for tx in targets {
-            closed |= tx.send(item.clone()).await.is_err();
-        }
-        if closed {
-            lock(&self.inner.subscribers).retain(|s| !s.tx.is_closed());
-        }
     }
 
     /// Retries the held messages a note may have unblocked; those still waiting keep their
@@ -244,6 +207,7 @@ impl Reader {
             let mut still = Vec::new();
             for mut held in ready {
                 if let Some(error) = self
+                    .inner
                     .open_and_deliver(&held.topic, &held.payload, held.retain)
                     .await
                 {
@@ -350,6 +314,161 @@ impl Reader {
             if !self.held.is_empty() {
                 self.retry_held(&fixes).await;
             }
+        }
+    }
+}
+
+/// A lane: opens what the reader hands it, in order, and delivers it.
+async fn run_lane(
+    inner: Arc<Inner>,
+    mut jobs: mpsc::Receiver<Job>,
+    queued: Arc<AtomicUsize>,
+    returns: mpsc::Sender<Job>,
+) {
+    while let Some(job) = jobs.recv().await {
+        if inner
+            .open_and_deliver(&job.topic, &job.payload, job.retain)
+            .await
+            .is_some()
+        {
+            // for the reader to hold (dropped when it has stopped)
+            let _ = returns.send(job).await;
+        }
+        queued.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Opening and delivering, shared by the reader and its lanes.
+impl Inner {
+    /// Opens a message and delivers the outcome, or returns the error when a note that has not
+    /// arrived yet may fix it (the caller holds the message).
+    async fn open_and_deliver(
+        &self,
+        topic: &str,
+        payload: &Bytes,
+        retain: bool,
+    ) -> Option<OpenError> {
+        match self.open(topic, payload) {
+            Ok(Opened::Message(message)) => {
+                self.deliver_opened(topic, message, retain).await;
+                None
+            }
+            Ok(Opened::Batch(messages)) => {
+                for message in messages {
+                    self.deliver_opened(topic, message, retain).await;
+                }
+                None
+            }
+            // delivered with the rest of its batch when the batch end arrives
+            Ok(Opened::Pending { .. }) => None,
+            Ok(Opened::Duplicate { .. }) => {
+                bump(&self.stats.duplicates);
+                None
+            }
+            Err(error) if worth_holding(&error) => Some(error),
+            Err(reason) => {
+                self.unreadable(topic.to_owned(), payload.clone(), retain, reason)
+                    .await;
+                None
+            }
+        }
+    }
+
+    /// Opens with the state locked only around the opener's bookkeeping: signature checks and
+    /// decryption run unlocked, so lanes verify side by side.
+    fn open(&self, topic: &str, payload: &[u8]) -> Result<Opened, OpenError> {
+        let begun = {
+            let mut guard = lock(&self.state);
+            let State { opener, epochs, .. } = &mut *guard;
+            let now = Instant::now();
+            let grace = self.epoch_grace;
+            opener.begin(topic, payload, |group| {
+                epochs
+                    .get(group)
+                    .and_then(|(_, changed)| *changed)
+                    .is_some_and(|at| now < at + grace)
+            })?
+        };
+        match begun {
+            Begun::Opened(opened) => Ok(opened),
+            Begun::Unverified(unverified) => {
+                let verified = unverified.verify(topic)?;
+                lock(&self.state).opener.commit(verified)
+            }
+        }
+    }
+
+    async fn deliver_opened(&self, topic: &str, message: anchormq_core::Message, retain: bool) {
+        bump(&self.stats.opened);
+        let missing = if retain {
+            // a retained message is a snapshot, not part of the live sequence
+            None
+        } else {
+            self.missing_before(&message)
+        };
+        let item = Received::Message(ReceivedMessage {
+            topic: topic.to_owned(),
+            group: message.stream.group,
+            sender: message.stream.sender,
+            epoch: message.stream.epoch,
+            seq: message.seq,
+            payload: message.plaintext,
+            retain,
+            missing,
+        });
+        self.deliver(topic, item).await;
+    }
+
+    /// Records `message` as delivered and returns the sequence numbers of its sender key that
+    /// were skipped since the last one delivered (none for the first seen of a key).
+    fn missing_before(&self, message: &anchormq_core::Message) -> Option<Missing> {
+        const TRACKED: usize = 4096;
+        let mut st = lock(&self.state);
+        let key = (message.key_id, message.stream);
+        if st.delivered.len() >= TRACKED && !st.delivered.contains_key(&key) {
+            // bounded memory: forget old sender keys (a gap across the reset goes unseen)
+            st.delivered.clear();
+        }
+        let last = st.delivered.get(&key).copied();
+        if last.is_none_or(|last| message.seq > last) {
+            st.delivered.insert(key, message.seq);
+        }
+        let missing = last
+            .filter(|last| message.seq > last + 1)
+            .map(|last| Missing {
+                from: last + 1,
+                to: message.seq - 1,
+            })?;
+        self.stats
+            .missing
+            .fetch_add(missing.count(), std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(target: "anchormq::agent", group = %message.stream.group, sender = %message.stream.sender, from = missing.from, to = missing.to, "messages missing");
+        Some(missing)
+    }
+
+    async fn unreadable(&self, topic: String, payload: Bytes, retain: bool, reason: OpenError) {
+        bump(&self.stats.unreadable);
+        let item = Received::Unreadable(Unreadable {
+            topic: topic.clone(),
+            retain,
+            reason,
+            payload,
+        });
+        self.deliver(&topic, item).await;
+    }
+
+    async fn deliver(&self, topic: &str, item: Received) {
+        let targets: Vec<mpsc::Sender<Received>> = lock(&self.subscribers)
+            .iter()
+            .filter(|s| s.filters.iter().any(|f| topic_matches(f, topic)))
+            .map(|s| s.tx.clone())
+            .collect();
+        let mut closed = false;
+        for tx in targets {
+            closed |= tx.send(item.clone()).await.is_err();
+        }
+        if closed {
+            lock(&self.subscribers).retain(|s| !s.tx.is_closed());
         }
     }
 }

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anchormq_agent::{Agent, AgentConfig, BURST, PublishOptions, QoS, Received};
+use anchormq_core::{GroupId, NodeId};
 use anchormq_mqtt::{Link, LinkEvent};
 use clap::Args;
 use eyre::{WrapErr, eyre};
@@ -27,7 +28,17 @@ pub struct BenchCommand {
     /// Run only these modes (for profiling one of them); default all three.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub only: Vec<Mode>,
+    /// Publishers sending at once to the one reader (1111, then 1113 and 1114, which join
+    /// hsu0001 for the run), each its share of the messages.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=3))]
+    pub senders: u16,
+    /// The reader's opening lanes (default: the agent's, one a core up to 4).
+    #[arg(long)]
+    pub open_lanes: Option<usize>,
 }
+
+/// The fixture's nodes that publish, in order; all but the first join hsu0001 for the run.
+const WRITERS: [&str; 3] = ["1111", "1113", "1114"];
 
 #[derive(Debug)]
 struct RunResult {
@@ -53,9 +64,24 @@ impl BenchCommand {
             ..StackOptions::default()
         })
         .await?;
+        let senders = usize::from(self.senders);
+        if senders > 1 {
+            let group = GroupId::from_label("hsu0001").map_err(|e| eyre!("{e}"))?;
+            let joining = WRITERS[1..senders]
+                .iter()
+                .map(|id| NodeId::from_label(id).map_err(|e| eyre!("{e}")))
+                .collect::<eyre::Result<Vec<_>>>()?;
+            stack
+                .operator_client()
+                .await?
+                .add_members(group, &joining)
+                .await
+                .wrap_err("adding the extra senders to hsu0001")?;
+        }
         stack.bridge_caught_up(Duration::from_secs(30)).await?;
         println!(
-            "broker {} ({}), {} B payloads, {} messages per throughput run, {} per latency run",
+            "broker {} ({}), {} B payloads, {} messages per throughput run from {senders} \
+             sender(s), {} per latency run",
             stack.broker.display_url(),
             if stack.embedded_broker {
                 "embedded rumqttd"
@@ -127,7 +153,7 @@ impl BenchCommand {
             if qos == QoS::AtMostOnce { 0 } else { 1 }
         );
         let epoch = Instant::now();
-        let stamp = |buf: &mut Vec<u8>| {
+        let stamp = move |buf: &mut Vec<u8>| {
             let nanos = epoch.elapsed().as_nanos() as u64;
             buf[..8].copy_from_slice(&nanos.to_be_bytes());
         };
@@ -141,7 +167,7 @@ impl BenchCommand {
         };
         // Receive side: a channel of latencies, whatever the mode.
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Duration>();
-        let mut sender: BenchSender;
+        let mut senders: Vec<BenchSender> = Vec::new();
         if sealed {
             let agent = |id: &str| -> eyre::Result<AgentConfig> {
                 let (node, key) = stack.fixture_node(id)?;
@@ -157,7 +183,11 @@ impl BenchCommand {
                 config.broker.inflight = 1000;
                 Ok(config)
             };
-            let reader = Agent::start(agent("1112")?, shutdown.child_token()).await?;
+            let mut reader_config = agent("1112")?;
+            if let Some(lanes) = self.open_lanes {
+                reader_config.open_lanes = lanes;
+            }
+            let reader = Agent::start(reader_config, shutdown.child_token()).await?;
             let mut sub = reader.subscribe(&[topic.as_str()]).await?;
             tokio::spawn(async move {
                 while let Some(item) = sub.recv().await {
@@ -168,20 +198,22 @@ impl BenchCommand {
                     }
                 }
             });
-            let writer = Agent::start(agent("1111")?, shutdown.child_token()).await?;
-            let publisher = writer
-                .publisher(
-                    &topic,
-                    PublishOptions {
-                        qos,
-                        ..PublishOptions::default()
-                    },
-                )
-                .await?;
-            sender = BenchSender::Sealed {
-                publisher,
-                agent: writer,
-            };
+            for id in &WRITERS[..usize::from(self.senders)] {
+                let writer = Agent::start(agent(id)?, shutdown.child_token()).await?;
+                let publisher = writer
+                    .publisher(
+                        &topic,
+                        PublishOptions {
+                            qos,
+                            ..PublishOptions::default()
+                        },
+                    )
+                    .await?;
+                senders.push(BenchSender::Sealed {
+                    publisher,
+                    agent: writer,
+                });
+            }
         } else {
             let mut reader_config =
                 stack.broker_for(&format!("bench-plain-sub-{}", std::process::id()));
@@ -205,25 +237,28 @@ impl BenchCommand {
                     }
                 }
             });
-            let mut writer_config =
-                stack.broker_for(&format!("bench-plain-pub-{}", std::process::id()));
-            writer_config.inflight = 1000;
-            let (writer, mut writer_events) = Link::start(&writer_config, shutdown.child_token())?;
-            // The writer's events must be drained or its link stalls.
-            tokio::spawn(async move { while writer_events.recv().await.is_some() {} });
-            sender = BenchSender::Plain {
-                link: writer,
-                topic: topic.clone(),
-                qos,
-                last: 0,
-            };
+            for n in 0..self.senders {
+                let mut writer_config =
+                    stack.broker_for(&format!("bench-plain-pub-{n}-{}", std::process::id()));
+                writer_config.inflight = 1000;
+                let (writer, mut writer_events) =
+                    Link::start(&writer_config, shutdown.child_token())?;
+                // The writer's events must be drained or its link stalls.
+                tokio::spawn(async move { while writer_events.recv().await.is_some() {} });
+                senders.push(BenchSender::Plain {
+                    link: writer,
+                    topic: topic.clone(),
+                    qos,
+                    last: 0,
+                });
+            }
         }
         let mut payload = vec![0x5au8; self.payload];
         // Latency: one message at a time, each awaited at the subscriber.
         let mut latencies = Vec::with_capacity(self.pings);
         for _ in 0..self.pings {
             stamp(&mut payload);
-            sender.send(payload.clone()).await?;
+            senders[0].send(payload.clone()).await?;
             if let Ok(Some(latency)) = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await
             {
                 latencies.push(latency);
@@ -239,19 +274,33 @@ impl BenchCommand {
         // Throughput: a flood, timed from the first send to the last receipt.
         let started = Instant::now();
         let burst = if mode == Mode::Bursts { BURST } else { 1 };
-        let mut left = self.messages;
-        while left > 0 {
-            let n = left.min(burst);
-            let payloads: Vec<Vec<u8>> = (0..n)
-                .map(|_| {
-                    stamp(&mut payload);
-                    payload.clone()
-                })
-                .collect();
-            sender.send_all(payloads).await?;
-            left -= n;
+        let count = senders.len();
+        let mut sending = Vec::new();
+        for (i, mut sender) in senders.into_iter().enumerate() {
+            // each its share, from its own task
+            let mut left = self.messages / count + usize::from(i < self.messages % count);
+            let mut payload = payload.clone();
+            sending.push(tokio::spawn(async move {
+                while left > 0 {
+                    let n = left.min(burst);
+                    let payloads: Vec<Vec<u8>> = (0..n)
+                        .map(|_| {
+                            stamp(&mut payload);
+                            payload.clone()
+                        })
+                        .collect();
+                    sender.send_all(payloads).await?;
+                    left -= n;
+                }
+                sender.flush().await.wrap_err("flushing")?;
+                // kept until every sender is done: dropping an agent stops it
+                eyre::Ok(sender)
+            }));
         }
-        sender.flush().await.wrap_err("flushing")?;
+        let mut done = Vec::new();
+        for task in sending {
+            done.push(task.await.wrap_err("a sender failed")??);
+        }
         let mut received = 0;
         let mut last_receipt = started;
         while received < self.messages {
