@@ -15,6 +15,12 @@ use serde::Deserialize;
 pub struct BridgeSettings {
     /// RPC URL: `ws://`/`wss://` (subscription) or `http://`/`https://` (polling).
     pub rpc: Option<String>,
+    /// Further RPC endpoints of the same chain (other providers) that must corroborate every
+    /// range read, `http(s)://` or `ws(s)://`.
+    pub witnesses: Option<Vec<String>>,
+    /// How many endpoints, `rpc` and `witnesses` together, must return the same block hash and
+    /// logs for a range (default: a majority of them).
+    pub quorum: Option<usize>,
     /// Deployment file written by `scripts/deploy.sh`.
     pub deployment: Option<PathBuf>,
     /// Registry address, instead of a deployment file (needs `chain_id`).
@@ -90,6 +96,8 @@ pub enum ConfigError {
 pub struct BridgeConfig {
     /// RPC URL.
     pub rpc_url: String,
+    /// Further endpoints that corroborate every read (the quorum is in `stream`).
+    pub witness_urls: Vec<String>,
     /// The registry.
     pub deployment: Deployment,
     /// The broker.
@@ -123,6 +131,8 @@ impl BridgeSettings {
     pub fn merge(self, over: Self) -> Self {
         Self {
             rpc: over.rpc.or(self.rpc),
+            witnesses: over.witnesses.or(self.witnesses),
+            quorum: over.quorum.or(self.quorum),
             deployment: over.deployment.or(self.deployment),
             registry: over.registry.or(self.registry),
             chain_id: over.chain_id.or(self.chain_id),
@@ -147,13 +157,31 @@ impl BridgeSettings {
             field: "rpc",
             hint: "give --rpc URL or `rpc = \"ws://…\"`",
         })?;
-        if !["http://", "https://", "ws://", "wss://"]
-            .iter()
-            .any(|s| rpc_url.starts_with(s))
+        let witness_urls = self.witnesses.unwrap_or_default();
+        for (field, url) in std::iter::once(("rpc", &rpc_url))
+            .chain(witness_urls.iter().map(|url| ("witnesses", url)))
         {
+            if !["http://", "https://", "ws://", "wss://"]
+                .iter()
+                .any(|s| url.starts_with(s))
+            {
+                return Err(ConfigError::Invalid {
+                    field,
+                    reason: format!(
+                        "expected an http(s):// or ws(s):// URL, not {}",
+                        anchormq_core::redact_url(url)
+                    ),
+                });
+            }
+        }
+        let endpoints = 1 + witness_urls.len();
+        let quorum = self.quorum.unwrap_or(endpoints / 2 + 1);
+        if quorum == 0 || quorum > endpoints {
             return Err(ConfigError::Invalid {
-                field: "rpc",
-                reason: "expected an http(s):// or ws(s):// URL".into(),
+                field: "quorum",
+                reason: format!(
+                    "{quorum} is not between 1 and the {endpoints} RPC endpoint(s) given"
+                ),
             });
         }
         let deployment = match (self.deployment, self.registry) {
@@ -245,10 +273,12 @@ impl BridgeSettings {
                 max: max_range,
                 ..RangeConfig::default()
             },
+            quorum,
             ..StreamConfig::default()
         };
         Ok(BridgeConfig {
             rpc_url,
+            witness_urls,
             deployment,
             broker,
             key_file,
@@ -304,6 +334,21 @@ mod tests {
     }
 
     #[test]
+    fn the_default_quorum_is_a_majority_of_the_endpoints() {
+        let quorum = |witnesses: usize| {
+            BridgeSettings {
+                witnesses: Some((0..witnesses).map(|i| format!("https://w{i}")).collect()),
+                ..minimal()
+            }
+            .resolve()
+            .unwrap()
+            .stream
+            .quorum
+        };
+        assert_eq!([quorum(0), quorum(1), quorum(2), quorum(3)], [1, 2, 2, 3]);
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let cases: Vec<(BridgeSettings, &str)> = vec![
             (
@@ -319,6 +364,21 @@ mod tests {
                     ..minimal()
                 },
                 "`rpc`",
+            ),
+            (
+                BridgeSettings {
+                    witnesses: Some(vec!["http://a".into(), "ftp://b".into()]),
+                    ..minimal()
+                },
+                "`witnesses`",
+            ),
+            (
+                BridgeSettings {
+                    witnesses: Some(vec!["http://a".into()]),
+                    quorum: Some(3),
+                    ..minimal()
+                },
+                "`quorum`",
             ),
             (
                 BridgeSettings {

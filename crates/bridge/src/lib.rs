@@ -67,8 +67,9 @@ pub async fn run(
             )
         });
     let state = checkpoint.state()?;
-    let stream = EventStream::connect(
+    let stream = EventStream::connect_with_witnesses(
         &config.rpc_url,
+        &config.witness_urls,
         deployment,
         config.stream.clone(),
         Some(checkpoint.stream.clone()),

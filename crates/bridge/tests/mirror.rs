@@ -779,3 +779,92 @@ async fn finalized_finality_mirrors_only_finalized_blocks() {
     .expect("mirrored");
     bridge.stop().await;
 }
+
+/// A provider that lies by omission (it hides `MemberRemoved` logs) keeps a removed member in
+/// the group for a bridge that trusts it alone; with two honest witnesses and a quorum of two,
+/// the bridge mirrors the removal even with the liar as its first endpoint.
+#[tokio::test]
+async fn a_quorum_of_rpc_endpoints_outvotes_one_that_hides_a_removal() {
+    let setup = RegistryStack::start().await.expect("stack");
+    let broker = EmbeddedBroker::start().await.expect("broker");
+    let observer = setup.observe(&broker.url());
+    let upstream = setup.anvil.http_url();
+    let start = |_| async {
+        anchormq_localstack::RangeLimitedRpc::start(&upstream, 1_000_000)
+            .await
+            .expect("proxy")
+    };
+    let (liar, honest_a, honest_b) = (start(0).await, start(1).await, start(2).await);
+    let removed = <IKeyRegistry::MemberRemoved as alloy::sol_types::SolEvent>::SIGNATURE_HASH;
+    liar.hide_logs(&format!("{removed:#x}"));
+
+    for label in ["1111", "1112"] {
+        setup
+            .admin
+            .register_node(node(label), &key())
+            .await
+            .unwrap();
+    }
+    let g = group("hsu0001");
+    setup.admin.create_group(g, "hsu/0001/#").await.unwrap();
+    for label in ["1111", "1112"] {
+        setup.admin.add_member(g, node(label)).await.unwrap();
+    }
+    setup.admin.remove_member(g, node("1112")).await.unwrap();
+    let head = setup.anvil.block_number().await.expect("head");
+
+    // trusting the liar alone: the removal never reaches the notes
+    let fooled = setup.bridge(&liar.url(), &broker.url(), "bridge-fooled");
+    let fooled_metrics = fooled.metrics.clone();
+    await_condition(
+        "the fooled bridge to mirror the head",
+        SETTLE,
+        POLL,
+        || async {
+            fooled_metrics
+                .mirrored_block
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= head
+        },
+    )
+    .await
+    .expect("mirrored");
+    await_condition("the group note", SETTLE, POLL, || async {
+        observer.book().group(&g).is_some()
+    })
+    .await
+    .expect("group note");
+    assert!(
+        observer
+            .book()
+            .group(&g)
+            .and_then(|n| n.member(&node("1112")))
+            .is_some(),
+        "a lone lying provider keeps 1112 in the group"
+    );
+    fooled.stop().await;
+
+    // the liar first, outvoted by two honest witnesses
+    let settings = anchormq_bridge::BridgeSettings {
+        witnesses: Some(vec![honest_a.url(), honest_b.url()]),
+        quorum: Some(2),
+        ..setup.bridge_settings(&liar.url(), &broker.url(), "bridge-quorum")
+    };
+    let bridge = setup.start_bridge(settings.resolve().expect("settings"));
+    observer
+        .await_chain(&setup.admin, &[node("1111"), node("1112")], &[g])
+        .await;
+    assert!(
+        observer
+            .book()
+            .group(&g)
+            .and_then(|n| n.member(&node("1112")))
+            .is_none(),
+        "the removal is mirrored"
+    );
+    assert!(
+        honest_a.get_logs_served() + honest_b.get_logs_served() > 0,
+        "the witnesses were asked"
+    );
+    bridge.stop().await;
+}

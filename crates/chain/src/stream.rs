@@ -13,7 +13,7 @@ use alloy::eips::BlockNumberOrTag;
 use alloy::primitives::B256;
 use alloy::providers::{DynProvider, Provider};
 use alloy::pubsub::Subscription;
-use alloy::rpc::types::{Filter, Header};
+use alloy::rpc::types::{Filter, Header, Log};
 use alloy::transports::TransportError;
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +22,7 @@ use crate::deployment::Deployment;
 use crate::error::ChainError;
 use crate::events::PositionedEvent;
 use crate::logs::{LogReader, RangeConfig};
+use anchormq_core::redact_url;
 
 /// Which blocks the stream treats as settled enough to deliver.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +68,9 @@ pub struct StreamConfig {
     pub reorg_window: usize,
     /// Longest wait between reconnection attempts.
     pub max_backoff: Duration,
+    /// How many of the RPC endpoints (the stream's and its witnesses') must answer a range
+    /// alike, block hash and logs, before it is delivered (1: the stream's endpoint alone).
+    pub quorum: usize,
 }
 
 impl Default for StreamConfig {
@@ -78,6 +82,7 @@ impl Default for StreamConfig {
             ranges: RangeConfig::default(),
             reorg_window: 256,
             max_backoff: Duration::from_secs(10),
+            quorum: 1,
         }
     }
 }
@@ -131,6 +136,8 @@ pub struct StreamStats {
     pub range_refusals: u64,
     /// Reorgs followed.
     pub reorgs: u64,
+    /// Reads put off because fewer endpoints than the quorum agreed.
+    pub disagreements: u64,
 }
 
 /// A reorg deeper than the remembered window, or other unrecoverable stream failures.
@@ -150,6 +157,14 @@ pub enum StreamError {
     /// Connecting or validating failed.
     #[error(transparent)]
     Chain(#[from] ChainError),
+    /// The quorum asks for more endpoints than there are.
+    #[error("a quorum of {quorum} needs at least {quorum} RPC endpoints; {endpoints} given")]
+    Quorum {
+        /// The quorum asked for.
+        quorum: usize,
+        /// Endpoints given.
+        endpoints: usize,
+    },
 }
 
 /// The registry's event stream. Drive it with [`EventStream::next`].
@@ -161,8 +176,18 @@ pub struct EventStream {
     provider: DynProvider,
     heads: Option<Heads>,
     reader: LogReader,
+    /// Further endpoints that must corroborate what this one reads (see [`StreamConfig::quorum`]).
+    witnesses: Vec<Witness>,
     position: StreamPosition,
     stats: StreamStats,
+}
+
+/// An RPC endpoint that checks the stream's reads.
+#[derive(Debug)]
+struct Witness {
+    url: String,
+    provider: DynProvider,
+    reader: LogReader,
 }
 
 impl EventStream {
@@ -173,9 +198,40 @@ impl EventStream {
         deployment: Deployment,
         config: StreamConfig,
         resume: Option<StreamPosition>,
-    ) -> Result<Self, ChainError> {
+    ) -> Result<Self, StreamError> {
+        Self::connect_with_witnesses(url, &[], deployment, config, resume).await
+    }
+
+    /// Like [`EventStream::connect`], with further endpoints (other providers of the same chain)
+    /// of which, with `url`, at least [`StreamConfig::quorum`] must return the same block hash
+    /// and the same logs for a range before it is delivered: no single provider can then feed
+    /// the stream a false history, and fewer than the quorum can only delay it.
+    pub async fn connect_with_witnesses(
+        url: &str,
+        witness_urls: &[String],
+        deployment: Deployment,
+        config: StreamConfig,
+        resume: Option<StreamPosition>,
+    ) -> Result<Self, StreamError> {
+        let endpoints = 1 + witness_urls.len();
+        if config.quorum == 0 || config.quorum > endpoints {
+            return Err(StreamError::Quorum {
+                quorum: config.quorum,
+                endpoints,
+            });
+        }
         let provider = connect_provider(url, None).await?;
         validate_registry(&provider, url, &deployment).await?;
+        let mut witnesses = Vec::with_capacity(witness_urls.len());
+        for url in witness_urls {
+            let provider = connect_provider(url, None).await?;
+            validate_registry(&provider, url, &deployment).await?;
+            witnesses.push(Witness {
+                url: url.clone(),
+                provider,
+                reader: LogReader::new(config.ranges),
+            });
+        }
         let heads = subscribe_heads(url).await;
         let position = resume.unwrap_or(StreamPosition {
             next_block: deployment.deploy_block,
@@ -188,6 +244,7 @@ impl EventStream {
             config,
             provider,
             heads,
+            witnesses,
             position,
             stats: StreamStats::default(),
         })
@@ -215,6 +272,13 @@ impl EventStream {
                 Ok(Some(item)) => return Ok(item),
                 Ok(None) => self.wait_for_head().await,
                 Err(StepError::Fatal(error)) => return Err(error),
+                Err(StepError::NoQuorum(what)) => {
+                    self.stats.disagreements += 1;
+                    tracing::warn!(target: "anchormq::chain", quorum = self.config.quorum, "fewer RPC endpoints than the quorum agree on {what}; asking again");
+                    // the endpoint that proposed it may be the odd one out: the next proposes
+                    self.rotate();
+                    self.wait_for_head().await;
+                }
                 Err(StepError::Transport(error)) => {
                     self.stats.reconnects += 1;
                     tracing::warn!(target: "anchormq::chain", %error, retry_in_ms = backoff.as_millis() as u64, "RPC failed, reconnecting");
@@ -224,6 +288,17 @@ impl EventStream {
                 }
             }
         }
+    }
+
+    /// The first witness reads next, and this endpoint becomes the last witness.
+    fn rotate(&mut self) {
+        let Some(first) = self.witnesses.first_mut() else {
+            return;
+        };
+        std::mem::swap(&mut self.url, &mut first.url);
+        std::mem::swap(&mut self.provider, &mut first.provider);
+        std::mem::swap(&mut self.reader, &mut first.reader);
+        self.witnesses.rotate_left(1);
     }
 
     async fn reconnect(&mut self) {
@@ -309,6 +384,9 @@ impl EventStream {
             }
             events.push(event);
         }
+        if !self.witnesses.is_empty() {
+            self.corroborate(from, to, after, &logs).await?;
+        }
         let cursor = Cursor {
             block_number: to,
             block_hash: after,
@@ -341,9 +419,11 @@ impl EventStream {
         if self.block_hash(last.block_number).await? == Some(last.block_hash) {
             return Ok(None);
         }
+        // one endpoint saying the chain changed is not enough to undo what was delivered
+        self.agreed_hash(last.block_number).await?;
         let mut recent: VecDeque<Cursor> = self.position.recent.iter().copied().collect();
         while let Some(candidate) = recent.pop_back() {
-            if self.block_hash(candidate.block_number).await? == Some(candidate.block_hash) {
+            if self.agreed_hash(candidate.block_number).await? == Some(candidate.block_hash) {
                 recent.push_back(candidate);
                 self.position.recent = recent.into_iter().collect();
                 self.position.next_block = candidate.block_number + 1;
@@ -354,6 +434,65 @@ impl EventStream {
             window: self.config.reorg_window,
             oldest: self.position.recent.first().map_or(0, |c| c.block_number),
         }))
+    }
+
+    /// Checks that at least the quorum of endpoints, this one included, see block `to` with
+    /// hash `hash` and the same registry logs in `from..=to`.
+    async fn corroborate(
+        &mut self,
+        from: u64,
+        to: u64,
+        hash: B256,
+        logs: &[Log],
+    ) -> Result<(), StepError> {
+        let digest = logs_digest(logs);
+        let mut agree = 1;
+        let address = self.deployment.address;
+        for witness in &mut self.witnesses {
+            if agree >= self.config.quorum {
+                break;
+            }
+            match witness.read(address, from, to).await {
+                Ok(Some((their_hash, their_logs)))
+                    if their_hash == hash && logs_digest(&their_logs) == digest =>
+                {
+                    agree += 1;
+                }
+                Ok(_) => {
+                    tracing::debug!(target: "anchormq::chain", witness = %redact_url(&witness.url), from, to, "witness disagrees");
+                }
+                Err(error) => {
+                    tracing::debug!(target: "anchormq::chain", witness = %redact_url(&witness.url), %error, "witness unreachable");
+                }
+            }
+        }
+        if agree >= self.config.quorum {
+            Ok(())
+        } else {
+            Err(StepError::NoQuorum(format!("blocks {from}..={to}")))
+        }
+    }
+
+    /// Block `number`'s hash as at least the quorum of endpoints see it (`None`: the block is
+    /// gone, as the quorum sees it).
+    async fn agreed_hash(&self, number: u64) -> Result<Option<B256>, StepError> {
+        let mine = self.block_hash(number).await?;
+        let mut agree = 1;
+        for witness in &self.witnesses {
+            if agree >= self.config.quorum {
+                break;
+            }
+            if let Ok(theirs) = block_hash(&witness.provider, number).await
+                && theirs == mine
+            {
+                agree += 1;
+            }
+        }
+        if agree >= self.config.quorum {
+            Ok(mine)
+        } else {
+            Err(StepError::NoQuorum(format!("the hash of block {number}")))
+        }
     }
 
     /// The number of the block the node tags `safe` or `finalized`, if any.
@@ -379,17 +518,59 @@ impl EventStream {
     }
 
     async fn block_hash(&self, number: u64) -> Result<Option<B256>, TransportError> {
-        let block = self
-            .provider
-            .get_block_by_number(BlockNumberOrTag::Number(number))
-            .await?;
-        Ok(block.map(|b| b.header.hash))
+        block_hash(&self.provider, number).await
     }
+}
+
+impl Witness {
+    /// Block `to`'s hash and the registry's logs in `from..=to`; `None` when this endpoint does
+    /// not have block `to` (yet) or it changed during the read.
+    async fn read(
+        &mut self,
+        address: alloy::primitives::Address,
+        from: u64,
+        to: u64,
+    ) -> Result<Option<(B256, Vec<Log>)>, TransportError> {
+        let Some(before) = block_hash(&self.provider, to).await? else {
+            return Ok(None);
+        };
+        let logs = self
+            .reader
+            .read(&self.provider, &Filter::new(), address, from, to)
+            .await?;
+        let after = block_hash(&self.provider, to).await?;
+        Ok((after == Some(before)).then_some((before, logs)))
+    }
+}
+
+async fn block_hash(provider: &DynProvider, number: u64) -> Result<Option<B256>, TransportError> {
+    let block = provider
+        .get_block_by_number(BlockNumberOrTag::Number(number))
+        .await?;
+    Ok(block.map(|b| b.header.hash))
+}
+
+/// What two endpoints must agree on for a range: every log's place and content.
+fn logs_digest(logs: &[Log]) -> B256 {
+    let mut hasher = alloy::primitives::Keccak256::new();
+    for log in logs.iter().filter(|log| !log.removed) {
+        hasher.update(log.block_hash.unwrap_or_default());
+        hasher.update(log.transaction_hash.unwrap_or_default());
+        hasher.update(log.log_index.unwrap_or_default().to_be_bytes());
+        hasher.update(log.address());
+        for topic in log.topics() {
+            hasher.update(topic);
+        }
+        hasher.update(&log.data().data);
+    }
+    hasher.finalize()
 }
 
 enum StepError {
     Transport(TransportError),
     Fatal(StreamError),
+    /// Fewer endpoints than the quorum agreed on this: ask again later.
+    NoQuorum(String),
 }
 
 impl From<TransportError> for StepError {

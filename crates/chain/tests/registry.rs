@@ -6,7 +6,7 @@ use alloy::signers::k256::ecdsa::SigningKey;
 use anchormq_chain::bindings::IKeyRegistry::IKeyRegistryErrors;
 use anchormq_chain::{
     B256, ChainError, Deployment, EventStream, RegistryClient, RegistryEvent, RegistryState,
-    StreamConfig, StreamItem,
+    StreamConfig, StreamError, StreamItem,
 };
 use anchormq_core::{GroupId, NodeId};
 use anchormq_localstack::{AnvilRpc, RangeLimitedRpc, RegistryStack};
@@ -432,7 +432,10 @@ async fn wrong_chain_missing_registry_and_dead_rpc_fail_fast_with_clear_errors()
     let error = EventStream::connect(&url, nowhere, StreamConfig::default(), None)
         .await
         .unwrap_err();
-    assert!(matches!(error, ChainError::NoRegistry { .. }), "{error}");
+    assert!(
+        matches!(error, StreamError::Chain(ChainError::NoRegistry { .. })),
+        "{error}"
+    );
     assert!(
         error
             .to_string()

@@ -281,6 +281,8 @@ struct RangeState {
     max_range: u64,
     error: RangeError,
     stats: RangeStats,
+    /// `eth_getLogs` answers leave out logs whose first topic is this (0x-hex, lower case).
+    hidden_topic: Mutex<Option<String>>,
 }
 
 /// An HTTP JSON-RPC proxy in front of an upstream node (Anvil) that refuses `eth_getLogs`
@@ -343,6 +345,7 @@ impl RangeLimitedRpc {
             max_range,
             error,
             stats: RangeStats::default(),
+            hidden_topic: Mutex::new(None),
         });
         let cancel = shutdown.child_token();
         let task = tokio::spawn(serve_range_limited(listener, state.clone(), cancel.clone()));
@@ -378,6 +381,12 @@ impl RangeLimitedRpc {
     /// when a client goes over its rate.
     pub fn rate_limit_next(&self, n: u64) {
         self.state.stats.rate_limit_next.store(n, Ordering::Relaxed);
+    }
+
+    /// From now on leaves out of single `eth_getLogs` answers every log whose first topic is
+    /// `topic0` (0x-hex), as a lying provider would to hide an event.
+    pub fn hide_logs(&self, topic0: &str) {
+        *lock(&self.state.hidden_topic) = Some(topic0.to_ascii_lowercase());
     }
 
     /// HTTP requests answered 429.
@@ -507,6 +516,25 @@ async fn handle_single(
 ) -> Result<Response<Full<Bytes>>, RpcError> {
     if let Some(refusal) = check_call(state, &call).await? {
         return Ok(json_response(StatusCode::OK, &refusal));
+    }
+    let hidden = lock(&state.hidden_topic).clone();
+    if let Some(topic) = hidden
+        && call.get("method").and_then(Value::as_str) == Some("eth_getLogs")
+    {
+        state.stats.calls_forwarded.fetch_add(1, Ordering::Relaxed);
+        let logs = state
+            .upstream
+            .call("eth_getLogs", call["params"].clone())
+            .await?;
+        let kept: Vec<Value> = logs
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|log| log["topics"][0].as_str() != Some(topic.as_str()))
+            .cloned()
+            .collect();
+        let answer = json!({"jsonrpc": "2.0", "id": call["id"].clone(), "result": kept});
+        return Ok(json_response(StatusCode::OK, &answer));
     }
     forward_raw(state, raw, 1).await
 }

@@ -41,6 +41,19 @@ pub struct BridgeCommand {
     /// Largest eth_getLogs block range (default 50000).
     #[arg(long, value_name = "BLOCKS")]
     pub max_log_range: Option<u64>,
+    /// A further RPC endpoint of the same chain (another provider) that must corroborate every
+    /// range the bridge reads; repeat for more (env: comma-separated).
+    #[arg(
+        long = "witness",
+        env = "ANCHORMQ_WITNESSES",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    pub witnesses: Vec<String>,
+    /// How many endpoints, --rpc and the witnesses together, must return the same block hash
+    /// and logs before a range is mirrored (default: a majority).
+    #[arg(long, env = "ANCHORMQ_QUORUM", value_name = "N")]
+    pub quorum: Option<usize>,
 }
 
 impl BridgeCommand {
@@ -108,6 +121,8 @@ impl BridgeCommand {
             client_id: self.client_id.clone(),
             poll_interval_ms: self.poll_interval_ms,
             max_log_range: self.max_log_range,
+            witnesses: (!self.witnesses.is_empty()).then(|| self.witnesses.clone()),
+            quorum: self.quorum,
             ..BridgeSettings::default()
         };
         // A file table naming the registry must not be combined with a registry from the globals.
