@@ -36,13 +36,16 @@ pub enum BrokerError {
     },
 }
 
-/// Broker limits. The defaults suit benchmarks: 4 MiB payloads, many in-flight messages and
-/// connections.
+/// Broker limits. The defaults suit benchmarks: 4 MiB payloads, many connections, and QoS 0
+/// subscribers that get every retained message.
 #[derive(Debug, Clone)]
 pub struct BrokerSettings {
     /// Largest accepted packet payload, in bytes.
     pub max_payload_size: usize,
-    /// QoS 1/2 messages in flight per connection.
+    /// Incoming packets rumqttd reads from one connection's socket per batch before handing them
+    /// to the router (rumqttd 0.20 passes `ConnectionSettings::max_inflight_count` to its network
+    /// reader as that batch length). It does not set the outgoing QoS 1/2 window, which rumqttd
+    /// fixes at 100 (see [`EmbeddedBroker`]).
     pub max_inflight_count: usize,
     /// Concurrent connections.
     pub max_connections: usize,
@@ -51,7 +54,11 @@ pub struct BrokerSettings {
     /// Segments kept per topic before the oldest is dropped. Memory per busy topic is bounded by
     /// `max_segment_size * max_segment_count`.
     pub max_segment_count: usize,
-    /// Packets the router writes to one connection per round.
+    /// Messages the router reads for one QoS 0 subscription per round. rumqttd 0.20 also uses it
+    /// as the cap on the retained messages a new QoS 0 subscription receives: it reads them all
+    /// once, keeps this many and drops the rest (`forward_device_data` in rumqttd's
+    /// `router/routing.rs`). So it must exceed the number of retained topics under any filter.
+    /// QoS 1/2 subscriptions ignore it (see [`EmbeddedBroker`]).
     pub max_outgoing_packet_count: u64,
     /// How long a new connection may take to send CONNECT.
     pub connection_timeout: Duration,
@@ -67,7 +74,10 @@ impl Default for BrokerSettings {
             max_connections: 10_000,
             max_segment_size: 64 << 20,
             max_segment_count: 4,
-            max_outgoing_packet_count: 1000,
+            // Retained notes: one topic per node, per group and per note chunk. 1,000 cut
+            // QoS 0 subscribers off at 1,000 notes; 100,000 leaves room for large test
+            // registries while a round stays bounded.
+            max_outgoing_packet_count: 100_000,
             connection_timeout: Duration::from_secs(60),
             startup_timeout: Duration::from_secs(10),
         }
@@ -77,8 +87,16 @@ impl Default for BrokerSettings {
 /// An rumqttd broker (MQTT 3.1.1, plain TCP) running in background threads of this process,
 /// on 127.0.0.1.
 ///
-/// It keeps retained messages and delivers them to later subscribers (checked by this crate's
-/// tests). rumqttd 0.20 has no way to stop a started broker: it runs until the process exits,
+/// It keeps retained messages and delivers them to later subscribers, with a limit that no
+/// setting lifts: a new QoS 1 or 2 subscription receives at most 100 of the retained messages
+/// that match it (fewer if other messages to that client are unacknowledged) and never the rest.
+/// rumqttd 0.20 sends retained messages once, when a subscription is new, and truncates them to
+/// the free slots of the client's outgoing window (`forward_device_data` in
+/// `router/routing.rs`), whose size is the constant `MAX_INFLIGHT = 100` (`router/iobufs.rs`).
+/// A QoS 0 subscription gets up to [`BrokerSettings::max_outgoing_packet_count`] of them. Live
+/// publishes to existing subscribers are not limited. See `tests/retained.rs`.
+///
+/// rumqttd 0.20 has no way to stop a started broker: it runs until the process exits,
 /// and dropping this handle does not stop it. Tests that restart a broker use
 /// the test kit's Mosquitto.
 #[derive(Debug, Clone)]
