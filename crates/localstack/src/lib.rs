@@ -17,6 +17,7 @@
 //! alloy in `anchormq-chain`).
 
 mod anvil_rpc;
+mod cluster;
 mod deploy;
 mod mosquitto;
 mod observer;
@@ -34,6 +35,7 @@ pub use anchormq_devnet::{
     free_port,
 };
 pub use anvil_rpc::AnvilRpc;
+pub use cluster::{AedesCluster, AedesNode, ClusterError, Redis};
 pub use deploy::{DeployError, deploy_registry, deploy_registry_with_operator};
 pub use mosquitto::{Credentials, Mosquitto, MosquittoBuilder, MosquittoError};
 pub use observer::{GroupView, NoteView, Observer, POLL, SETTLE};
