@@ -66,6 +66,9 @@ pub struct AgentStats {
     pub missing: u64,
     /// Messages handed to an opening lane because messages were queuing up.
     pub laned: u64,
+    /// Subscriptions to a group's sender-key notes sent again because messages waited too long
+    /// for one.
+    pub asked_again: u64,
 }
 
 /// A stream of received messages for the filters given to [`Agent::subscribe`].
@@ -146,6 +149,7 @@ struct Counters {
     refused: AtomicU64,
     missing: AtomicU64,
     laned: AtomicU64,
+    asked_again: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -246,6 +250,7 @@ impl Agent {
             connects: get(&c.connects),
             suppressed: get(&c.suppressed),
             laned: get(&c.laned),
+            asked_again: get(&c.asked_again),
             refused: get(&c.refused),
             missing: get(&c.missing),
         }

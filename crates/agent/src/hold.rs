@@ -162,6 +162,16 @@ impl HoldQueue {
         out
     }
 
+    /// The held messages that wait for a sender-key note: their topics, with the group when the
+    /// error names it.
+    pub(crate) fn awaiting_sender_keys(&self) -> impl Iterator<Item = (&str, Option<GroupId>)> {
+        self.items.iter().filter_map(|h| match &h.error {
+            OpenError::MissingSenderKey { group, .. } => Some((h.topic.as_str(), Some(*group))),
+            OpenError::UnknownStream { .. } => Some((h.topic.as_str(), None)),
+            _ => None,
+        })
+    }
+
     /// When the oldest held message expires.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.items.front().map(|h| h.until)

@@ -6,6 +6,7 @@
 //!
 //! [`Opener`]: anchormq_core::Opener
 
+use std::collections::BTreeSet;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,7 +18,7 @@ use anchormq_core::{
 use anchormq_mqtt::{LinkEvent, Message, QoS};
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
+use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::{Inner, State, bump, lock};
@@ -42,6 +43,12 @@ struct Lane {
 /// Messages a lane handed over, per lane, before the reader waits for it.
 const LANE_DEPTH: usize = 256;
 
+/// How long a message may wait for its sender-key note before the reader subscribes to the
+/// group's notes again: some brokers lose a live retained message now and then (Aedes with its
+/// Redis persistence, when the next message overtakes it) but keep it stored, and a new
+/// SUBSCRIBE makes them send the stored one.
+const ASK_AGAIN_AFTER: Duration = Duration::from_secs(1);
+
 /// The task that reads the link.
 pub(super) struct Reader {
     inner: Arc<Inner>,
@@ -52,6 +59,8 @@ pub(super) struct Reader {
     spread: std::collections::hash_map::RandomState,
     /// Messages a lane could not open yet, to hold here.
     returned: mpsc::Receiver<Job>,
+    /// When to ask the broker again for sender-key notes that held messages wait for.
+    ask_again_at: Option<Instant>,
 }
 
 impl Reader {
@@ -76,6 +85,7 @@ impl Reader {
             lanes,
             spread: std::collections::hash_map::RandomState::new(),
             returned,
+            ask_again_at: None,
         }
     }
 
@@ -85,7 +95,10 @@ impl Reader {
         shutdown: CancellationToken,
     ) {
         loop {
-            let deadline = self.held.next_deadline();
+            let deadline = match (self.held.next_deadline(), self.ask_again_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
@@ -110,7 +123,11 @@ impl Reader {
                     Some(_) => {}
                 },
                 () = sleep_until_or_never(deadline) => {
-                    for held in self.held.expired(Instant::now()) {
+                    let now = Instant::now();
+                    if self.ask_again_at.is_some_and(|at| at <= now) {
+                        self.ask_again().await;
+                    }
+                    for held in self.held.expired(now) {
                         self.give_up(held).await;
                     }
                 }
@@ -179,11 +196,55 @@ impl Reader {
 
     async fn hold(&mut self, job: Job, error: OpenError) {
         bump(&self.inner.stats.held);
+        if matches!(
+            error,
+            OpenError::UnknownStream { .. } | OpenError::MissingSenderKey { .. }
+        ) && self.ask_again_at.is_none()
+        {
+            self.ask_again_at = Some(Instant::now() + ASK_AGAIN_AFTER);
+        }
         if let Some(evicted) =
             self.held
                 .hold(job.topic, job.payload, job.retain, error, Instant::now())
         {
             self.give_up(evicted).await;
+        }
+    }
+
+    /// Subscribes again to the sender-key notes of the groups whose held messages still wait
+    /// for one, so that the broker sends the stored notes again.
+    async fn ask_again(&mut self) {
+        self.ask_again_at = None;
+        let filters: BTreeSet<String> = {
+            let st = lock(&self.inner.state);
+            let book = st.opener.book();
+            let me = &self.inner.node;
+            let mut groups = BTreeSet::new();
+            for (topic, group) in self.held.awaiting_sender_keys() {
+                match group {
+                    Some(group) => {
+                        groups.insert(group);
+                    }
+                    None => groups.extend(
+                        book.groups_for_topic(topic)
+                            .into_iter()
+                            .filter(|g| g.member(me).is_some_and(|m| m.roles.reads()))
+                            .map(|g| g.group()),
+                    ),
+                }
+            }
+            groups
+                .into_iter()
+                .filter(|g| st.key_filters.contains(g))
+                .map(|g| self.inner.topics.sender_keys_filter(&g))
+                .collect()
+        };
+        for filter in filters {
+            bump(&self.inner.stats.asked_again);
+            tracing::debug!(target: "anchormq::agent", %filter, "messages wait for a sender-key note: subscribing again");
+            if let Err(error) = self.inner.subscribe_filter(filter, QoS::AtLeastOnce).await {
+                tracing::debug!(target: "anchormq::agent", %error, "cannot subscribe to sender keys again");
+            }
         }
     }
 
