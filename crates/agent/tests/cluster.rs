@@ -18,60 +18,16 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
 
-use anchormq_agent::{
-    Agent, AgentConfig, BrokerConfig, PublishOptions, Received, ReceivedMessage, Unreadable,
-};
+use anchormq_agent::{Agent, PublishOptions};
 use anchormq_core::{OpenError, Topics};
 use anchormq_localstack::{AedesCluster, AedesNode, Mosquitto};
 use bytes::Bytes;
-use common::{RawClient, Stack, WAIT, group, next, node};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use common::{
+    RawClient, Stack, WAIT, first_copy, group, message, next, node, raw_at, retained, unreadable,
+};
+use rumqttc::{AsyncClient, Event, Packet, QoS};
 use tokio::sync::mpsc;
-
-static PROBES: AtomicU32 = AtomicU32::new(0);
-
-/// `label`'s agent configuration on cluster node `broker` (a fresh client ID each time).
-fn on(stack: &Stack, broker: &AedesNode, label: &str) -> AgentConfig {
-    let mut config = stack.config(label, stack.fixture_key(label));
-    let client_id = config.broker.client_id.clone();
-    config.broker = BrokerConfig::from_url(&broker.url(), client_id).expect("broker url");
-    config
-}
-
-fn raw_options(broker: &AedesNode, name: &str) -> MqttOptions {
-    raw_at(broker.addr(), name)
-}
-
-fn raw_at(addr: SocketAddr, name: &str) -> MqttOptions {
-    let n = PROBES.fetch_add(1, Ordering::Relaxed);
-    let mut options = MqttOptions::new(format!("probe-{name}-{n}"), "127.0.0.1", addr.port());
-    options.set_max_packet_size(4 << 20, 4 << 20);
-    options
-}
-
-/// What a new client subscribing to `topic` on `broker` gets first: the payload and whether the
-/// broker flagged it retained (MQTT 3.1.1 sets the flag only for copies from the retained store).
-async fn first_copy(broker: &AedesNode, topic: &str) -> (bool, Bytes) {
-    let (client, mut eventloop) = AsyncClient::new(raw_options(broker, "retained"), 16);
-    client
-        .subscribe(topic, QoS::AtLeastOnce)
-        .await
-        .expect("probe subscribe");
-    // `client` lives until the end: the event loop stops once its handle is dropped
-    tokio::time::timeout(WAIT, async {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::Publish(p))) => return (p.retain, p.payload),
-                Ok(_) => {}
-                Err(e) => panic!("probe on node {}: {e}", broker.id()),
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("nothing on {topic} at node {}", broker.id()))
-}
 
 /// What one node forwards live of the sender-key notes of a group.
 struct NoteWitness {
@@ -82,7 +38,7 @@ struct NoteWitness {
 impl NoteWitness {
     async fn on(broker: &AedesNode, filter: &str) -> Self {
         Self {
-            raw: RawClient::subscribed(raw_options(broker, "witness"), filter).await,
+            raw: RawClient::subscribed(raw_at(broker.addr(), "witness"), filter).await,
             seen: Vec::new(),
         }
     }
@@ -115,32 +71,11 @@ async fn publish(
     let note_topic = agent
         .topics()
         .sender_key(&publisher.group(), &agent.node(), 0);
-    let (_, note) = first_copy(home, &note_topic).await;
+    let (_, note) = first_copy(home.addr(), &note_topic).await;
     for witness in witnesses.iter_mut() {
         witness.saw(&note_topic, &note).await;
     }
     publisher.send(payload).await.expect("publish");
-}
-
-fn message(item: Received) -> ReceivedMessage {
-    match item {
-        Received::Message(m) => m,
-        Received::Unreadable(u) => panic!("expected a message, got {u}"),
-    }
-}
-
-fn unreadable(item: Received) -> Unreadable {
-    match item {
-        Received::Unreadable(u) => u,
-        Received::Message(m) => panic!("expected an unreadable message, got {m:?}"),
-    }
-}
-
-fn retained() -> PublishOptions {
-    PublishOptions {
-        retain: true,
-        ..PublishOptions::default()
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,8 +97,12 @@ async fn agents_on_different_nodes_of_a_clustered_broker_read_each_other() {
 
     // 1. 1111 on node A (the bridge's), 1112 on node B: each reads what the other sends
     let epoch = chain_epoch().await;
-    let a1111 = stack.agent_with(on(&stack, node_a, "1111")).await;
-    let a1112 = stack.agent_with(on(&stack, node_b, "1112")).await;
+    let a1111 = stack
+        .agent_with(stack.config_on(&node_a.url(), "1111"))
+        .await;
+    let a1112 = stack
+        .agent_with(stack.config_on(&node_b.url(), "1112"))
+        .await;
     a1112.wait_for_epoch(hsu1, epoch).await.unwrap_or_else(|e| {
         panic!(
             "the group note did not reach node B: {e}\n{}",
@@ -212,8 +151,8 @@ async fn agents_on_different_nodes_of_a_clustered_broker_read_each_other() {
     // a fresh client of node B gets the group note from the shared retained store, flagged
     // retained, byte for byte what node A gives
     let note_topic = Topics::new(&stack.registry).group_note(&hsu1, 0);
-    let (a_retained, on_a) = first_copy(node_a, &note_topic).await;
-    let (b_retained, on_b) = first_copy(node_b, &note_topic).await;
+    let (a_retained, on_a) = first_copy(node_a.addr(), &note_topic).await;
+    let (b_retained, on_b) = first_copy(node_b.addr(), &note_topic).await;
     assert!(
         a_retained && b_retained,
         "group note retained on A: {a_retained}, on B: {b_retained}"
@@ -232,7 +171,7 @@ async fn agents_on_different_nodes_of_a_clustered_broker_read_each_other() {
         .wait_for_epoch(hsu1, epoch)
         .await
         .expect("new epoch on node B");
-    let mut b_state = RawClient::subscribed(raw_options(node_b, "state"), "hsu/0001/state").await;
+    let mut b_state = RawClient::subscribed(raw_at(node_b.addr(), "state"), "hsu/0001/state").await;
     publish(
         &a1111,
         node_a,
@@ -245,7 +184,9 @@ async fn agents_on_different_nodes_of_a_clustered_broker_read_each_other() {
     // a subscriber on node B got it, so the cluster has stored it (Aedes stores a retained
     // message before it forwards it), and 1111's new sender-key note before it
     assert_eq!(b_state.next().await.0, "hsu/0001/state");
-    let a1113 = stack.agent_with(on(&stack, node_b, "1113")).await;
+    let a1113 = stack
+        .agent_with(stack.config_on(&node_b.url(), "1113"))
+        .await;
     let mut late = a1113
         .subscribe(&["hsu/0001/state", "hsu/0001/up"])
         .await
@@ -404,7 +345,7 @@ async fn aedes_drops_a_retained_message_overtaken_by_the_next() {
     let cluster = AedesCluster::spawn(2).await.expect("aedes cluster");
     let (node_a, node_b) = (cluster.node(0), cluster.node(1));
     let counts = note_then_message(node_a.addr(), &[node_a.addr(), node_b.addr()]).await;
-    let (retained, last) = first_copy(node_b, "race/note").await;
+    let (retained, last) = first_copy(node_b.addr(), "race/note").await;
     assert!(retained);
     assert_eq!(last, Bytes::from(format!("{}", ROUNDS - 1)));
     // ...but notes are lost to live subscribers, on the sender's node as on the other one
@@ -435,14 +376,18 @@ async fn a_reader_recovers_a_sender_key_note_the_cluster_dropped() {
     let stack = Stack::start_on(node_a.addr()).await;
     let hsu1 = group("hsu0001");
     let epoch = stack.admin.group(hsu1).await.expect("getGroup").epoch;
-    let reader = stack.agent_with(on(&stack, node_b, "1112")).await;
+    let reader = stack
+        .agent_with(stack.config_on(&node_b.url(), "1112"))
+        .await;
     reader
         .wait_for_epoch(hsu1, epoch)
         .await
         .expect("group note");
     let mut sub = reader.subscribe(&["hsu/0001/#"]).await.expect("subscribe");
     for round in 0..ROUNDS {
-        let writer = stack.agent_with(on(&stack, node_a, "1111")).await;
+        let writer = stack
+            .agent_with(stack.config_on(&node_a.url(), "1111"))
+            .await;
         writer
             .wait_for_epoch(hsu1, epoch)
             .await

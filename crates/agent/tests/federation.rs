@@ -4,18 +4,12 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicU32, Ordering};
-
-use anchormq_agent::{
-    AgentConfig, BrokerConfig, PublishOptions, Received, ReceivedMessage, Unreadable,
-};
+use anchormq_agent::PublishOptions;
 use anchormq_core::{OpenError, Topics};
 use anchormq_localstack::Mosquitto;
-use bytes::Bytes;
-use common::{RawClient, Stack, WAIT, group, next, node};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-
-static PROBES: AtomicU32 = AtomicU32::new(0);
+use common::{
+    RawClient, Stack, first_copy, group, message, next, node, raw_at, retained, unreadable,
+};
 
 /// A central broker and an edge broker that bridges anchormq's note topics and the application
 /// topics to it in both directions.
@@ -44,64 +38,6 @@ async fn federation() -> (Mosquitto, Mosquitto) {
     (central, edge)
 }
 
-/// `label`'s agent configuration on `broker` (a fresh client ID each time).
-fn on(stack: &Stack, broker: &Mosquitto, label: &str) -> AgentConfig {
-    let mut config = stack.config(label, stack.fixture_key(label));
-    let client_id = config.broker.client_id.clone();
-    config.broker = BrokerConfig::from_url(&broker.url(), client_id).expect("broker url");
-    config
-}
-
-fn raw_options(broker: &Mosquitto, name: &str) -> MqttOptions {
-    let n = PROBES.fetch_add(1, Ordering::Relaxed);
-    let mut options = MqttOptions::new(format!("probe-{name}-{n}"), "127.0.0.1", broker.port());
-    options.set_max_packet_size(4 << 20, 4 << 20);
-    options
-}
-
-/// What a new client subscribing to `topic` on `broker` gets first: the payload and whether the
-/// broker flagged it retained (MQTT 3.1.1 sets the flag only for copies from the retained store).
-async fn first_copy(broker: &Mosquitto, topic: &str) -> (bool, Bytes) {
-    let (client, mut eventloop) = AsyncClient::new(raw_options(broker, "retained"), 16);
-    client
-        .subscribe(topic, QoS::AtLeastOnce)
-        .await
-        .expect("probe subscribe");
-    // `client` lives until the end: the event loop stops once its handle is dropped
-    tokio::time::timeout(WAIT, async {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::Publish(p))) => return (p.retain, p.payload),
-                Ok(_) => {}
-                Err(e) => panic!("probe on port {}: {e}", broker.port()),
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("nothing on {topic} at port {}", broker.port()))
-}
-
-fn message(item: Received) -> ReceivedMessage {
-    match item {
-        Received::Message(m) => m,
-        Received::Unreadable(u) => panic!("expected a message, got {u}"),
-    }
-}
-
-fn unreadable(item: Received) -> Unreadable {
-    match item {
-        Received::Unreadable(u) => u,
-        Received::Message(m) => panic!("expected an unreadable message, got {m:?}"),
-    }
-}
-
-fn retained() -> PublishOptions {
-    PublishOptions {
-        retain: true,
-        ..PublishOptions::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_on_an_edge_broker_and_a_central_broker_read_each_other() {
     let (central, edge) = federation().await;
@@ -121,8 +57,10 @@ async fn agents_on_an_edge_broker_and_a_central_broker_read_each_other() {
 
     // 1. 1111 on the edge, 1112 on the central broker: each reads what the other sends
     let epoch = chain_epoch().await;
-    let a1111 = stack.agent_with(on(&stack, &edge, "1111")).await;
-    let a1112 = stack.agent_with(on(&stack, &central, "1112")).await;
+    let a1111 = stack.agent_with(stack.config_on(&edge.url(), "1111")).await;
+    let a1112 = stack
+        .agent_with(stack.config_on(&central.url(), "1112"))
+        .await;
     a1111.wait_for_epoch(hsu1, epoch).await.unwrap_or_else(|e| {
         panic!(
             "the group note did not reach the edge: {e}\n{}",
@@ -156,8 +94,8 @@ async fn agents_on_an_edge_broker_and_a_central_broker_read_each_other() {
 
     // the edge stores the group note as retained, byte for byte the bridge's
     let note_topic = Topics::new(&stack.registry).group_note(&hsu1, 0);
-    let (_, on_central) = first_copy(&central, &note_topic).await;
-    let (edge_retained, on_edge) = first_copy(&edge, &note_topic).await;
+    let (_, on_central) = first_copy(central.addr(), &note_topic).await;
+    let (edge_retained, on_edge) = first_copy(edge.addr(), &note_topic).await;
     assert!(
         edge_retained,
         "the edge does not hold the group note as retained"
@@ -177,7 +115,8 @@ async fn agents_on_an_edge_broker_and_a_central_broker_read_each_other() {
         .wait_for_epoch(hsu1, epoch)
         .await
         .expect("new epoch on the edge");
-    let mut edge_state = RawClient::subscribed(raw_options(&edge, "state"), "hsu/0001/state").await;
+    let mut edge_state =
+        RawClient::subscribed(raw_at(edge.addr(), "state"), "hsu/0001/state").await;
     a1112
         .publish("hsu/0001/state", b"valve open", retained())
         .await
@@ -185,7 +124,7 @@ async fn agents_on_an_edge_broker_and_a_central_broker_read_each_other() {
     // a subscriber on the edge got it, so the edge has stored it, and 1112's new sender-key note
     // too (sent before it over the same bridge link)
     assert_eq!(edge_state.next().await.0, "hsu/0001/state");
-    let a1113 = stack.agent_with(on(&stack, &edge, "1113")).await;
+    let a1113 = stack.agent_with(stack.config_on(&edge.url(), "1113")).await;
     let mut late = a1113
         .subscribe(&["hsu/0001/state", "hsu/0001/down"])
         .await

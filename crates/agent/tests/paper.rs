@@ -5,25 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use anchormq_agent::{
-    AgentError, PublishOptions, Received, ReceivedMessage, Subscription, Unreadable,
-};
+use anchormq_agent::{AgentError, PublishOptions, Received, ReceivedMessage, Subscription};
 use anchormq_core::{DecodeError, OpenError};
-use common::{RawClient, Stack, contains, group, next, node};
-
-fn message(item: Received) -> ReceivedMessage {
-    match item {
-        Received::Message(m) => m,
-        Received::Unreadable(u) => panic!("expected a message, got {u}"),
-    }
-}
-
-fn unreadable(item: Received) -> Unreadable {
-    match item {
-        Received::Unreadable(u) => u,
-        Received::Message(m) => panic!("expected an unreadable message, got {m:?}"),
-    }
-}
+use common::{RawClient, Stack, contains, group, message, next, node, unreadable};
 
 /// The next decrypted message, skipping unreadable ones that `skip` accepts.
 async fn next_message(

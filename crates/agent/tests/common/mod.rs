@@ -7,7 +7,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use anchormq_agent::{Agent, AgentConfig, BrokerConfig, Received, Subscription};
+use anchormq_agent::{
+    Agent, AgentConfig, BrokerConfig, PublishOptions, Received, ReceivedMessage, Subscription,
+    Unreadable,
+};
 use anchormq_bridge::BridgeSettings;
 use anchormq_chain::{PrivateKeySigner, RegistryClient};
 use anchormq_core::{GroupId, NodeId, NodePublicKey, NodeSecretKey, Registry};
@@ -168,11 +171,70 @@ impl Stack {
     }
 
     pub fn raw_options(&self, name: &str) -> MqttOptions {
-        let n = CLIENTS.fetch_add(1, Ordering::Relaxed);
-        let mut options =
-            MqttOptions::new(format!("raw-{name}-{n}"), "127.0.0.1", self.broker.port());
-        options.set_max_packet_size(4 << 20, 4 << 20);
-        options
+        raw_at(self.broker.addr(), name)
+    }
+
+    /// `label`'s agent configuration on the broker at `url` (a fresh client ID each time).
+    pub fn config_on(&self, url: &str, label: &str) -> AgentConfig {
+        let mut config = self.config(label, self.fixture_key(label));
+        let client_id = config.broker.client_id.clone();
+        config.broker = BrokerConfig::from_url(url, client_id).expect("broker url");
+        config
+    }
+}
+
+/// Options for a plain MQTT client of the broker at `addr`, with a client ID of its own.
+pub fn raw_at(addr: SocketAddr, name: &str) -> MqttOptions {
+    let n = CLIENTS.fetch_add(1, Ordering::Relaxed);
+    let mut options = MqttOptions::new(format!("raw-{name}-{n}"), "127.0.0.1", addr.port());
+    options.set_max_packet_size(4 << 20, 4 << 20);
+    options
+}
+
+/// What a new client subscribing to `topic` on the broker at `addr` gets first: the payload and
+/// whether the broker flagged it retained (MQTT 3.1.1 sets the flag only for copies from the
+/// retained store).
+pub async fn first_copy(addr: SocketAddr, topic: &str) -> (bool, Bytes) {
+    let (client, mut eventloop) = AsyncClient::new(raw_at(addr, "retained"), 16);
+    client
+        .subscribe(topic, QoS::AtLeastOnce)
+        .await
+        .expect("probe subscribe");
+    // `client` lives until the end: the event loop stops once its handle is dropped
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => return (p.retain, p.payload),
+                Ok(_) => {}
+                Err(e) => panic!("probe on {addr}: {e}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("nothing on {topic} at {addr}"))
+}
+
+/// The message in `item`; fails the test on an unreadable one.
+pub fn message(item: Received) -> ReceivedMessage {
+    match item {
+        Received::Message(m) => m,
+        Received::Unreadable(u) => panic!("expected a message, got {u}"),
+    }
+}
+
+/// The unreadable message in `item`; fails the test on a readable one.
+pub fn unreadable(item: Received) -> Unreadable {
+    match item {
+        Received::Unreadable(u) => u,
+        Received::Message(m) => panic!("expected an unreadable message, got {m:?}"),
+    }
+}
+
+/// Publish options with the retain flag.
+pub fn retained() -> PublishOptions {
+    PublishOptions {
+        retain: true,
+        ..PublishOptions::default()
     }
 }
 
