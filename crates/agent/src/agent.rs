@@ -123,6 +123,11 @@ struct State {
     epochs: HashMap<GroupId, (u64, Option<Instant>)>,
     /// Groups whose sender-key filter is subscribed.
     key_filters: HashSet<GroupId>,
+    /// Nodes whose note is subscribed: this node and the members of its trusted groups (every
+    /// node once there are more than [`MAX_NODE_FILTERS`]).
+    node_filters: HashSet<NodeId>,
+    /// Subscribed to every node note.
+    all_nodes: bool,
     /// Groups where a member's node note changed: the next send draws a new sender key.
     rekey: HashSet<GroupId>,
     /// Highest sequence number delivered per sender key, to see what never arrived.
@@ -151,6 +156,10 @@ struct Counters {
     laned: AtomicU64,
     asked_again: AtomicU64,
 }
+
+/// Members whose node notes an agent subscribes to one by one; past this many it subscribes to
+/// every node note instead (one filter, and the broker's retained limits permitting).
+const MAX_NODE_FILTERS: usize = 1024;
 
 fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
@@ -187,6 +196,8 @@ impl Agent {
                 opener,
                 epochs: HashMap::new(),
                 key_filters: HashSet::new(),
+                node_filters: HashSet::from([config.node]),
+                all_nodes: false,
                 rekey: HashSet::new(),
                 delivered: HashMap::new(),
             }),
@@ -203,7 +214,7 @@ impl Agent {
             topics,
         });
         inner
-            .subscribe_filter(inner.topics.node_notes_filter(), QoS::AtLeastOnce)
+            .subscribe_filter(inner.topics.node_note_filter(&inner.node), QoS::AtLeastOnce)
             .await?;
         inner
             .subscribe_filter(inner.topics.group_notes_filter(), QoS::AtLeastOnce)

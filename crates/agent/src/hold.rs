@@ -54,6 +54,9 @@ pub(crate) fn fixable_by(error: &OpenError, fix: &Fix, me: &NodeId) -> bool {
         // a group note may show this node is not a member after all: refuse now, not at timeout
         (Fix::Group(_), OpenError::UnknownStream { .. }) => true,
         (Fix::SenderKey { tag, .. }, OpenError::UnknownStream { tag: wanted, .. }) => tag == wanted,
+        // a node note releases the sender-key notes the opener parked for it (agents follow
+        // members' node notes only once a group note names them, so this is common)
+        (Fix::Node(_), OpenError::UnknownStream { .. }) => true,
         (
             Fix::Node(n),
             OpenError::MissingSenderKey { sender, .. } | OpenError::UnknownSender { sender, .. },
@@ -292,7 +295,8 @@ mod tests {
         assert!(fixable_by(&unannounced, &key(7, 1), &me));
         assert!(!fixable_by(&unannounced, &key(1, 2), &me));
         assert!(fixable_by(&unannounced, &Fix::Group(group), &me));
-        assert!(!fixable_by(&unannounced, &Fix::Node(sender), &me));
+        // the sender's note may release its parked sender-key note
+        assert!(fixable_by(&unannounced, &Fix::Node(sender), &me));
     }
 
     #[test]

@@ -6,7 +6,8 @@ mod common;
 use std::time::Duration;
 
 use anchormq_agent::{AgentError, PublishOptions, Received, ReceivedMessage, Subscription};
-use anchormq_core::{DecodeError, OpenError};
+use anchormq_chain::NodeRegistration;
+use anchormq_core::{DecodeError, NodeId, OpenError, Topics};
 use common::{RawClient, Stack, contains, group, message, next, node, unreadable};
 
 /// The next decrypted message, skipping unreadable ones that `skip` accepts.
@@ -333,5 +334,53 @@ async fn late_joiner_reads_with_retained_notes_and_rotation_rekeys() {
             group: hsu1,
             epoch: 2
         }
+    );
+}
+
+/// An agent follows the node notes of its groups' members only: with 150 more nodes in the
+/// registry, 1111 (in hsu0001 with 1112) holds two node notes and still talks to 1112.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_holds_only_the_node_notes_of_its_groups_members() {
+    let stack = Stack::start().await;
+    let owner = stack.admin.sender().expect("admin account");
+    let fleet: Vec<NodeRegistration> = (0..150)
+        .map(|i| {
+            let key = k256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+            NodeRegistration::prove(
+                stack.admin.deployment(),
+                owner,
+                node(&format!("fleet{i:03}")),
+                &key,
+            )
+            .expect("proof")
+        })
+        .collect();
+    stack
+        .admin
+        .register_nodes(&fleet)
+        .await
+        .expect("registerNodes");
+    // the bridge has published the last one
+    let last = Topics::new(&stack.registry).node_note_filter(&node("fleet149"));
+    RawClient::subscribed(stack.raw_options("fleet"), &last)
+        .await
+        .next()
+        .await;
+
+    let a1111 = stack.agent("1111").await;
+    let a1112 = stack.agent("1112").await;
+    let mut sub = a1112.subscribe(&["hsu/0001/#"]).await.expect("subscribe");
+    a1111
+        .publish("hsu/0001/temp", b"21.5", PublishOptions::default())
+        .await
+        .expect("publish");
+    assert_eq!(message(next(&mut sub).await).payload, b"21.5");
+    let mut held: Vec<NodeId> = a1111.key_book().nodes().map(|n| n.node).collect();
+    held.sort();
+    let mut members = vec![node("1111"), node("1112")];
+    members.sort();
+    assert_eq!(
+        held, members,
+        "1111 holds the notes of hsu0001's members only"
     );
 }

@@ -49,6 +49,11 @@ impl Topics {
         format!("{}/node/#", self.prefix)
     }
 
+    /// Filter for `node`'s note (all its chunks).
+    pub fn node_note_filter(&self, node: &NodeId) -> String {
+        format!("{}/node/{}/#", self.prefix, node.topic_segment())
+    }
+
     /// Topic of chunk `chunk` of `group`'s note.
     pub fn group_note(&self, group: &GroupId, chunk: u16) -> String {
         format!("{}/group/{}/{chunk}", self.prefix, group.topic_segment())
@@ -277,6 +282,12 @@ mod tests {
         );
         assert_eq!(t.events(), format!("anchormq/v1/31337/{reg}/events"));
         assert!(topic_matches(&t.node_notes_filter(), &t.node_note(&n, 0)));
+        assert!(topic_matches(&t.node_note_filter(&n), &t.node_note(&n, 3)));
+        let other = NodeId::from_label("other").expect("id");
+        assert!(!topic_matches(
+            &t.node_note_filter(&n),
+            &t.node_note(&other, 0)
+        ));
         assert!(topic_matches(
             &t.sender_keys_filter(&g),
             &t.sender_key(&g, &n, 7)

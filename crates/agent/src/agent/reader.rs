@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anchormq_core::{
-    Begun, GroupId, IngestError, Ingested, MembershipError, NoteError, NoteTopic, NoteUpdate,
-    OpenError, Opened, SenderKeyError, topic_matches,
+    Begun, GroupId, IngestError, Ingested, MembershipError, NodeId, NoteError, NoteTopic,
+    NoteUpdate, OpenError, Opened, SenderKeyError, topic_matches,
 };
 use anchormq_mqtt::{LinkEvent, Message, QoS};
 use bytes::Bytes;
@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::{Inner, State, bump, lock};
+use super::{Inner, MAX_NODE_FILTERS, State, bump, lock};
 use crate::hold::{Fix, Held, HoldQueue, worth_holding};
 use crate::received::{Missing, Received, ReceivedMessage, Unreadable};
 
@@ -328,6 +328,18 @@ impl Reader {
                     {
                         new_filters.push(self.inner.topics.sender_keys_filter(&group));
                     }
+                    if trusted {
+                        // only the node notes of its groups' members: what it wraps keys for
+                        // and whose messages it checks
+                        let members: Vec<NodeId> = st
+                            .opener
+                            .book()
+                            .group(&group)
+                            .filter(|note| note.member(&self.inner.node).is_some())
+                            .map(|note| note.members().iter().map(|m| m.node).collect())
+                            .unwrap_or_default();
+                        new_filters.extend(self.follow_nodes(st, members));
+                    }
                     touched.push(group);
                 }
                 Ok(Ingested::Note(NoteUpdate::Node {
@@ -357,6 +369,12 @@ impl Reader {
                 Err(error) if superseded(&error) => {
                     // a retained note older than one already held: expected after every change
                     tracing::debug!(target: "anchormq::agent", topic = %message.topic, %error, "older note ignored");
+                }
+                Err(error) if wrong_own_key(st, &self.inner, &error) => {
+                    // the real problem, this node's key not being its on-chain key, is what
+                    // `Agent::check_identity` reports
+                    bump(&self.inner.stats.notes_refused);
+                    tracing::debug!(target: "anchormq::agent", topic = %message.topic, %error, "note refused: this node's key is not its on-chain key");
                 }
                 Err(error) => {
                     bump(&self.inner.stats.notes_refused);
@@ -534,11 +552,41 @@ impl Inner {
     }
 }
 
+impl Reader {
+    /// The node-note filters to subscribe to for `members`, recording them as followed.
+    fn follow_nodes(&self, st: &mut State, members: Vec<NodeId>) -> Vec<String> {
+        if st.all_nodes {
+            return Vec::new();
+        }
+        let new: Vec<NodeId> = members
+            .into_iter()
+            .filter(|node| st.node_filters.insert(*node))
+            .collect();
+        if st.node_filters.len() > MAX_NODE_FILTERS {
+            st.all_nodes = true;
+            return vec![self.inner.topics.node_notes_filter()];
+        }
+        new.iter()
+            .map(|node| self.inner.topics.node_note_filter(node))
+            .collect()
+    }
+}
+
 async fn sleep_until_or_never(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// A sender key that did not unwrap because this node's key is not the one its node note holds.
+fn wrong_own_key(st: &State, inner: &Inner, error: &IngestError) -> bool {
+    matches!(error, IngestError::SenderKey(SenderKeyError::Unwrap { .. }))
+        && st
+            .opener
+            .book()
+            .node(&inner.node)
+            .is_some_and(|note| note.public_key != inner.node_key.public_key())
 }
 
 /// Refusals that only say a note was overtaken by a newer one: a retained sender-key note of an
