@@ -35,7 +35,8 @@ pub struct BridgeCommand {
     /// MQTT client ID (default `anchormq-bridge-<chainId>`).
     #[arg(long, env = "ANCHORMQ_BRIDGE_CLIENT_ID")]
     pub client_id: Option<String>,
-    /// Polling interval for http(s) RPCs, in milliseconds (default 500).
+    /// How often to look for new blocks, in milliseconds (default 500); over ws(s) also the
+    /// longest wait for a new head.
     #[arg(long, value_name = "MS")]
     pub poll_interval_ms: Option<u64>,
     /// Largest eth_getLogs block range (default 50000).
