@@ -7,7 +7,8 @@ mod common;
 use std::collections::HashMap;
 
 use anchormq_agent::{PublishOptions, Received};
-use common::{Stack, group, next, node};
+use anchormq_core::OpenError;
+use common::{RawClient, Stack, group, next, node};
 
 const PER_SENDER: usize = 300;
 
@@ -80,4 +81,50 @@ async fn two_senders_at_once_arrive_whole_and_in_order() {
         stats.laned > 0,
         "with two streams queuing, some messages were opened in lanes: {stats:?}"
     );
+}
+
+/// Anyone may publish under the group's topics: a flood of well-formed envelopes of streams
+/// nobody announced (each held, then given up) must not stall the reader or its lanes, and a
+/// genuine message sent after it still arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_unannounced_envelopes_stalls_nothing() {
+    const FLOOD: usize = 3_000;
+    let stack = Stack::start().await;
+    let mut config = stack.config("1112", stack.fixture_key("1112"));
+    config.open_lanes = 2;
+    config.hold_max_messages = 64;
+    let reader = stack.agent_with(config).await;
+    let writer = stack.agent("1111").await;
+    let mut sub = reader.subscribe(&["hsu/0001/#"]).await.expect("subscribe");
+    let raw = RawClient::subscribed(stack.raw_options("flood"), "flood/none").await;
+    for n in 0..FLOOD {
+        // kind 2 (signed), a stream tag nobody announced, sequence, tag and signature bytes
+        let mut envelope = vec![2u8];
+        envelope.extend_from_slice(&(n as u64).to_be_bytes());
+        envelope.extend_from_slice(&[0x5a; 8 + 16 + 64]);
+        raw.publish("hsu/0001/flood", envelope).await;
+    }
+    writer
+        .publish("hsu/0001/genuine", b"still here", PublishOptions::default())
+        .await
+        .expect("publish");
+    let mut refused = 0;
+    loop {
+        match next(&mut sub).await {
+            Received::Message(m) => {
+                assert_eq!(m.payload, b"still here");
+                break;
+            }
+            Received::Unreadable(u) => {
+                // held for a note that never comes, then given up to make room
+                assert!(
+                    matches!(u.reason, OpenError::UnknownStream { .. }),
+                    "{}",
+                    u.reason
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0, "the flood was held and given up, not opened");
 }

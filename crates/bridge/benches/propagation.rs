@@ -151,9 +151,11 @@ async fn backfill(stack: &Stack) -> (usize, Duration) {
 #[tokio::main]
 async fn main() {
     // `cargo bench` passes `--bench`; a filter argument is accepted and ignored.
+    // PROPAGATION_BACKFILL_ONLY=1 skips the latency runs.
+    let latency_runs = std::env::var_os("PROPAGATION_BACKFILL_ONLY").is_none();
     println!("| measurement | broker | transactions | p50 | p99 | max |");
     println!("| --- | --- | --- | ---: | ---: | ---: |");
-    for mosquitto in [false, true] {
+    for mosquitto in [false, true].into_iter().filter(|_| latency_runs) {
         let name = if mosquitto {
             "Mosquitto"
         } else {

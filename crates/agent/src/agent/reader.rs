@@ -57,15 +57,17 @@ pub(super) struct Reader {
     lanes: Vec<Lane>,
     /// Spreads streams over lanes.
     spread: std::collections::hash_map::RandomState,
-    /// Messages a lane could not open yet, to hold here.
-    returned: mpsc::Receiver<Job>,
+    /// Messages a lane could not open yet, to hold here. Unbounded so that a lane never waits
+    /// on the reader while the reader waits on it (a flood of unopenable messages would
+    /// otherwise stall both); the reader takes these before new events, so it stays short.
+    returned: mpsc::UnboundedReceiver<Job>,
     /// When to ask the broker again for sender-key notes that held messages wait for.
     ask_again_at: Option<Instant>,
 }
 
 impl Reader {
     pub(super) fn new(inner: Arc<Inner>, held: HoldQueue, lanes: usize) -> Self {
-        let (returns, returned) = mpsc::channel(LANE_DEPTH);
+        let (returns, returned) = mpsc::unbounded_channel();
         let lanes = if lanes > 1 {
             (0..lanes)
                 .map(|_| {
@@ -402,7 +404,7 @@ async fn run_lane(
     inner: Arc<Inner>,
     mut jobs: mpsc::Receiver<Job>,
     queued: Arc<AtomicUsize>,
-    returns: mpsc::Sender<Job>,
+    returns: mpsc::UnboundedSender<Job>,
 ) {
     while let Some(job) = jobs.recv().await {
         if inner
@@ -411,7 +413,7 @@ async fn run_lane(
             .is_some()
         {
             // for the reader to hold (dropped when it has stopped)
-            let _ = returns.send(job).await;
+            let _ = returns.send(job);
         }
         queued.fetch_sub(1, Ordering::AcqRel);
     }
