@@ -21,7 +21,7 @@ pub struct BridgeSettings {
     /// How many endpoints, `rpc` and `witnesses` together, must return the same block hash and
     /// logs for a range (default: a majority of them).
     pub quorum: Option<usize>,
-    /// Deployment file written by `scripts/deploy.sh`.
+    /// Deployment file written by `anchormq deploy` or `scripts/deploy.sh`.
     pub deployment: Option<PathBuf>,
     /// Registry address, instead of a deployment file (needs `chain_id`).
     pub registry: Option<String>,
