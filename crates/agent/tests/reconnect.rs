@@ -5,17 +5,12 @@ mod common;
 
 use std::time::Duration;
 
-use anchormq_agent::{AgentConfig, BrokerConfig, PublishOptions, Received};
+use anchormq_agent::{AgentConfig, PublishOptions, Received};
 use anchormq_localstack::{TcpCutProxy, await_condition};
 use common::{Stack, WAIT, group, next};
 
 fn through(stack: &Stack, label: &str, proxy: &TcpCutProxy) -> AgentConfig {
-    let mut config = stack.config(label, stack.fixture_key(label));
-    let client_id = config.broker.client_id.clone();
-    config.broker =
-        BrokerConfig::from_url(&format!("mqtt://127.0.0.1:{}", proxy.port()), client_id)
-            .expect("proxy url");
-    config
+    stack.config_on(&format!("mqtt://127.0.0.1:{}", proxy.port()), label)
 }
 
 fn payload(item: Received) -> Vec<u8> {

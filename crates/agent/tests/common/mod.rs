@@ -150,9 +150,18 @@ impl Stack {
     }
 
     pub fn config(&self, label: &str, key: NodeSecretKey) -> AgentConfig {
+        self.config_at(&self.broker.url(), label, key)
+    }
+
+    /// `label`'s agent configuration on the broker at `url`, with the fixture's key (a fresh
+    /// client ID each time).
+    pub fn config_on(&self, url: &str, label: &str) -> AgentConfig {
+        self.config_at(url, label, self.fixture_key(label))
+    }
+
+    fn config_at(&self, url: &str, label: &str, key: NodeSecretKey) -> AgentConfig {
         let n = CLIENTS.fetch_add(1, Ordering::Relaxed);
-        let broker =
-            BrokerConfig::from_url(&self.broker.url(), format!("agent-{label}-{n}")).expect("url");
+        let broker = BrokerConfig::from_url(url, format!("agent-{label}-{n}")).expect("broker url");
         let mut config = AgentConfig::new(broker, self.registry, self.bridge_key, node(label), key);
         config.wait_timeout = WAIT;
         config.hold_timeout = WAIT;
@@ -172,14 +181,6 @@ impl Stack {
 
     pub fn raw_options(&self, name: &str) -> MqttOptions {
         raw_at(self.broker.addr(), name)
-    }
-
-    /// `label`'s agent configuration on the broker at `url` (a fresh client ID each time).
-    pub fn config_on(&self, url: &str, label: &str) -> AgentConfig {
-        let mut config = self.config(label, self.fixture_key(label));
-        let client_id = config.broker.client_id.clone();
-        config.broker = BrokerConfig::from_url(url, client_id).expect("broker url");
-        config
     }
 }
 
