@@ -23,6 +23,16 @@ pub(crate) fn worth_holding(error: &OpenError) -> bool {
     )
 }
 
+/// Whether a message held for `error` waits for a sender-key note: `Some` with the group when
+/// the error names it.
+pub(crate) fn awaits_sender_key(error: &OpenError) -> Option<Option<GroupId>> {
+    match error {
+        OpenError::MissingSenderKey { group, .. } => Some(Some(*group)),
+        OpenError::UnknownStream { .. } => Some(None),
+        _ => None,
+    }
+}
+
 /// A note that arrived and what it can unblock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Fix {
@@ -168,11 +178,9 @@ impl HoldQueue {
     /// The held messages that wait for a sender-key note: their topics, with the group when the
     /// error names it.
     pub(crate) fn awaiting_sender_keys(&self) -> impl Iterator<Item = (&str, Option<GroupId>)> {
-        self.items.iter().filter_map(|h| match &h.error {
-            OpenError::MissingSenderKey { group, .. } => Some((h.topic.as_str(), Some(*group))),
-            OpenError::UnknownStream { .. } => Some((h.topic.as_str(), None)),
-            _ => None,
-        })
+        self.items
+            .iter()
+            .filter_map(|h| awaits_sender_key(&h.error).map(|group| (h.topic.as_str(), group)))
     }
 
     /// When the oldest held message expires.

@@ -22,7 +22,7 @@ use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::{Inner, MAX_NODE_FILTERS, State, bump, lock};
-use crate::hold::{Fix, Held, HoldQueue, worth_holding};
+use crate::hold::{Fix, Held, HoldQueue, awaits_sender_key, worth_holding};
 use crate::received::{Missing, Received, ReceivedMessage, Unreadable};
 
 /// A message handed to a lane, or handed back to be held.
@@ -198,11 +198,7 @@ impl Reader {
 
     async fn hold(&mut self, job: Job, error: OpenError) {
         bump(&self.inner.stats.held);
-        if matches!(
-            error,
-            OpenError::UnknownStream { .. } | OpenError::MissingSenderKey { .. }
-        ) && self.ask_again_at.is_none()
-        {
+        if awaits_sender_key(&error).is_some() && self.ask_again_at.is_none() {
             self.ask_again_at = Some(Instant::now() + ASK_AGAIN_AFTER);
         }
         if let Some(evicted) =
