@@ -416,14 +416,18 @@ impl EventStream {
         let Some(last) = self.position.recent.last().copied() else {
             return Ok(None);
         };
-        if self.block_hash(last.block_number).await? == Some(last.block_hash) {
+        let now = self.block_hash(last.block_number).await?;
+        if now == Some(last.block_hash) {
             return Ok(None);
         }
         // one endpoint saying the chain changed is not enough to undo what was delivered
-        self.agreed_hash(last.block_number).await?;
+        self.corroborate_hash(last.block_number, now).await?;
         let mut recent: VecDeque<Cursor> = self.position.recent.iter().copied().collect();
         while let Some(candidate) = recent.pop_back() {
-            if self.agreed_hash(candidate.block_number).await? == Some(candidate.block_hash) {
+            let hash = self.block_hash(candidate.block_number).await?;
+            if self.corroborate_hash(candidate.block_number, hash).await?
+                == Some(candidate.block_hash)
+            {
                 recent.push_back(candidate);
                 self.position.recent = recent.into_iter().collect();
                 self.position.next_block = candidate.block_number + 1;
@@ -473,10 +477,13 @@ impl EventStream {
         }
     }
 
-    /// Block `number`'s hash as at least the quorum of endpoints see it (`None`: the block is
-    /// gone, as the quorum sees it).
-    async fn agreed_hash(&self, number: u64) -> Result<Option<B256>, StepError> {
-        let mine = self.block_hash(number).await?;
+    /// `mine`, this endpoint's hash of block `number` (`None`: the block is gone), once at least
+    /// the quorum of endpoints see the same.
+    async fn corroborate_hash(
+        &self,
+        number: u64,
+        mine: Option<B256>,
+    ) -> Result<Option<B256>, StepError> {
         let mut agree = 1;
         for witness in &self.witnesses {
             if agree >= self.config.quorum {
