@@ -414,11 +414,6 @@ impl std::fmt::Debug for Unverified<'_> {
 }
 
 impl Unverified<'_> {
-    /// The stream the envelope claims (its note is held: the claim is the note's).
-    pub const fn stream(&self) -> &StreamId {
-        &self.stream
-    }
-
     /// Checks the signature, that the sender key is held, the replay verdict and decrypts,
     /// in that order. Reads no opener state.
     pub fn verify(self, topic: &str) -> Result<Verified, OpenError> {
