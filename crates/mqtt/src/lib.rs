@@ -10,5 +10,5 @@ mod config;
 mod link;
 
 pub use config::{BrokerConfig, BrokerUrlError, Credentials};
-pub use link::{ConnectFailure, Link, LinkError, LinkEvent, Message};
+pub use link::{ConnectFailure, Link, LinkError, LinkEvent, Message, Outbound};
 pub use rumqttc::QoS;

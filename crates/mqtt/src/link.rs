@@ -102,9 +102,14 @@ pub enum ConnectFailure {
 /// Messages accepted but not yet handed to rumqttc, before publishers are made to wait.
 const MAX_HELD: usize = 10_000;
 
+/// Messages one publish command carries at most: a larger batch is split, so the link's bound on
+/// held messages still pushes back on the publisher.
+const MAX_BATCH: usize = 1_000;
+
 enum Command {
+    /// Queues the messages in order; replies with the sequence number of the last QoS 1 one.
     Publish {
-        message: Outbound,
+        messages: Vec<Outbound>,
         reply: oneshot::Sender<Option<u64>>,
     },
     Subscribe {
@@ -113,12 +118,17 @@ enum Command {
     },
 }
 
+/// A message to publish, for [`Link::publish_all`].
 #[derive(Debug, Clone)]
-struct Outbound {
-    topic: String,
-    payload: Bytes,
-    qos: QoS,
-    retain: bool,
+pub struct Outbound {
+    /// Topic name.
+    pub topic: String,
+    /// Payload.
+    pub payload: Bytes,
+    /// QoS.
+    pub qos: QoS,
+    /// Whether the broker should retain it.
+    pub retain: bool,
 }
 
 /// A handle to the link task. Cheap to clone; the task stops on shutdown or when every handle and
@@ -146,7 +156,7 @@ enum Phase {
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Publish { message, .. } => write!(f, "Publish({})", message.topic),
+            Self::Publish { messages, .. } => write!(f, "Publish({} messages)", messages.len()),
             Self::Subscribe { filter, .. } => write!(f, "Subscribe({filter})"),
         }
     }
@@ -242,29 +252,46 @@ impl Link {
         qos: QoS,
         retain: bool,
     ) -> Result<Option<u64>, LinkError> {
-        let (topic, payload) = (topic.into(), payload.into());
-        // fixed header (5) + topic length (2) + packet id (2): a bound, not the exact encoding
-        let size = 9 + topic.len() + payload.len();
-        if size > self.max_packet_size {
-            return Err(LinkError::TooLarge {
-                topic,
-                size,
-                limit: self.max_packet_size,
-            });
-        }
-        self.settled().await?;
-        let (reply, seq) = oneshot::channel();
-        let message = Outbound {
-            topic,
-            payload,
+        self.publish_all(vec![Outbound {
+            topic: topic.into(),
+            payload: payload.into(),
             qos,
             retain,
-        };
-        self.commands
-            .send(Command::Publish { message, reply })
-            .await
-            .map_err(|_| self.closed())?;
-        seq.await.map_err(|_| self.closed())
+        }])
+        .await
+    }
+
+    /// Queues messages in order, as [`Link::publish`] does one: one hand-over to the link task for
+    /// many messages. Returns the sequence number of the last QoS 1 message, if any. A message too
+    /// large for the broker fails the call before any of them is queued.
+    pub async fn publish_all(&self, messages: Vec<Outbound>) -> Result<Option<u64>, LinkError> {
+        for message in &messages {
+            // fixed header (5) + topic length (2) + packet id (2): a bound, not the exact encoding
+            let size = 9 + message.topic.len() + message.payload.len();
+            if size > self.max_packet_size {
+                return Err(LinkError::TooLarge {
+                    topic: message.topic.clone(),
+                    size,
+                    limit: self.max_packet_size,
+                });
+            }
+        }
+        self.settled().await?;
+        let mut last = None;
+        let mut messages = messages.into_iter().peekable();
+        while messages.peek().is_some() {
+            let batch: Vec<Outbound> = messages.by_ref().take(MAX_BATCH).collect();
+            let (reply, seq) = oneshot::channel();
+            self.commands
+                .send(Command::Publish {
+                    messages: batch,
+                    reply,
+                })
+                .await
+                .map_err(|_| self.closed())?;
+            last = seq.await.map_err(|_| self.closed())?.or(last);
+        }
+        Ok(last)
     }
 
     /// Waits until the broker has acknowledged every QoS 1 message up to and including `seq`.
@@ -401,23 +428,25 @@ impl LinkTask {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::Publish { message, reply } => {
-                let seq = if message.qos == QoS::AtMostOnce {
-                    let _ = self.client.try_publish(
-                        message.topic,
-                        message.qos,
-                        message.retain,
-                        message.payload,
-                    );
-                    None
-                } else {
-                    let seq = self.next_seq;
-                    self.next_seq += 1;
-                    self.outbox.insert(seq, message.clone());
-                    self.held.push_back((seq, message));
-                    Some(seq)
-                };
-                let _ = reply.send(seq);
+            Command::Publish { messages, reply } => {
+                let mut last = None;
+                for message in messages {
+                    if message.qos == QoS::AtMostOnce {
+                        let _ = self.client.try_publish(
+                            message.topic,
+                            message.qos,
+                            message.retain,
+                            message.payload,
+                        );
+                    } else {
+                        let seq = self.next_seq;
+                        self.next_seq += 1;
+                        self.outbox.insert(seq, message.clone());
+                        self.held.push_back((seq, message));
+                        last = Some(seq);
+                    }
+                }
+                let _ = reply.send(last);
             }
             Command::Subscribe { filter, qos } => {
                 self.subscriptions.insert(filter.clone(), qos);
