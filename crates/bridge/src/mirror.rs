@@ -10,8 +10,11 @@ use anchormq_chain::{
     StreamPosition, StreamStats,
 };
 use anchormq_core::chunk::{Assembly, ChunkAssembler};
-use anchormq_core::{GroupId, KeyBook, NodeId, NodeNote, NodeSecretKey, Registry, Topics};
-use anchormq_mqtt::{Link, LinkEvent, QoS};
+use anchormq_core::{
+    GroupId, GroupNote, KeyBook, NodeId, NodeNote, NodeSecretKey, NoteKind, Registry, SignedNote,
+    Topics,
+};
+use anchormq_mqtt::{Link, LinkEvent, Outbound, QoS};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -71,11 +74,15 @@ impl Mirror {
             )
             .await?;
         let result = loop {
-            if let Err(error) = self.repair().await {
+            // One round of repairs per turn, so that content published faster than we repair it
+            // (an attacker's flood on the note topics) cannot keep the chain from being mirrored.
+            if let Err(error) = self.repair_once().await {
                 break Err(error);
             }
+            let more_repairs = self.republish_all || !self.repairs.is_empty();
             tokio::select! {
                 () = shutdown.cancelled() => break Ok(()),
+                () = std::future::ready(()), if more_repairs => {}
                 event = self.link_events.recv() => match event {
                     Some(event) => self.on_link_event(event),
                     None => break Err(BridgeError::MqttClosed),
@@ -119,15 +126,13 @@ impl Mirror {
                     changed.extend(self.state.apply(event)?);
                 }
                 self.checkpoint.record_batch(&events, position)?;
-                let mut last = None;
-                for subject in subjects(&changed) {
-                    last = self.publish_subject(subject).await?.or(last);
-                }
+                let mut messages = self.subject_messages(&subjects(&changed))?;
                 if self.publish_events {
                     for event in &events {
-                        last = self.publish_event(event).await?.or(last);
+                        messages.push(self.event_message(event)?);
                     }
                 }
+                let last = self.publish_all(messages).await?;
                 self.wait_acked(last).await?;
                 self.checkpoint.store(&self.checkpoint_path)?;
                 self.metrics
@@ -146,10 +151,8 @@ impl Mirror {
                 let changed = diff(&self.state, &rewound);
                 self.state = rewound;
                 tracing::warn!(target: "anchormq::bridge", fork_block = to.block_number, nodes = changed.nodes.len(), groups = changed.groups.len(), "reorg: restoring notes of the canonical chain");
-                let mut last = None;
-                for subject in subjects(&changed) {
-                    last = self.publish_subject(subject).await?.or(last);
-                }
+                let messages = self.subject_messages(&subjects(&changed))?;
+                let last = self.publish_all(messages).await?;
                 self.wait_acked(last).await?;
                 self.checkpoint.store(&self.checkpoint_path)?;
                 self.metrics
@@ -182,12 +185,10 @@ impl Mirror {
                 if message.payload.is_empty() && !self.expected.contains_key(&message.topic) {
                     return;
                 }
-                // A note that differs from ours: a later one of this bridge's key (another instance
-                // ahead of us: leave it), or an older, forged, foreign or leftover one (put ours back,
-                // or clear the topic).
-                if let Some(ours) = self.expected.get(&message.topic)
-                    && self.ours_later(ours, &message.payload)
-                {
+                // A note that differs from ours: another instance of this bridge ahead of us
+                // (leave it: fighting it would delete notes readers need), or an older, forged,
+                // foreign or leftover one (put ours back, or clear the topic).
+                if self.other_instance_ahead(&message.topic, &message.payload) {
                     return;
                 }
                 self.repairs.insert(message.topic);
@@ -195,33 +196,49 @@ impl Mirror {
         }
     }
 
-    /// Whether `theirs` is a one-chunk note that readers would take over `ours`: a valid chunk of a
-    /// note of the same node or group, signed with this bridge's key, and later. A chunk of a
-    /// larger note cannot be verified alone: it is never left in place.
-    fn ours_later(&self, ours: &[u8], theirs: &[u8]) -> bool {
-        let note = |payload: &[u8]| match ChunkAssembler::new(1).push(payload) {
-            Ok(Assembly::Complete(note)) => Some(note),
-            _ => None,
-        };
-        let (Some(ours), Some(theirs)) = (note(ours), note(theirs)) else {
+    /// Whether `theirs`, found on `topic`, is a note another instance of this bridge published
+    /// and readers would take over ours: a one-chunk note signed with this bridge's key, for this
+    /// registry, on its own topic, and later than ours; or, where we have no note, of a
+    /// generation no older than ours (that instance is further along the chain: we will publish
+    /// the same note when we get there). A chunk of a larger note cannot be verified alone: it is
+    /// never left in place.
+    fn other_instance_ahead(&self, topic: &str, theirs: &[u8]) -> bool {
+        let Some(theirs) = one_chunk_note(theirs) else {
             return false;
         };
-        let mut book = KeyBook::new(self.registry, self.key.public_key());
-        (ours.kind(), ours.subject()) == (theirs.kind(), theirs.subject())
-            && book.ingest_note(ours.as_bytes()).is_ok()
-            && book.ingest_note(theirs.as_bytes()).is_ok()
-    }
-
-    /// Republishes everything after a (re)connection, and repairs topics found wrong on the broker,
-    /// until nothing is left to do: a wrong note seen while waiting for the broker's
-    /// acknowledgements is repaired now, not when the next unrelated event wakes the loop.
-    async fn repair(&mut self) -> Result<(), BridgeError> {
-        while self.republish_all || !self.repairs.is_empty() {
-            self.repair_once().await?;
+        let own_topic = match theirs.kind() {
+            NoteKind::Node => self
+                .topics
+                .node_note(&NodeId::from_bytes(*theirs.subject()), 0),
+            NoteKind::Group => self
+                .topics
+                .group_note(&GroupId::from_bytes(*theirs.subject()), 0),
+            NoteKind::SenderKey => return false,
+        };
+        if own_topic != topic {
+            return false;
         }
-        Ok(())
+        let mut book = KeyBook::new(self.registry, self.key.public_key());
+        match self
+            .expected
+            .get(topic)
+            .and_then(|ours| one_chunk_note(ours))
+        {
+            Some(ours) => {
+                book.ingest_note(ours.as_bytes()).is_ok()
+                    && book.ingest_note(theirs.as_bytes()).is_ok()
+            }
+            None if self.expected.contains_key(topic) => false,
+            None => {
+                book.ingest_note(theirs.as_bytes()).is_ok()
+                    && note_generation(&book, &theirs) >= self.checkpoint.generation()
+            }
+        }
     }
 
+    /// Republishes everything after a (re)connection, and repairs topics found wrong on the broker.
+    /// A wrong note seen while waiting for the broker's acknowledgements is left for the next
+    /// round, which the main loop runs at once, between chain batches.
     async fn repair_once(&mut self) -> Result<(), BridgeError> {
         let mut last = None;
         if std::mem::take(&mut self.republish_all) {
@@ -233,15 +250,16 @@ impl Mirror {
                 .chain(self.state.groups.keys().map(|id| Subject::Group(id.0)))
                 .collect();
             tracing::info!(target: "anchormq::bridge", notes = subjects.len(), "connected to broker: publishing all notes");
-            for subject in subjects {
-                last = self.publish_subject(subject).await?.or(last);
-            }
+            let messages = self.subject_messages(&subjects)?;
+            last = self.publish_all(messages).await?;
         }
+        let mut messages = Vec::new();
         for topic in std::mem::take(&mut self.repairs) {
             let payload = self.expected.get(&topic).cloned().unwrap_or_default();
             tracing::info!(target: "anchormq::bridge", %topic, clear = payload.is_empty(), "repairing retained note");
-            last = self.publish(topic, payload, true).await?.or(last);
+            messages.push(retained(topic, payload));
         }
+        last = self.publish_all(messages).await?.or(last);
         self.wait_acked(last).await
     }
 
@@ -253,17 +271,13 @@ impl Mirror {
         Ok(self.drive(link.acked(seq)).await??)
     }
 
-    /// Queues a QoS 1 message on the link.
-    async fn publish(
-        &mut self,
-        topic: String,
-        payload: Bytes,
-        retain: bool,
-    ) -> Result<Option<u64>, BridgeError> {
+    /// Queues messages on the link, in order.
+    async fn publish_all(&mut self, messages: Vec<Outbound>) -> Result<Option<u64>, BridgeError> {
+        if messages.is_empty() {
+            return Ok(None);
+        }
         let link = self.link.clone();
-        Ok(self
-            .drive(link.publish(topic, payload, QoS::AtLeastOnce, retain))
-            .await??)
+        Ok(self.drive(link.publish_all(messages)).await??)
     }
 
     /// Runs `work` on the link while still taking link events: the link may be waiting for us to take
@@ -286,65 +300,119 @@ impl Mirror {
         }
     }
 
-    /// Publishes a subject's note as retained chunks and clears chunk topics it no longer uses.
-    async fn publish_subject(&mut self, subject: Subject) -> Result<Option<u64>, BridgeError> {
-        let chunks = self.note_chunks(subject);
-        let topic = |index: u16| match subject {
-            Subject::Node(id) => self.topics.node_note(&NodeId::from_bytes(id), index),
-            Subject::Group(id) => self.topics.group_note(&GroupId::from_bytes(id), index),
-        };
-        let count = u16::try_from(chunks.len()).map_err(|_| BridgeError::NoteTooLarge)?;
-        let previous = self.chunk_counts.insert(subject, count).unwrap_or(0);
-        // A subject that no longer exists (reorged away) clears at least its first chunk, even when
-        // this process never published it.
-        let previous = if count == 0 {
-            previous.max(1)
-        } else {
-            previous
-        };
-        let names: Vec<String> = (0..count.max(previous)).map(topic).collect();
-        let mut last = None;
-        for (name, chunk) in names.iter().zip(chunks) {
-            let chunk = Bytes::from(chunk);
-            self.expected.insert(name.clone(), chunk.clone());
-            last = self.publish(name.clone(), chunk, true).await?.or(last);
-            self.metrics.notes_published.fetch_add(1, Ordering::Relaxed);
+    /// The retained chunks of the subjects' notes, and clears for chunk topics they no longer
+    /// use; records them as what the broker should hold. Notes are signed on every core.
+    fn subject_messages(&mut self, subjects: &[Subject]) -> Result<Vec<Outbound>, BridgeError> {
+        let signed = self.maker().sign_all(subjects);
+        let mut messages = Vec::new();
+        for (subject, chunks) in subjects.iter().zip(signed) {
+            let topic = |index: u16| match subject {
+                Subject::Node(id) => self.topics.node_note(&NodeId::from_bytes(*id), index),
+                Subject::Group(id) => self.topics.group_note(&GroupId::from_bytes(*id), index),
+            };
+            let count = u16::try_from(chunks.len()).map_err(|_| BridgeError::NoteTooLarge)?;
+            let previous = self.chunk_counts.insert(*subject, count).unwrap_or(0);
+            // A subject that no longer exists (reorged away) clears at least its first chunk, even
+            // when this process never published it.
+            let previous = if count == 0 {
+                previous.max(1)
+            } else {
+                previous
+            };
+            let names: Vec<String> = (0..count.max(previous)).map(topic).collect();
+            for (name, chunk) in names.iter().zip(chunks) {
+                let chunk = Bytes::from(chunk);
+                self.expected.insert(name.clone(), chunk.clone());
+                messages.push(retained(name.clone(), chunk));
+                self.metrics.notes_published.fetch_add(1, Ordering::Relaxed);
+            }
+            for name in &names[usize::from(count)..] {
+                self.expected.remove(name);
+                messages.push(retained(name.clone(), Bytes::new()));
+            }
         }
-        for name in &names[usize::from(count)..] {
-            self.expected.remove(name);
-            last = self
-                .publish(name.clone(), Bytes::new(), true)
-                .await?
-                .or(last);
-        }
-        Ok(last)
+        Ok(messages)
     }
 
-    async fn publish_event(&mut self, event: &PositionedEvent) -> Result<Option<u64>, BridgeError> {
+    fn event_message(&self, event: &PositionedEvent) -> Result<Outbound, BridgeError> {
         let json = serde_json::to_vec(event).map_err(|e| BridgeError::Encode(e.to_string()))?;
-        self.publish(self.topics.events(), Bytes::from(json), false)
-            .await
+        Ok(Outbound {
+            topic: self.topics.events(),
+            payload: Bytes::from(json),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+        })
+    }
+
+    fn maker(&self) -> NoteMaker<'_> {
+        NoteMaker {
+            key: &self.key,
+            registry: &self.registry,
+            state: &self.state,
+            generation: self.checkpoint.generation(),
+            metrics: &self.metrics,
+        }
+    }
+}
+
+/// What signing notes needs, apart from the mirror's link: shared by the signing threads.
+struct NoteMaker<'a> {
+    key: &'a NodeSecretKey,
+    registry: &'a Registry,
+    state: &'a RegistryState,
+    generation: u64,
+    metrics: &'a Metrics,
+}
+
+/// Subjects below this many are signed on the mirror's own thread: a thread costs more than it saves.
+const SIGN_ALONE_BELOW: usize = 64;
+
+impl NoteMaker<'_> {
+    /// The signed chunks of each subject's note, in order, spread over the machine's cores.
+    fn sign_all(&self, subjects: &[Subject]) -> Vec<Vec<Vec<u8>>> {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(subjects.len() / SIGN_ALONE_BELOW);
+        if threads <= 1 {
+            return subjects.iter().map(|s| self.note_chunks(*s)).collect();
+        }
+        let per_thread = subjects.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = subjects
+                .chunks(per_thread)
+                .map(|part| {
+                    scope.spawn(move || part.iter().map(|s| self.note_chunks(*s)).collect())
+                })
+                .collect();
+            parts
+                .into_iter()
+                .flat_map(|part| -> Vec<Vec<Vec<u8>>> {
+                    part.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        })
     }
 
     /// The signed chunks of a subject's note, under the current generation; none for a subject the
     /// chain no longer has, or one the chain describes in a way no note can carry (logged and
     /// counted, never fatal).
     fn note_chunks(&self, subject: Subject) -> Vec<Vec<u8>> {
-        let generation = self.checkpoint.generation();
+        let generation = self.generation;
         let made = match subject {
             Subject::Node(id) => match self.state.nodes.get(&B256::from(id)) {
-                Some(record) => notes::node_note(&self.registry, &B256::from(id), record)
-                    .map(|note| Some(NodeNote { generation, ..note }.sign(&self.key))),
+                Some(record) => notes::node_note(self.registry, &B256::from(id), record)
+                    .map(|note| Some(NodeNote { generation, ..note }.sign(self.key))),
                 None => Ok(None),
             },
             Subject::Group(id) => match self.state.groups.get(&B256::from(id)) {
                 Some(record) => {
-                    notes::group_note(&self.registry, &self.state, &B256::from(id), record).map(
+                    notes::group_note(self.registry, self.state, &B256::from(id), record).map(
                         |(note, refused)| {
                             if let Some(refused) = refused {
                                 self.refuse(&refused);
                             }
-                            Some(note.with_generation(generation).sign(&self.key))
+                            Some(note.with_generation(generation).sign(self.key))
                         },
                     )
                 }
@@ -383,6 +451,35 @@ async fn drive_stream(
         if items.send(message).await.is_err() || failed {
             return;
         }
+    }
+}
+
+fn one_chunk_note(payload: &[u8]) -> Option<SignedNote> {
+    match ChunkAssembler::new(1).push(payload) {
+        Ok(Assembly::Complete(note)) => Some(note),
+        _ => None,
+    }
+}
+
+/// The generation of `note`, held in `book`.
+fn note_generation(book: &KeyBook, note: &SignedNote) -> u64 {
+    match note.kind() {
+        NoteKind::Node => book
+            .node(&NodeId::from_bytes(*note.subject()))
+            .map_or(0, |n| n.generation),
+        NoteKind::Group => book
+            .group(&GroupId::from_bytes(*note.subject()))
+            .map_or(0, GroupNote::generation),
+        NoteKind::SenderKey => 0,
+    }
+}
+
+fn retained(topic: String, payload: Bytes) -> Outbound {
+    Outbound {
+        topic,
+        payload,
+        qos: QoS::AtLeastOnce,
+        retain: true,
     }
 }
 

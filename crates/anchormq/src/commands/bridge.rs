@@ -55,6 +55,10 @@ pub struct BridgeCommand {
     /// and logs before a range is mirrored (default: a majority).
     #[arg(long, env = "ANCHORMQ_QUORUM", value_name = "N")]
     pub quorum: Option<usize>,
+    /// QoS 1 notes sent to the broker ahead of its acknowledgements (default 1000); lower it for
+    /// a broker that limits a client's unacknowledged messages.
+    #[arg(long, value_name = "N")]
+    pub inflight: Option<u16>,
 }
 
 impl BridgeCommand {
@@ -124,6 +128,7 @@ impl BridgeCommand {
             max_log_range: self.max_log_range,
             witnesses: (!self.witnesses.is_empty()).then(|| self.witnesses.clone()),
             quorum: self.quorum,
+            inflight: self.inflight,
             ..BridgeSettings::default()
         };
         // A file table naming the registry must not be combined with a registry from the globals.
