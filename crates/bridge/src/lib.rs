@@ -6,9 +6,11 @@
 //! those of removed blocks), retained at QoS 1 under `anchormq/v1/<chain>/<registry>/…`, plus a
 //! non-retained live feed of the events. The checkpoint moves only after the broker acknowledged
 //! every note of a batch, so a crash at any point repeats work (notes are deterministic) and loses
-//! none. On every broker connection the bridge publishes all notes again, so a broker that lost its
-//! retained messages is repaired; any other note found on a note topic (older, forged, garbage) is
-//! put back at once, unless it is a later note of the bridge's own key (another instance ahead).
+//! none. On every broker connection the bridge compares the retained notes the broker sends with its
+//! own (until a marker it sends itself comes back) and publishes what the broker lacks, so a broker
+//! that lost its retained messages is repaired and one that kept them costs nothing; any other note
+//! found on a note topic (older, forged, garbage) is put back at once, unless it is a note of the
+//! bridge's own key that another instance, further along the chain, published.
 //!
 //! It is not a source of truth: readers trust notes because the bridge key signed them, and
 //! `anchormq verify` checks them against the chain.
@@ -93,10 +95,14 @@ pub async fn run(
         chain_id: deployment.chain_id,
         address: deployment.address.0.0,
     };
+    let topics = Topics::new(&registry);
+    let mut nonce = [0u8; 8];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
+    let sync_topic = topics.bridge_sync(&hex::encode(nonce));
     let mirror = mirror::Mirror {
         key,
         registry,
-        topics: Topics::new(&registry),
+        topics,
         link,
         link_events,
         metrics,
@@ -107,8 +113,10 @@ pub async fn run(
         expected: HashMap::new(),
         chunk_counts: HashMap::new(),
         repairs: BTreeSet::new(),
-        republish_all: false,
-        connected_once: false,
+        restores: BTreeSet::new(),
+        sync_topic,
+        sync: None,
+        connections: 0,
         shutdown: shutdown.clone(),
     };
     mirror.run(stream, shutdown).await

@@ -35,6 +35,12 @@ pub struct Metrics {
     pub range_refusals: AtomicU64,
     /// Notes built with chain data left out (a refused topic filter, an unreadable key).
     pub chain_data_refused: AtomicU64,
+    /// Broker connections after which the bridge compared the broker's notes with its own.
+    pub broker_syncs: AtomicU64,
+    /// Notes the broker lacked (or held wrong) at those comparisons, and were published again.
+    pub notes_restored: AtomicU64,
+    /// Ranges that fewer RPC endpoints than the quorum agreed on.
+    pub rpc_disagreements: AtomicU64,
 }
 
 impl Metrics {
@@ -42,7 +48,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let lag = get(&self.chain_head).saturating_sub(get(&self.mirrored_block));
-        let rows: [(&str, &str, &str, u64); 10] = [
+        let rows: [(&str, &str, &str, u64); 13] = [
             (
                 "anchormq_bridge_events_processed_total",
                 "counter",
@@ -102,6 +108,24 @@ impl Metrics {
                 "counter",
                 "Notes built with chain data left out (invalid topic filter: group mirrored as claiming no topic; unreadable key: no note). The log names the group or node.",
                 get(&self.chain_data_refused),
+            ),
+            (
+                "anchormq_bridge_broker_syncs_total",
+                "counter",
+                "Broker connections after which the broker's notes were compared with the bridge's.",
+                get(&self.broker_syncs),
+            ),
+            (
+                "anchormq_bridge_notes_restored_total",
+                "counter",
+                "Notes the broker lacked at those comparisons, published again.",
+                get(&self.notes_restored),
+            ),
+            (
+                "anchormq_bridge_rpc_disagreements_total",
+                "counter",
+                "Reads that fewer RPC endpoints than the quorum agreed on (asked again).",
+                get(&self.rpc_disagreements),
             ),
         ];
         let mut out = String::new();

@@ -1,9 +1,10 @@
 //! The mirror loop: chain events in, signed retained notes out, checkpoint after the broker's ack.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use anchormq_chain::{
     B256, Changed, EventStream, PositionedEvent, RegistryState, StreamError, StreamItem,
@@ -33,6 +34,22 @@ pub(crate) enum Subject {
 
 type StreamMessage = Result<(StreamItem, StreamPosition, StreamStats), StreamError>;
 
+/// After a connection the broker sends the retained notes it holds, then (as it handles our packets
+/// in order) the marker we publish after subscribing. What had not come back by then, the broker
+/// lacks: only that is published again.
+pub(crate) struct BrokerSync {
+    marker: Bytes,
+    marker_sent: bool,
+    /// Note topics the broker showed holding our note.
+    held: HashSet<String>,
+    /// When to stop waiting for the marker (a broker whose ACL drops it) and publish every note
+    /// not shown.
+    deadline: tokio::time::Instant,
+}
+
+/// How long a marker may take to come back before every note not shown is published again.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub(crate) struct Mirror {
     pub(crate) key: NodeSecretKey,
     pub(crate) registry: Registry,
@@ -50,9 +67,14 @@ pub(crate) struct Mirror {
     pub(crate) chunk_counts: HashMap<Subject, u16>,
     /// Topics seen on the broker with content that is older than ours or not ours: to republish.
     pub(crate) repairs: BTreeSet<String>,
-    /// Set on every (re)connection: the broker may have lost the retained notes.
-    pub(crate) republish_all: bool,
-    pub(crate) connected_once: bool,
+    /// Topics whose note the broker lacked after a connection: to publish again.
+    pub(crate) restores: BTreeSet<String>,
+    /// Where this process sends itself a marker after each connection (see [`BrokerSync`]).
+    pub(crate) sync_topic: String,
+    /// The comparison of the broker's notes with ours, from a connection until its marker returns.
+    pub(crate) sync: Option<BrokerSync>,
+    /// Broker connections so far.
+    pub(crate) connections: u64,
     pub(crate) shutdown: CancellationToken,
 }
 
@@ -64,6 +86,12 @@ impl Mirror {
     ) -> Result<(), BridgeError> {
         let (items_tx, mut items) = mpsc::channel::<StreamMessage>(4);
         let stream_task = tokio::spawn(drive_stream(stream, items_tx, shutdown.clone()));
+        // What the broker should hold, from the checkpoint: a connection publishes only what differs.
+        let all = self.all_subjects();
+        self.subject_messages(&all)?;
+        self.link
+            .subscribe(self.sync_topic.clone(), QoS::AtLeastOnce)
+            .await?;
         self.link
             .subscribe(format!("{}/node/#", self.topics.prefix()), QoS::AtLeastOnce)
             .await?;
@@ -79,10 +107,14 @@ impl Mirror {
             if let Err(error) = self.repair_once().await {
                 break Err(error);
             }
-            let more_repairs = self.republish_all || !self.repairs.is_empty();
+            let more_repairs = !self.repairs.is_empty() || !self.restores.is_empty();
+            let sync_deadline = self.sync.as_ref().map(|sync| sync.deadline);
             tokio::select! {
                 () = shutdown.cancelled() => break Ok(()),
                 () = std::future::ready(()), if more_repairs => {}
+                () = tokio::time::sleep_until(sync_deadline.unwrap_or_else(tokio::time::Instant::now)), if sync_deadline.is_some() => {
+                    self.finish_sync(false);
+                }
                 event = self.link_events.recv() => match event {
                     Some(event) => self.on_link_event(event),
                     None => break Err(BridgeError::MqttClosed),
@@ -119,6 +151,9 @@ impl Mirror {
             .range_refusals
             .store(stats.range_refusals, Ordering::Relaxed);
         self.metrics.reorgs.store(stats.reorgs, Ordering::Relaxed);
+        self.metrics
+            .rpc_disagreements
+            .store(stats.disagreements, Ordering::Relaxed);
         match item {
             StreamItem::Batch { events, cursor, .. } => {
                 let mut changed = Changed::default();
@@ -166,20 +201,40 @@ impl Mirror {
     fn on_link_event(&mut self, event: LinkEvent) {
         match event {
             LinkEvent::Connected { .. } => {
-                if self.connected_once {
+                if self.connections > 0 {
                     self.metrics
                         .broker_reconnects
                         .fetch_add(1, Ordering::Relaxed);
                 }
-                self.connected_once = true;
-                self.republish_all = true;
+                self.connections += 1;
+                self.sync = Some(BrokerSync {
+                    // the topic is this process's own: a count tells its connections apart
+                    marker: Bytes::from(self.connections.to_string()),
+                    marker_sent: false,
+                    held: HashSet::new(),
+                    deadline: tokio::time::Instant::now() + SYNC_TIMEOUT,
+                });
+                tracing::info!(target: "anchormq::bridge", notes = self.expected.len(), "connected to broker: checking which notes it holds");
             }
             LinkEvent::Disconnected { reason } => {
                 tracing::warn!(target: "anchormq::bridge", %reason, "broker connection lost");
             }
             LinkEvent::Subscribed => {}
             LinkEvent::Message(message) => {
+                if message.topic == self.sync_topic {
+                    if self
+                        .sync
+                        .as_ref()
+                        .is_some_and(|sync| sync.marker == message.payload)
+                    {
+                        self.finish_sync(true);
+                    }
+                    return;
+                }
                 if self.expected.get(&message.topic) == Some(&message.payload) {
+                    if let Some(sync) = &mut self.sync {
+                        sync.held.insert(message.topic);
+                    }
                     return;
                 }
                 if message.payload.is_empty() && !self.expected.contains_key(&message.topic) {
@@ -236,31 +291,62 @@ impl Mirror {
         }
     }
 
-    /// Republishes everything after a (re)connection, and repairs topics found wrong on the broker.
-    /// A wrong note seen while waiting for the broker's acknowledgements is left for the next
-    /// round, which the main loop runs at once, between chain batches.
     async fn repair_once(&mut self) -> Result<(), BridgeError> {
-        let mut last = None;
-        if std::mem::take(&mut self.republish_all) {
-            let subjects: Vec<Subject> = self
-                .state
-                .nodes
-                .keys()
-                .map(|id| Subject::Node(id.0))
-                .chain(self.state.groups.keys().map(|id| Subject::Group(id.0)))
-                .collect();
-            tracing::info!(target: "anchormq::bridge", notes = subjects.len(), "connected to broker: publishing all notes");
-            let messages = self.subject_messages(&subjects)?;
-            last = self.publish_all(messages).await?;
-        }
         let mut messages = Vec::new();
+        if let Some(sync) = &mut self.sync
+            && !sync.marker_sent
+        {
+            sync.marker_sent = true;
+            messages.push(Outbound {
+                topic: self.sync_topic.clone(),
+                payload: sync.marker.clone(),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+            });
+        }
         for topic in std::mem::take(&mut self.repairs) {
             let payload = self.expected.get(&topic).cloned().unwrap_or_default();
             tracing::info!(target: "anchormq::bridge", %topic, clear = payload.is_empty(), "repairing retained note");
             messages.push(retained(topic, payload));
         }
-        last = self.publish_all(messages).await?.or(last);
+        for topic in std::mem::take(&mut self.restores) {
+            // a note published or cleared since the comparison is already on its way
+            if let Some(payload) = self.expected.get(&topic) {
+                messages.push(retained(topic, payload.clone()));
+            }
+        }
+        let last = self.publish_all(messages).await?;
         self.wait_acked(last).await
+    }
+
+    /// Ends the comparison after a connection: every note the broker did not show is published
+    /// again. `marker_back` is false when the wait timed out.
+    fn finish_sync(&mut self, marker_back: bool) {
+        let Some(sync) = self.sync.take() else { return };
+        let lacking: Vec<String> = self
+            .expected
+            .keys()
+            .filter(|topic| !sync.held.contains(*topic))
+            .cloned()
+            .collect();
+        if !marker_back {
+            tracing::warn!(target: "anchormq::bridge", topic = %self.sync_topic, timeout_s = SYNC_TIMEOUT.as_secs(), "the broker did not return this bridge's marker (an ACL may forbid the topic): publishing every note it did not show");
+        }
+        tracing::info!(target: "anchormq::bridge", held = sync.held.len(), lacking = lacking.len(), "broker checked: publishing the notes it lacks");
+        self.metrics.broker_syncs.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .notes_restored
+            .fetch_add(lacking.len() as u64, Ordering::Relaxed);
+        self.restores.extend(lacking);
+    }
+
+    fn all_subjects(&self) -> Vec<Subject> {
+        self.state
+            .nodes
+            .keys()
+            .map(|id| Subject::Node(id.0))
+            .chain(self.state.groups.keys().map(|id| Subject::Group(id.0)))
+            .collect()
     }
 
     /// Waits for the broker to acknowledge everything up to `seq`, still taking link events so the
@@ -276,8 +362,16 @@ impl Mirror {
         if messages.is_empty() {
             return Ok(None);
         }
+        let notes = messages
+            .iter()
+            .filter(|m| m.retain && !m.payload.is_empty())
+            .count();
         let link = self.link.clone();
-        Ok(self.drive(link.publish_all(messages)).await??)
+        let last = self.drive(link.publish_all(messages)).await??;
+        self.metrics
+            .notes_published
+            .fetch_add(notes as u64, Ordering::Relaxed);
+        Ok(last)
     }
 
     /// Runs `work` on the link while still taking link events: the link may be waiting for us to take
@@ -324,7 +418,6 @@ impl Mirror {
                 let chunk = Bytes::from(chunk);
                 self.expected.insert(name.clone(), chunk.clone());
                 messages.push(retained(name.clone(), chunk));
-                self.metrics.notes_published.fetch_add(1, Ordering::Relaxed);
             }
             for name in &names[usize::from(count)..] {
                 self.expected.remove(name);

@@ -5,6 +5,7 @@
 //! anchormq/v1/<chainId>/<registry>/group/<groupId>/<chunk>                  retained group note chunks
 //! anchormq/v1/<chainId>/<registry>/senderkey/<groupId>/<senderId>/<chunk>   retained sender-key note chunks
 //! anchormq/v1/<chainId>/<registry>/events                                  live feed, not retained
+//! anchormq/v1/<chainId>/<registry>/bridge/<nonce>                          a bridge's own marker, not retained
 //! ```
 //!
 //! `<chainId>` is decimal, `<registry>` is `0x` + 40 lowercase hex digits, IDs
@@ -82,6 +83,12 @@ impl Topics {
     /// The live, non-retained event feed.
     pub fn events(&self) -> String {
         format!("{}/events", self.prefix)
+    }
+
+    /// The topic on which a bridge process sends itself a marker after each connection, to learn
+    /// which retained notes the broker holds (not retained; `<nonce>` is the process's own).
+    pub fn bridge_sync(&self, nonce: &str) -> String {
+        format!("{}/bridge/{nonce}", self.prefix)
     }
 
     /// What an anchormq topic of this registry names; `None` for any other topic (an
