@@ -92,15 +92,17 @@ impl Mirror {
         self.link
             .subscribe(self.sync_topic.clone(), QoS::AtLeastOnce)
             .await?;
-        self.link
-            .subscribe(format!("{}/node/#", self.topics.prefix()), QoS::AtLeastOnce)
-            .await?;
-        self.link
-            .subscribe(
-                format!("{}/group/#", self.topics.prefix()),
-                QoS::AtLeastOnce,
-            )
-            .await?;
+        // The notes come back at QoS 0: brokers bound what they send a new QoS 1 subscription at
+        // once (rumqttd 100 retained messages, Mosquitto its queue of 1,000 by default), and an echo
+        // that is lost only makes the bridge publish that note again.
+        for kind in ["node", "group"] {
+            self.link
+                .subscribe(
+                    format!("{}/{kind}/#", self.topics.prefix()),
+                    QoS::AtMostOnce,
+                )
+                .await?;
+        }
         let result = loop {
             // One round of repairs per turn, so that content published faster than we repair it
             // (an attacker's flood on the note topics) cannot keep the chain from being mirrored.

@@ -1,0 +1,417 @@
+//! Bridge cold start on a large registry, as a user sees it: `target/release/anchormq bridge` run as
+//! its own process against a real Anvil and a real Mosquitto.
+//!
+//! 1. Generates a registry of `FLEET_NODES` nodes (default 100,000; keys and proofs of possession
+//!    made in-process, `registerNodes` 250 a transaction) and `FLEET_GROUPS` groups (default 1,000),
+//!    group `g` with the 50 nodes `g*50..g*50+50` (modulo the node count), one `addMembers` each.
+//! 2. Starts the bridge on a fresh checkpoint and times it until its mirrored block reaches the head
+//!    of the generated chain and it has applied every registry event (the mirrored block moves only
+//!    once the broker acknowledged that batch's notes): "cold start to a complete, acknowledged
+//!    mirror". Peak RSS is the process's `VmHWM`.
+//! 3. Stops it with SIGTERM, starts it again on the same checkpoint and times it until it has
+//!    compared the broker's notes with its own (`broker_syncs_total >= 1`): "restart with a complete
+//!    broker"; `notes_restored_total` should be 0.
+//!
+//! Needs the release binary: `cargo build --release -p anchormq` first (or `FLEET_ANCHORMQ=path`).
+//! Run: `cargo bench -p anchormq-bridge --bench fleet` (prints a Markdown table; try
+//! `FLEET_NODES=2000 FLEET_GROUPS=20` first). `FLEET_LOG_DIR=dir` keeps the bridge's logs there.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anchormq_chain::bindings::IKeyRegistry;
+use anchormq_chain::{B256, NodeRegistration, SigningKey};
+use anchormq_core::{GroupId, NodeId};
+use anchormq_localstack::{AnvilRpc, Mosquitto, RegistryStack, free_port, parse_quantity};
+use serde_json::json;
+
+/// Nodes a `registerNodes` transaction (about 15.5 M gas, under Anvil's 30 M block limit).
+const REGISTER_BATCH: usize = 250;
+/// Members of each group, added in one `addMembers` transaction.
+const GROUP_SIZE: usize = 50;
+/// How often the bridge's metrics are read.
+const POLL: Duration = Duration::from_millis(50);
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(default)
+}
+
+/// The release binary: `FLEET_ANCHORMQ`, else `$CARGO_TARGET_DIR/release/anchormq`, else the
+/// workspace's `target/release/anchormq`.
+fn anchormq_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("FLEET_ANCHORMQ") {
+        return PathBuf::from(path);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"),
+        PathBuf::from,
+    );
+    target.join("release/anchormq")
+}
+
+/// The bridge's Prometheus text, parsed; `None` while it does not answer.
+fn scrape(port: u16) -> Option<HashMap<String, u64>> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (_, body) = response.split_once("\r\n\r\n")?;
+    Some(
+        body.lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| {
+                let (name, value) = line.split_once(' ')?;
+                Some((name.to_owned(), value.trim().parse().ok()?))
+            })
+            .collect(),
+    )
+}
+
+fn metric(metrics: &HashMap<String, u64>, name: &str) -> u64 {
+    metrics
+        .get(&format!("anchormq_bridge_{name}"))
+        .copied()
+        .unwrap_or(0)
+}
+
+/// The peak resident set of process `pid`, in MB (`VmHWM`).
+fn peak_rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// The bridge as its own process.
+struct BridgeProcess {
+    child: Child,
+    metrics_port: u16,
+    stderr: PathBuf,
+}
+
+impl BridgeProcess {
+    fn spawn(binary: &Path, args: &[String], log_dir: &Path, name: &str) -> Self {
+        let metrics_port = free_port().expect("free port");
+        let stderr = log_dir.join(format!("{name}.stderr.log"));
+        let stdout = log_dir.join(format!("{name}.stdout.log"));
+        let mut command = Command::new(binary);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("ANCHORMQ_") {
+                command.env_remove(key);
+            }
+        }
+        let child = command
+            .args(args)
+            .arg("--metrics")
+            .arg(format!("127.0.0.1:{metrics_port}"))
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout).expect("stdout log"))
+            .stderr(std::fs::File::create(&stderr).expect("stderr log"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        Self {
+            child,
+            metrics_port,
+            stderr,
+        }
+    }
+
+    /// Polls the metrics until `done` holds; panics when the bridge exits or `timeout` passes.
+    async fn wait_for(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&HashMap<String, u64>) -> bool,
+    ) -> HashMap<String, u64> {
+        let started = Instant::now();
+        let mut last = HashMap::new();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!(
+                    "the bridge exited with {status} before {what}; its log:\n{}",
+                    tail(&self.stderr, 30)
+                );
+            }
+            if let Some(metrics) = scrape(self.metrics_port) {
+                if done(&metrics) {
+                    return metrics;
+                }
+                last = metrics;
+            }
+            if started.elapsed() > timeout {
+                panic!(
+                    "no {what} within {timeout:?}; last metrics {last:?}; the bridge's log:\n{}",
+                    tail(&self.stderr, 30)
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// SIGTERM, then waits for the exit (SIGKILL after 30 s).
+    fn stop(mut self) -> String {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return format!("{status} after {:.1} s", started.elapsed().as_secs_f64());
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return "killed: no exit within 30 s of SIGTERM".to_owned();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for BridgeProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// The WARN and ERROR lines of a log, printed to stderr.
+fn report_warnings(path: &Path, name: &str) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let flagged: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("WARN") || line.contains("ERROR"))
+        .collect();
+    eprintln!(
+        "{name}: {} WARN/ERROR lines in {}",
+        flagged.len(),
+        path.display()
+    );
+    for line in flagged.iter().take(20) {
+        eprintln!("  {line}");
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let nodes = env_usize("FLEET_NODES", 100_000).max(1);
+    let groups = env_usize("FLEET_GROUPS", 1_000);
+    let timeout = Duration::from_secs(env_usize("FLEET_TIMEOUT_S", 900) as u64);
+    let binary = anchormq_binary();
+    assert!(
+        binary.is_file(),
+        "{} is missing: run `cargo build --release -p anchormq` first (or set FLEET_ANCHORMQ)",
+        binary.display()
+    );
+
+    let stack = RegistryStack::start().await.expect("stack");
+    let broker = Mosquitto::builder().spawn().await.expect("mosquitto");
+
+    // the registry
+    let owner = stack.admin.sender().expect("admin account");
+    let generation = Instant::now();
+    let fleet: Vec<NodeRegistration> = (0..nodes)
+        .map(|i| {
+            let node = NodeId::from_label(&format!("n{i:06}")).expect("label");
+            let key = SigningKey::random(&mut rand_core::OsRng);
+            NodeRegistration::prove(&stack.deployment, owner, node, &key).expect("proof")
+        })
+        .collect();
+    eprintln!(
+        "{nodes} keys and proofs in {:.1} s",
+        generation.elapsed().as_secs_f64()
+    );
+    // sent one after another with explicit nonces and gas, without waiting for each receipt
+    // (Anvil automines each on arrival, in nonce order): waiting for each costs ~0.3 s a transaction
+    let registry = IKeyRegistry::new(stack.deployment.address, stack.admin.provider().clone());
+    let pending = stack
+        .anvil
+        .rpc()
+        .expect("rpc")
+        .call("eth_getTransactionCount", json!([owner, "pending"]))
+        .await
+        .expect("nonce");
+    let mut nonce = parse_quantity(&pending).expect("nonce is a quantity");
+    let mut last = None;
+    for (i, batch) in fleet.chunks(REGISTER_BATCH).enumerate() {
+        let ids = batch
+            .iter()
+            .map(|r| B256::from(*r.node.as_bytes()))
+            .collect();
+        let keys = batch.iter().map(|r| r.public_key.clone()).collect();
+        let proofs = batch.iter().map(|r| r.proof.clone()).collect();
+        let sent = registry
+            .registerNodes(ids, keys, proofs)
+            .nonce(nonce)
+            .gas(25_000_000)
+            .max_fee_per_gas(20_000_000_000)
+            .max_priority_fee_per_gas(1)
+            .send()
+            .await
+            .expect("registerNodes");
+        nonce += 1;
+        last = Some(sent);
+        if (i + 1) % 40 == 0 {
+            eprintln!(
+                "registered {} nodes at {:.1} s",
+                (i + 1) * REGISTER_BATCH,
+                generation.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let size = GROUP_SIZE.min(nodes);
+    for g in 0..groups {
+        let group = B256::from(
+            *GroupId::from_label(&format!("g{g:04}"))
+                .expect("label")
+                .as_bytes(),
+        );
+        registry
+            .createGroup(group, format!("fleet/g{g:04}/#"))
+            .nonce(nonce)
+            .gas(500_000)
+            .max_fee_per_gas(20_000_000_000)
+            .max_priority_fee_per_gas(1)
+            .send()
+            .await
+            .expect("createGroup");
+        nonce += 1;
+        let members = (0..size)
+            .map(|k| B256::from(*fleet[(g * GROUP_SIZE + k) % nodes].node.as_bytes()))
+            .collect();
+        let sent = registry
+            .addMembers(group, members)
+            .nonce(nonce)
+            .gas(5_000_000)
+            .max_fee_per_gas(20_000_000_000)
+            .max_priority_fee_per_gas(1)
+            .send()
+            .await
+            .expect("addMembers");
+        nonce += 1;
+        last = Some(sent);
+        if (g + 1) % 100 == 0 {
+            eprintln!(
+                "{} groups at {:.1} s",
+                g + 1,
+                generation.elapsed().as_secs_f64()
+            );
+        }
+    }
+    if let Some(last) = last {
+        let receipt = last.get_receipt().await.expect("last receipt");
+        assert!(receipt.status(), "the last generation transaction reverted");
+    }
+    let generation_time = generation.elapsed();
+    let head = stack.admin.head().await.expect("head");
+    let events = stack
+        .admin
+        .events(None, Some(head))
+        .await
+        .expect("events")
+        .len() as u64;
+    eprintln!(
+        "generated in {:.1} s: head block {head}, {events} registry events",
+        generation_time.as_secs_f64()
+    );
+
+    // the bridge's files
+    let log_dir = std::env::var_os("FLEET_LOG_DIR")
+        .map_or_else(|| stack.dir.path().to_path_buf(), PathBuf::from);
+    std::fs::create_dir_all(&log_dir).expect("log dir");
+    let deployment = stack.dir.path().join("deployment.json");
+    stack.deployment.save(&deployment).expect("deployment file");
+    let key = stack.dir.path().join("bridge.key");
+    std::fs::write(&key, stack.bridge_key.to_key_file().as_bytes()).expect("key file");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    let checkpoint = stack.dir.path().join("fleet.checkpoint.json");
+    let args: Vec<String> = vec![
+        "--rpc".into(),
+        stack.anvil.http_url(),
+        "--deployment".into(),
+        deployment.display().to_string(),
+        "--broker".into(),
+        broker.url(),
+        "bridge".into(),
+        "--key".into(),
+        key.display().to_string(),
+        "--checkpoint".into(),
+        checkpoint.display().to_string(),
+        "--poll-interval-ms".into(),
+        "50".into(),
+    ];
+
+    // cold start
+    let started = Instant::now();
+    let mut bridge = BridgeProcess::spawn(&binary, &args, &log_dir, "cold");
+    let cold = bridge
+        .wait_for(timeout, "complete mirror", |m| {
+            metric(m, "mirrored_block") >= head && metric(m, "events_processed_total") >= events
+        })
+        .await;
+    let cold_time = started.elapsed();
+    let cold_rss = peak_rss_mb(bridge.child.id());
+    let cold_log = bridge.stderr.clone();
+    let stopped = bridge.stop();
+    eprintln!("cold bridge stopped: {stopped}");
+    report_warnings(&cold_log, "cold start");
+
+    // restart with a complete broker
+    let started = Instant::now();
+    let mut bridge = BridgeProcess::spawn(&binary, &args, &log_dir, "restart");
+    let restart = bridge
+        .wait_for(timeout, "broker check", |m| {
+            metric(m, "broker_syncs_total") >= 1
+        })
+        .await;
+    let restart_time = started.elapsed();
+    let restart_rss = peak_rss_mb(bridge.child.id());
+    let restart_log = bridge.stderr.clone();
+    let stopped = bridge.stop();
+    eprintln!("restarted bridge stopped: {stopped}");
+    report_warnings(&restart_log, "restart");
+
+    let seconds = |d: Duration| format!("{:.2} s", d.as_secs_f64());
+    println!(
+        "| nodes | groups | memberships | generation | events | cold start | notes published | peak RSS | restart to checked | notes restored | restart peak RSS |"
+    );
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!(
+        "| {nodes} | {groups} | {} | {} | {} | {} | {} | {cold_rss:.0} MB | {} | {} | {restart_rss:.0} MB |",
+        groups * size,
+        seconds(generation_time),
+        metric(&cold, "events_processed_total"),
+        seconds(cold_time),
+        metric(&cold, "notes_published_total"),
+        seconds(restart_time),
+        metric(&restart, "notes_restored_total"),
+    );
+}
