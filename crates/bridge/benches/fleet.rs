@@ -291,7 +291,7 @@ async fn main() {
                 .expect("label")
                 .as_bytes(),
         );
-        registry
+        let _pending = registry
             .createGroup(group, format!("fleet/g{g:04}/#"))
             .nonce(nonce)
             .gas(500_000)

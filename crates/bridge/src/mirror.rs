@@ -246,6 +246,10 @@ impl Mirror {
                 // (leave it: fighting it would delete notes readers need), or an older, forged,
                 // foreign or leftover one (put ours back, or clear the topic).
                 if self.other_instance_ahead(&message.topic, &message.payload) {
+                    // the broker holds a note at least as new as ours: not one it lacks
+                    if let Some(sync) = &mut self.sync {
+                        sync.held.insert(message.topic);
+                    }
                     return;
                 }
                 self.repairs.insert(message.topic);
