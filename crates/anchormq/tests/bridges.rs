@@ -38,17 +38,16 @@ use std::time::{Duration, Instant};
 use alloy::sol_types::SolCall;
 use anchormq_bridge::Checkpoint;
 use anchormq_chain::bindings::IKeyRegistry;
-use anchormq_core::{GroupId, NodeId, NodeSecretKey, Topics};
+use anchormq_core::{GroupId, NodeId, Topics};
 use anchormq_localstack::{
-    DEV_ACCOUNTS, JsonRpcClient, Mosquitto, Observer, PaperFixture, await_condition,
-    parse_quantity, registry_of,
+    DEV_ACCOUNTS, JsonRpcClient, Mosquitto, Observer, await_condition, parse_quantity, registry_of,
 };
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 mod common;
-use common::{anchormq, command, paper_anvil, stderr, stdout};
+use common::{anchormq, bridge_key, command, paper_anvil, paper_key_file, stderr, stdout};
 
 /// Registry transactions in the burst.
 const TRANSACTIONS: usize = 2_000;
@@ -242,27 +241,6 @@ fn field(line: &str, key: &str) -> Option<u64> {
         .ok()
 }
 
-/// Writes the fixture's key of node `id` as an anchormq key file (mode 0600); returns its path.
-fn paper_key_file(fixture: &PaperFixture, id: &str, dir: &Path) -> String {
-    let hex_key = fixture.node(id).expect("paper node").private_key.expose();
-    let bytes: [u8; 32] = hex::decode(hex_key.trim_start_matches("0x"))
-        .expect("hex key")
-        .try_into()
-        .expect("32-byte key");
-    let key = NodeSecretKey::from_bytes(&bytes).expect("valid key");
-    let path = dir.join(format!("{id}.key"));
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .and_then(|mut file| file.write_all(key.to_key_file().as_bytes()))
-        .expect("write key file");
-    path.to_str().expect("utf-8 path").to_owned()
-}
-
 async fn block_number(rpc: &JsonRpcClient) -> u64 {
     let value = rpc
         .call("eth_blockNumber", json!([]))
@@ -364,18 +342,11 @@ async fn two_bridges_one_killed_repeatedly_during_a_burst_lose_and_double_nothin
     let url = mosquitto.url();
 
     // one bridge key, made by `anchormq node keygen`
-    let key_path = dir
-        .path()
-        .join("bridge.key")
-        .to_str()
-        .expect("utf-8")
-        .to_owned();
-    let made = anchormq(&["node", "keygen", "--out", &key_path], &[]).await;
-    assert_eq!(made.status.code(), Some(0), "{}", stderr(&made));
-    let bridge_public = NodeSecretKey::from_key_file(&std::fs::read(&key_path).expect("read"))
-        .expect("bridge key")
-        .public_key();
-    let bridge_public_text = bridge_public.to_string();
+    let (key_path, bridge_public_text) = bridge_key(dir.path()).await;
+    let bridge_public = anchormq_core::NodePublicKey::from_compressed(
+        &hex::decode(bridge_public_text.trim_start_matches("0x")).expect("hex public key"),
+    )
+    .expect("bridge public key");
     let owned_env = [
         ("ANCHORMQ_RPC", anvil.http_url()),
         ("ANCHORMQ_REGISTRY", deployment.address.to_string()),

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anchormq_localstack::{Anvil, Mosquitto, PaperFixture, TlsFiles, await_condition};
 
 mod common;
-use common::{Sub, anchormq, command, paper_anvil, stderr, stdout};
+use common::{Sub, anchormq, bridge_key, command, paper_anvil, paper_key_file, stderr, stdout};
 
 const USERNAME: &str = "fleet";
 const PASSWORD: &str = "tls-test-pa55word";
@@ -22,39 +22,6 @@ const WRONG_PASSWORD: &str = "not-the-pa55word";
 const PATIENCE: &str = "30";
 /// A failure the link reports itself must come well before [`PATIENCE`] runs out.
 const PROMPT: Duration = Duration::from_secs(15);
-
-/// Writes the fixture's key of node `id` as an anchormq key file (mode 0600); returns its path.
-fn paper_key_file(fixture: &PaperFixture, id: &str, dir: &Path) -> String {
-    let hex_key = fixture.node(id).expect("paper node").private_key.expose();
-    let bytes: [u8; 32] = hex::decode(hex_key.trim_start_matches("0x"))
-        .expect("hex key")
-        .try_into()
-        .expect("32-byte key");
-    let key = anchormq_core::NodeSecretKey::from_bytes(&bytes).expect("valid key");
-    let path = dir.join(format!("{id}.key"));
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .and_then(|mut file| file.write_all(key.to_key_file().as_bytes()))
-        .expect("write key file");
-    path.to_str().expect("utf-8 path").to_owned()
-}
-
-/// A fresh key for the bridge, made by `anchormq node keygen`; returns its path and public key.
-async fn bridge_key(dir: &Path) -> (String, String) {
-    let path = dir.join("bridge.key").to_str().expect("utf-8").to_owned();
-    let output = anchormq(&["node", "keygen", "--out", &path], &[]).await;
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    let public = anchormq_core::NodeSecretKey::from_key_file(&std::fs::read(&path).expect("read"))
-        .expect("bridge key")
-        .public_key()
-        .to_string();
-    (path, public)
-}
 
 /// The chain settings every command here shares.
 fn chain_env(anvil: &Anvil, fixture: &PaperFixture) -> Vec<(&'static str, String)> {

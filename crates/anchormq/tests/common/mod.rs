@@ -3,6 +3,7 @@
 //! `CARGO_BIN_EXE_anchormq`, so this lives here rather than in the test kit.
 #![allow(dead_code)] // each test binary uses a different part
 
+use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
@@ -271,4 +272,37 @@ impl Sub {
         let rest = self.stderr.await.unwrap_or_default();
         (output.status.code(), stdout(&output), rest)
     }
+}
+
+/// Writes the fixture's key of node `id` as an anchormq key file (mode 0600); returns its path.
+pub(crate) fn paper_key_file(fixture: &PaperFixture, id: &str, dir: &Path) -> String {
+    let hex_key = fixture.node(id).expect("paper node").private_key.expose();
+    let bytes: [u8; 32] = hex::decode(hex_key.trim_start_matches("0x"))
+        .expect("hex key")
+        .try_into()
+        .expect("32-byte key");
+    let key = anchormq_core::NodeSecretKey::from_bytes(&bytes).expect("valid key");
+    let path = dir.join(format!("{id}.key"));
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut file| file.write_all(key.to_key_file().as_bytes()))
+        .expect("write key file");
+    path.to_str().expect("utf-8 path").to_owned()
+}
+
+/// A fresh key for the bridge, made by `anchormq node keygen`; returns its path and public key.
+pub(crate) async fn bridge_key(dir: &Path) -> (String, String) {
+    let path = dir.join("bridge.key").to_str().expect("utf-8").to_owned();
+    let output = anchormq(&["node", "keygen", "--out", &path], &[]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let public = anchormq_core::NodeSecretKey::from_key_file(&std::fs::read(&path).expect("read"))
+        .expect("bridge key")
+        .public_key()
+        .to_string();
+    (path, public)
 }
