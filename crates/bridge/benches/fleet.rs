@@ -12,6 +12,10 @@
 //!    compared the broker's notes with its own (`broker_syncs_total >= 1`): "restart with a complete
 //!    broker"; `notes_restored_total` should be 0.
 //!
+//! 4. With the restarted bridge running, two agents as processes: `anchormq sub` as n000001 until
+//!    it has subscribed, `anchormq pub -q 1` as n000000 (a member of g0000 and g0001) until it exits,
+//!    and until the `sub` prints the message.
+//!
 //! Needs the release binary: `cargo build --release -p anchormq` first (or `FLEET_ANCHORMQ=path`).
 //! Run: `cargo bench -p anchormq-bridge --bench fleet` (prints a Markdown table; try
 //! `FLEET_NODES=2000 FLEET_GROUPS=20` first). `FLEET_LOG_DIR=dir` keeps the bridge's logs there.
@@ -26,7 +30,7 @@ use std::time::{Duration, Instant};
 use anchormq_chain::bindings::IKeyRegistry;
 use anchormq_chain::{B256, NodeRegistration, SigningKey};
 use anchormq_core::{GroupId, NodeId};
-use anchormq_localstack::{AnvilRpc, Mosquitto, RegistryStack, free_port, parse_quantity};
+use anchormq_localstack::{Anvil, AnvilRpc, Mosquitto, RegistryStack, free_port, parse_quantity};
 use serde_json::json;
 
 /// Nodes a `registerNodes` transaction (about 15.5 M gas, under Anvil's 30 M block limit).
@@ -35,6 +39,8 @@ const REGISTER_BATCH: usize = 250;
 const GROUP_SIZE: usize = 50;
 /// How often the bridge's metrics are read.
 const POLL: Duration = Duration::from_millis(50);
+/// Generation transactions mined in one block.
+const TXS_PER_BLOCK: usize = 40;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -229,16 +235,31 @@ async fn main() {
         binary.display()
     );
 
-    let stack = RegistryStack::start().await.expect("stack");
+    // Anvil keeps every block's state in memory by default: at 100,000 nodes it grew past 23 GB
+    // and was OOM-killed while mining the registrations. The bridge reads logs only, so old states
+    // need not be kept; with this flag it still grew ~2.7 GB a minute (9.6 GB at block 273 of
+    // 2,400): the default size needs a machine with far more than 24 GB, or another generator.
+    let anvil = Anvil::builder()
+        .arg("--prune-history")
+        .arg("64")
+        .spawn()
+        .await
+        .expect("anvil");
+    let stack = RegistryStack::on(anvil).await.expect("stack");
     let broker = Mosquitto::builder().spawn().await.expect("mosquitto");
 
     // the registry
     let owner = stack.admin.sender().expect("admin account");
     let generation = Instant::now();
+    // the keys of the two agents measured at the end: n000000 and n000001
+    let mut agent_keys = Vec::new();
     let fleet: Vec<NodeRegistration> = (0..nodes)
         .map(|i| {
             let node = NodeId::from_label(&format!("n{i:06}")).expect("label");
             let key = SigningKey::random(&mut rand_core::OsRng);
+            if i < 2 {
+                agent_keys.push(key.clone());
+            }
             NodeRegistration::prove(&stack.deployment, owner, node, &key).expect("proof")
         })
         .collect();
@@ -257,6 +278,26 @@ async fn main() {
         .await
         .expect("nonce");
     let mut nonce = parse_quantity(&pending).expect("nonce is a quantity");
+    // Many transactions a block: Anvil's memory grows with every block it mines at this state size
+    // (a block a transaction ran out of 24 GB before 100,000 nodes were registered).
+    let rpc = stack.anvil.rpc().expect("rpc");
+    rpc.call("evm_setAutomine", json!([false]))
+        .await
+        .expect("automine off");
+    rpc.call(
+        "evm_setBlockGasLimit",
+        json!([format!("{:#x}", 2_000_000_000u64)]),
+    )
+    .await
+    .expect("block gas limit");
+    let mut unmined = 0usize;
+    let mut mine_now = async |force: bool| {
+        unmined += 1;
+        if force || unmined >= TXS_PER_BLOCK {
+            rpc.call("evm_mine", json!([])).await.expect("mine");
+            unmined = 0;
+        }
+    };
     let mut last = None;
     for (i, batch) in fleet.chunks(REGISTER_BATCH).enumerate() {
         let ids = batch
@@ -276,6 +317,7 @@ async fn main() {
             .expect("registerNodes");
         nonce += 1;
         last = Some(sent);
+        mine_now(false).await;
         if (i + 1) % 40 == 0 {
             eprintln!(
                 "registered {} nodes at {:.1} s",
@@ -301,6 +343,7 @@ async fn main() {
             .await
             .expect("createGroup");
         nonce += 1;
+        mine_now(false).await;
         let members = (0..size)
             .map(|k| B256::from(*fleet[(g * GROUP_SIZE + k) % nodes].node.as_bytes()))
             .collect();
@@ -315,6 +358,7 @@ async fn main() {
             .expect("addMembers");
         nonce += 1;
         last = Some(sent);
+        mine_now(false).await;
         if (g + 1) % 100 == 0 {
             eprintln!(
                 "{} groups at {:.1} s",
@@ -323,6 +367,24 @@ async fn main() {
             );
         }
     }
+    // n000000 is in g0000 and, with this, in g0001 too: an agent in two groups
+    if groups >= 2 && nodes > GROUP_SIZE {
+        let group = B256::from(*GroupId::from_label("g0001").expect("label").as_bytes());
+        let sent = registry
+            .addMembers(group, vec![B256::from(*fleet[0].node.as_bytes())])
+            .nonce(nonce)
+            .gas(500_000)
+            .max_fee_per_gas(20_000_000_000)
+            .max_priority_fee_per_gas(1)
+            .send()
+            .await
+            .expect("addMembers");
+        last = Some(sent);
+    }
+    mine_now(true).await;
+    rpc.call("evm_setAutomine", json!([true]))
+        .await
+        .expect("automine on");
     if let Some(last) = last {
         let receipt = last.get_receipt().await.expect("last receipt");
         assert!(receipt.status(), "the last generation transaction reverted");
@@ -378,6 +440,13 @@ async fn main() {
         })
         .await;
     let cold_time = started.elapsed();
+    eprintln!(
+        "cold start: chain data refused {}, reorgs {}, rpc reconnects {}, broker reconnects {}",
+        metric(&cold, "chain_data_refused_total"),
+        metric(&cold, "reorgs_total"),
+        metric(&cold, "rpc_reconnects_total"),
+        metric(&cold, "broker_reconnects_total")
+    );
     let cold_rss = peak_rss_mb(bridge.child.id());
     let cold_log = bridge.stderr.clone();
     let stopped = bridge.stop();
@@ -393,6 +462,22 @@ async fn main() {
         })
         .await;
     let restart_time = started.elapsed();
+    let (ready, published, read) = agents(
+        &binary,
+        &[
+            "--rpc".into(),
+            stack.anvil.http_url(),
+            "--deployment".into(),
+            deployment.display().to_string(),
+            "--broker".into(),
+            broker.url(),
+            "--bridge-key".into(),
+            stack.bridge_key.public_key().to_string(),
+        ],
+        &agent_keys,
+        stack.dir.path(),
+    )
+    .await;
     let restart_rss = peak_rss_mb(bridge.child.id());
     let restart_log = bridge.stderr.clone();
     let stopped = bridge.stop();
@@ -400,6 +485,13 @@ async fn main() {
     report_warnings(&restart_log, "restart");
 
     let seconds = |d: Duration| format!("{:.2} s", d.as_secs_f64());
+    println!(
+        "agents (processes, bridge running): `sub` as n000001 ready in {}; `pub` as n000000 (2 groups) done in {}, read by the `sub` {} after the `pub` started",
+        seconds(ready),
+        seconds(published),
+        seconds(read)
+    );
+    println!();
     println!(
         "| nodes | groups | memberships | generation | events | cold start | notes published | peak RSS | restart to checked | notes restored | restart peak RSS |"
     );
@@ -414,4 +506,93 @@ async fn main() {
         seconds(restart_time),
         metric(&restart, "notes_restored_total"),
     );
+}
+
+/// Two agents as a user runs them, with the bridge running: `anchormq sub` as n000001 (in g0000)
+/// until it says it has subscribed, then `anchormq pub -q 1` as n000000 (in g0000 and g0001) until
+/// it exits, and until the `sub` prints the message. Returns the three times.
+async fn agents(
+    binary: &Path,
+    globals: &[String],
+    keys: &[SigningKey],
+    dir: &Path,
+) -> (Duration, Duration, Duration) {
+    use tokio::io::AsyncBufReadExt;
+    let key_file = |i: usize| {
+        let secret: [u8; 32] = keys[i].to_bytes().into();
+        let key = anchormq_core::NodeSecretKey::from_bytes(&secret).expect("key");
+        let path = dir.join(format!("n{i:06}.key"));
+        std::fs::write(&path, key.to_key_file().as_bytes()).expect("key file");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        path.display().to_string()
+    };
+    let (reader_key, writer_key) = (key_file(1), key_file(0));
+    let command = |args: &[&str]| {
+        let mut command = tokio::process::Command::new(binary);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("ANCHORMQ_") {
+                command.env_remove(key);
+            }
+        }
+        command.args(globals).args(args).kill_on_drop(true);
+        command
+    };
+    let started = Instant::now();
+    let mut sub = command(&[
+        "sub",
+        "--as",
+        "n000001",
+        "--key",
+        &reader_key,
+        "-t",
+        "fleet/g0000/#",
+        "--json",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("sub starts");
+    let mut err = tokio::io::BufReader::new(sub.stderr.take().expect("stderr")).lines();
+    let mut out = tokio::io::BufReader::new(sub.stdout.take().expect("stdout")).lines();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(60), err.next_line()).await {
+            Ok(Ok(Some(line))) if line.contains("subscribed to") => break,
+            Ok(Ok(Some(_))) => {}
+            other => panic!("sub did not get ready: {other:?}"),
+        }
+    }
+    let ready = started.elapsed();
+    let started = Instant::now();
+    let output = command(&[
+        "pub",
+        "--as",
+        "n000000",
+        "--key",
+        &writer_key,
+        "-t",
+        "fleet/g0000/hello",
+        "-m",
+        "hello",
+        "-q",
+        "1",
+    ])
+    .output()
+    .await
+    .expect("pub runs");
+    let published = started.elapsed();
+    assert!(
+        output.status.success(),
+        "pub failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    loop {
+        match tokio::time::timeout(Duration::from_secs(60), out.next_line()).await {
+            Ok(Ok(Some(line))) if line.contains("hello") => break,
+            Ok(Ok(Some(_))) => {}
+            other => panic!("sub did not read the message: {other:?}"),
+        }
+    }
+    let read = started.elapsed();
+    (ready, published, read)
 }

@@ -327,11 +327,14 @@ impl Checkpoint {
         self.journal.extend_from_slice(events);
         self.stream = stream;
         self.batches += 1;
-        self.unstored.push(LogRecord {
-            batch: self.batches,
-            events: events.to_vec(),
-            stream: self.stream.clone(),
-        });
+        if !self.snapshot_due {
+            // (a snapshot due holds everything: no copy for the log)
+            self.unstored.push(LogRecord {
+                batch: self.batches,
+                events: events.to_vec(),
+                stream: self.stream.clone(),
+            });
+        }
         let Some(oldest) = self.stream.recent.first().map(|c| c.block_number) else {
             return Ok(());
         };

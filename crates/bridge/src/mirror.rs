@@ -163,14 +163,20 @@ impl Mirror {
                     changed.extend(self.state.apply(event)?);
                 }
                 self.checkpoint.record_batch(&events, position)?;
-                let mut messages = self.subject_messages(&subjects(&changed))?;
+                let last = self.publish_subjects(&subjects(&changed)).await?;
+                let mut slices = Slices::new(last);
                 if self.publish_events {
-                    for event in &events {
-                        messages.push(self.event_message(event)?);
+                    for part in events.chunks(SLICE) {
+                        let messages = part
+                            .iter()
+                            .map(|event| self.event_message(event))
+                            .collect::<Result<_, _>>()?;
+                        let last = self.publish_all(messages).await?;
+                        let wait = slices.next(last);
+                        self.wait_acked(wait).await?;
                     }
                 }
-                let last = self.publish_all(messages).await?;
-                self.wait_acked(last).await?;
+                self.wait_acked(slices.last()).await?;
                 self.checkpoint.store(&self.checkpoint_path)?;
                 self.metrics
                     .events_processed
@@ -188,8 +194,7 @@ impl Mirror {
                 let changed = diff(&self.state, &rewound);
                 self.state = rewound;
                 tracing::warn!(target: "anchormq::bridge", fork_block = to.block_number, nodes = changed.nodes.len(), groups = changed.groups.len(), "reorg: restoring notes of the canonical chain");
-                let messages = self.subject_messages(&subjects(&changed))?;
-                let last = self.publish_all(messages).await?;
+                let last = self.publish_subjects(&subjects(&changed)).await?;
                 self.wait_acked(last).await?;
                 self.checkpoint.store(&self.checkpoint_path)?;
                 self.metrics
@@ -363,6 +368,20 @@ impl Mirror {
         Ok(self.drive(link.acked(seq)).await??)
     }
 
+    /// Signs and queues the notes of `subjects`, a slice at a time: at most two slices wait for
+    /// the broker's acknowledgement at once, so a cold start over a large registry does not hold
+    /// every note (and the link's copy of it) in memory together. Returns the last sequence number.
+    async fn publish_subjects(&mut self, subjects: &[Subject]) -> Result<Option<u64>, BridgeError> {
+        let mut slices = Slices::new(None);
+        for part in subjects.chunks(SLICE) {
+            let messages = self.subject_messages(part)?;
+            let last = self.publish_all(messages).await?;
+            let wait = slices.next(last);
+            self.wait_acked(wait).await?;
+        }
+        Ok(slices.last())
+    }
+
     /// Queues messages on the link, in order.
     async fn publish_all(&mut self, messages: Vec<Outbound>) -> Result<Option<u64>, BridgeError> {
         if messages.is_empty() {
@@ -424,6 +443,10 @@ impl Mirror {
                 let chunk = Bytes::from(chunk);
                 self.expected.insert(name.clone(), chunk.clone());
                 messages.push(retained(name.clone(), chunk));
+                // published after the marker: not something the broker lacks at the check
+                if let Some(sync) = &mut self.sync {
+                    sync.held.insert(name.clone());
+                }
             }
             for name in &names[usize::from(count)..] {
                 self.expected.remove(name);
@@ -550,6 +573,36 @@ async fn drive_stream(
         if items.send(message).await.is_err() || failed {
             return;
         }
+    }
+}
+
+/// Notes or events handed to the link at once in a large batch.
+const SLICE: usize = 10_000;
+
+/// The sequence numbers of the slices queued so far: each new slice waits for the one before the
+/// last, so the broker always has work while at most two slices are held.
+struct Slices {
+    previous: Option<u64>,
+    last: Option<u64>,
+}
+
+impl Slices {
+    const fn new(last: Option<u64>) -> Self {
+        Self {
+            previous: None,
+            last,
+        }
+    }
+
+    /// Records a slice that ends at `last`; returns what to wait for before the next one.
+    fn next(&mut self, last: Option<u64>) -> Option<u64> {
+        self.previous = self.last;
+        self.last = last.or(self.last);
+        self.previous
+    }
+
+    const fn last(&self) -> Option<u64> {
+        self.last
     }
 }
 

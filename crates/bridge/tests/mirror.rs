@@ -148,6 +148,26 @@ async fn restarts_and_crashes_in_a_burst_of_events_lose_nothing() {
     bridge.stop().await;
 }
 
+/// A fresh bridge over a chain that already holds 500 groups publishes each note once: the notes
+/// of its first batch, published after its marker, are not taken for notes the broker lacks.
+#[tokio::test]
+async fn a_fresh_bridge_publishes_each_note_once() {
+    let setup = RegistryStack::start().await.expect("stack");
+    let broker = EmbeddedBroker::start().await.expect("broker");
+    let observer = setup.observe(&broker.url());
+    let groups = setup.burst(0, 500, 100).await;
+    let bridge = setup.bridge(&setup.anvil.http_url(), &broker.url(), "bridge-fresh");
+    observer.await_chain(&setup.admin, &[], &groups).await;
+    await_condition("the bridge checks the broker", SETTLE, POLL, || async {
+        bridge.metrics.broker_syncs.load(Ordering::Relaxed) >= 1
+    })
+    .await
+    .expect("checked");
+    assert_eq!(bridge.metrics.notes_restored.load(Ordering::Relaxed), 0);
+    assert_eq!(bridge.metrics.notes_published.load(Ordering::Relaxed), 500);
+    bridge.stop().await;
+}
+
 #[tokio::test]
 async fn a_reorg_takes_back_the_notes_of_removed_blocks() {
     let setup = RegistryStack::start().await.expect("stack");
