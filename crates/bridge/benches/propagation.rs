@@ -51,7 +51,11 @@ struct Stack {
 async fn stack(mosquitto: bool) -> Stack {
     let broker = if mosquitto {
         Broker::Mosquitto(Box::new(
-            Mosquitto::builder().spawn().await.expect("mosquitto"),
+            Mosquitto::builder()
+                .config_line(std::env::var("PROPAGATION_MOSQUITTO_LINE").unwrap_or_default())
+                .spawn()
+                .await
+                .expect("mosquitto"),
         ))
     } else {
         Broker::Embedded(EmbeddedBroker::start().await.expect("broker"))
@@ -153,6 +157,9 @@ async fn main() {
     // `cargo bench` passes `--bench`; a filter argument is accepted and ignored.
     // PROPAGATION_BACKFILL_ONLY=1 skips the latency runs.
     let latency_runs = std::env::var_os("PROPAGATION_BACKFILL_ONLY").is_none();
+    // PROPAGATION_ONLY=word runs only the latency rows whose description contains it
+    // (e.g. "Mosquitto", "1000", "WebSocket"), and no backfill.
+    let only = std::env::var("PROPAGATION_ONLY").ok();
     println!("| measurement | broker | transactions | p50 | p99 | max |");
     println!("| --- | --- | --- | ---: | ---: | ---: |");
     for mosquitto in [false, true].into_iter().filter(|_| latency_runs) {
@@ -175,6 +182,13 @@ async fn main() {
                 ("WebSocket newHeads", false, 500),
                 ("HTTP polling every 100 ms", true, 100),
             ] {
+                let row = format!("{transport}, {name}, {load}");
+                if only
+                    .as_ref()
+                    .is_some_and(|only| !row.contains(only.as_str()))
+                {
+                    continue;
+                }
                 let stack = stack(mosquitto).await;
                 let url = if http {
                     stack.chain.anvil.http_url()
@@ -189,6 +203,9 @@ async fn main() {
                 );
             }
         }
+    }
+    if only.is_some() {
+        return;
     }
     let fill_stack = stack(false).await;
     let (events, took) = backfill(&fill_stack).await;

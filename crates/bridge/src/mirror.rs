@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anchormq_chain::{
-    B256, Changed, EventStream, PositionedEvent, RegistryState, StreamError, StreamItem,
+    B256, Changed, Cursor, EventStream, PositionedEvent, RegistryState, StreamError, StreamItem,
     StreamPosition, StreamStats,
 };
 use anchormq_core::chunk::{Assembly, ChunkAssembler};
@@ -34,21 +34,36 @@ pub(crate) enum Subject {
 
 type StreamMessage = Result<(StreamItem, StreamPosition, StreamStats), StreamError>;
 
-/// After a connection the broker sends the retained notes it holds, then (as it handles our packets
-/// in order) the marker we publish after subscribing. What had not come back by then, the broker
-/// lacks: only that is published again.
+/// After a connection the broker sends the retained notes it holds; the marker we publish after
+/// subscribing comes back after them on a broker that handles a client's packets in order
+/// (Mosquitto), or among them (rumqttd forwards subscriptions in rounds). What has not come back
+/// once the marker has and no note came for [`SYNC_QUIET`], the broker lacks: only that is
+/// published again.
 pub(crate) struct BrokerSync {
     marker: Bytes,
     marker_sent: bool,
+    marker_back: bool,
     /// Note topics the broker showed holding our note.
     held: HashSet<String>,
-    /// When to stop waiting for the marker (a broker whose ACL drops it) and publish every note
-    /// not shown.
+    /// When to stop waiting: [`SYNC_TIMEOUT`] after connecting for the marker (a broker whose ACL
+    /// drops it), then [`SYNC_QUIET`] after the last note shown.
     deadline: tokio::time::Instant,
+}
+
+impl BrokerSync {
+    /// Records that the broker holds our note on `topic`.
+    fn held(&mut self, topic: String) {
+        self.held.insert(topic);
+        if self.marker_back {
+            self.deadline = tokio::time::Instant::now() + SYNC_QUIET;
+        }
+    }
 }
 
 /// How long a marker may take to come back before every note not shown is published again.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long after the marker, and after each note shown since, the check waits for more.
+const SYNC_QUIET: Duration = Duration::from_millis(200);
 
 pub(crate) struct Mirror {
     pub(crate) key: NodeSecretKey,
@@ -115,15 +130,49 @@ impl Mirror {
                 () = shutdown.cancelled() => break Ok(()),
                 () = std::future::ready(()), if more_repairs => {}
                 () = tokio::time::sleep_until(sync_deadline.unwrap_or_else(tokio::time::Instant::now)), if sync_deadline.is_some() => {
-                    self.finish_sync(false);
+                    self.finish_sync();
                 }
                 event = self.link_events.recv() => match event {
                     Some(event) => self.on_link_event(event),
                     None => break Err(BridgeError::MqttClosed),
                 },
                 item = items.recv() => match item {
+                    Some(Ok((StreamItem::Batch { events, cursor, .. }, position, stats))) => {
+                        // Batches that queued up while the last round waited for the broker go
+                        // out in one round: one wait for acknowledgements, one store.
+                        let mut round = vec![(events, cursor, position)];
+                        let mut stats = stats;
+                        let mut after = None;
+                        while let Ok(next) = items.try_recv() {
+                            match next {
+                                Ok((StreamItem::Batch { events, cursor, .. }, position, next_stats)) => {
+                                    round.push((events, cursor, position));
+                                    stats = next_stats;
+                                }
+                                other => {
+                                    after = Some(other);
+                                    break;
+                                }
+                            }
+                        }
+                        self.on_stats(&stats);
+                        if let Err(error) = self.on_batches(round).await {
+                            break Err(error);
+                        }
+                        match after {
+                            None => {}
+                            Some(Ok((item, position, stats))) => {
+                                self.on_stats(&stats);
+                                if let Err(error) = self.on_item(item, position).await {
+                                    break Err(error);
+                                }
+                            }
+                            Some(Err(error)) => break Err(error.into()),
+                        }
+                    }
                     Some(Ok((item, position, stats))) => {
-                        if let Err(error) = self.on_item(item, position, &stats).await {
+                        self.on_stats(&stats);
+                        if let Err(error) = self.on_item(item, position).await {
                             break Err(error);
                         }
                     }
@@ -139,12 +188,7 @@ impl Mirror {
         }
     }
 
-    async fn on_item(
-        &mut self,
-        item: StreamItem,
-        position: StreamPosition,
-        stats: &StreamStats,
-    ) -> Result<(), BridgeError> {
+    fn on_stats(&self, stats: &StreamStats) {
         self.metrics.chain_head.store(stats.head, Ordering::Relaxed);
         self.metrics
             .rpc_reconnects
@@ -156,37 +200,58 @@ impl Mirror {
         self.metrics
             .rpc_disagreements
             .store(stats.disagreements, Ordering::Relaxed);
+    }
+
+    /// Mirrors consecutive batches in one round: their events applied and recorded in order, the
+    /// note of every subject they changed published once, then their events, and the checkpoint
+    /// stored once the broker acknowledged all of it.
+    async fn on_batches(
+        &mut self,
+        round: Vec<(Vec<PositionedEvent>, Cursor, StreamPosition)>,
+    ) -> Result<(), BridgeError> {
+        let mut changed = Changed::default();
+        for (events, _, position) in &round {
+            for event in events {
+                changed.extend(self.state.apply(event)?);
+            }
+            self.checkpoint.record_batch(events, position.clone())?;
+        }
+        let last = self.publish_subjects(&subjects(&changed)).await?;
+        let mut slices = Slices::new(last);
+        let events: Vec<&PositionedEvent> = round.iter().flat_map(|(events, ..)| events).collect();
+        if self.publish_events {
+            for part in events.chunks(SLICE) {
+                let messages = part
+                    .iter()
+                    .map(|event| self.event_message(event))
+                    .collect::<Result<_, _>>()?;
+                let last = self.publish_all(messages).await?;
+                let wait = slices.next(last, part.len());
+                self.wait_acked(wait).await?;
+            }
+        }
+        self.wait_acked(slices.last()).await?;
+        self.checkpoint.store(&self.checkpoint_path)?;
+        let block = round.last().map_or(0, |(_, cursor, _)| cursor.block_number);
+        self.metrics
+            .events_processed
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        self.metrics.mirrored_block.store(block, Ordering::Relaxed);
+        if !events.is_empty() {
+            tracing::info!(target: "anchormq::bridge", events = events.len(), block, nodes = changed.nodes.len(), groups = changed.groups.len(), "mirrored");
+        }
+        Ok(())
+    }
+
+    /// A rewind (batches go through [`Mirror::on_batches`]).
+    async fn on_item(
+        &mut self,
+        item: StreamItem,
+        position: StreamPosition,
+    ) -> Result<(), BridgeError> {
         match item {
             StreamItem::Batch { events, cursor, .. } => {
-                let mut changed = Changed::default();
-                for event in &events {
-                    changed.extend(self.state.apply(event)?);
-                }
-                self.checkpoint.record_batch(&events, position)?;
-                let last = self.publish_subjects(&subjects(&changed)).await?;
-                let mut slices = Slices::new(last);
-                if self.publish_events {
-                    for part in events.chunks(SLICE) {
-                        let messages = part
-                            .iter()
-                            .map(|event| self.event_message(event))
-                            .collect::<Result<_, _>>()?;
-                        let last = self.publish_all(messages).await?;
-                        let wait = slices.next(last);
-                        self.wait_acked(wait).await?;
-                    }
-                }
-                self.wait_acked(slices.last()).await?;
-                self.checkpoint.store(&self.checkpoint_path)?;
-                self.metrics
-                    .events_processed
-                    .fetch_add(events.len() as u64, Ordering::Relaxed);
-                self.metrics
-                    .mirrored_block
-                    .store(cursor.block_number, Ordering::Relaxed);
-                if !events.is_empty() {
-                    tracing::info!(target: "anchormq::bridge", events = events.len(), block = cursor.block_number, nodes = changed.nodes.len(), groups = changed.groups.len(), "mirrored");
-                }
+                self.on_batches(vec![(events, cursor, position)]).await?;
             }
             StreamItem::Rewind { to } => {
                 self.checkpoint.rewind(to, position);
@@ -218,6 +283,7 @@ impl Mirror {
                     // the topic is this process's own: a count tells its connections apart
                     marker: Bytes::from(self.connections.to_string()),
                     marker_sent: false,
+                    marker_back: false,
                     held: HashSet::new(),
                     deadline: tokio::time::Instant::now() + SYNC_TIMEOUT,
                 });
@@ -229,18 +295,21 @@ impl Mirror {
             LinkEvent::Subscribed => {}
             LinkEvent::Message(message) => {
                 if message.topic == self.sync_topic {
-                    if self
-                        .sync
-                        .as_ref()
-                        .is_some_and(|sync| sync.marker == message.payload)
+                    let expected = self.expected.len();
+                    if let Some(sync) = &mut self.sync
+                        && sync.marker == message.payload
                     {
-                        self.finish_sync(true);
+                        sync.marker_back = true;
+                        sync.deadline = tokio::time::Instant::now() + SYNC_QUIET;
+                        if sync.held.len() >= expected {
+                            self.finish_sync();
+                        }
                     }
                     return;
                 }
                 if self.expected.get(&message.topic) == Some(&message.payload) {
                     if let Some(sync) = &mut self.sync {
-                        sync.held.insert(message.topic);
+                        sync.held(message.topic);
                     }
                     return;
                 }
@@ -253,7 +322,7 @@ impl Mirror {
                 if self.other_instance_ahead(&message.topic, &message.payload) {
                     // the broker holds a note at least as new as ours: not one it lacks
                     if let Some(sync) = &mut self.sync {
-                        sync.held.insert(message.topic);
+                        sync.held(message.topic);
                     }
                     return;
                 }
@@ -331,9 +400,10 @@ impl Mirror {
     }
 
     /// Ends the comparison after a connection: every note the broker did not show is published
-    /// again. `marker_back` is false when the wait timed out.
-    fn finish_sync(&mut self, marker_back: bool) {
+    /// again.
+    fn finish_sync(&mut self) {
         let Some(sync) = self.sync.take() else { return };
+        let marker_back = sync.marker_back;
         let lacking: Vec<String> = self
             .expected
             .keys()
@@ -376,7 +446,7 @@ impl Mirror {
         for part in subjects.chunks(SLICE) {
             let messages = self.subject_messages(part)?;
             let last = self.publish_all(messages).await?;
-            let wait = slices.next(last);
+            let wait = slices.next(last, part.len());
             self.wait_acked(wait).await?;
         }
         Ok(slices.last())
@@ -579,11 +649,14 @@ async fn drive_stream(
 /// Notes or events handed to the link at once in a large batch.
 const SLICE: usize = 10_000;
 
-/// The sequence numbers of the slices queued so far: each new slice waits for the one before the
-/// last, so the broker always has work while at most two slices are held.
+/// The sequence numbers of the slices queued so far: once more than a slice is queued after the
+/// one before the last, that one must be acknowledged first, so the broker always has work while
+/// at most two slices are held. A small batch never waits here.
 struct Slices {
     previous: Option<u64>,
     last: Option<u64>,
+    /// Messages queued after `previous`.
+    queued: usize,
 }
 
 impl Slices {
@@ -591,13 +664,21 @@ impl Slices {
         Self {
             previous: None,
             last,
+            queued: 0,
         }
     }
 
-    /// Records a slice that ends at `last`; returns what to wait for before the next one.
-    fn next(&mut self, last: Option<u64>) -> Option<u64> {
+    /// Records a slice of `len` messages that ends at `last`; returns what to wait for before
+    /// the next one.
+    fn next(&mut self, last: Option<u64>, len: usize) -> Option<u64> {
+        self.queued += len;
+        if self.queued <= SLICE {
+            self.last = last.or(self.last);
+            return None;
+        }
         self.previous = self.last;
         self.last = last.or(self.last);
+        self.queued = len;
         self.previous
     }
 

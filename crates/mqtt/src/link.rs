@@ -177,7 +177,12 @@ impl Link {
         let options = config
             .options()
             .map_err(|e| LinkError::Config(e.to_string()))?;
-        let (client, eventloop) = AsyncClient::new(options, 256);
+        let (client, mut eventloop) = AsyncClient::new(options, 256);
+        // Small packets go out at once: with Nagle's algorithm a PUBLISH written while an earlier
+        // segment is unacknowledged waits for that ACK, which the broker may delay by 40 ms.
+        let mut network = eventloop.network_options();
+        network.set_tcp_nodelay(true);
+        eventloop.set_network_options(network);
         let (commands, commands_rx) = mpsc::channel(1024);
         let (events_tx, events) = mpsc::channel(4096);
         let (acked_tx, acked_through) = watch::channel(0);
