@@ -161,12 +161,6 @@ struct Counters {
 /// every node note instead (one filter, and the broker's retained limits permitting).
 const MAX_NODE_FILTERS: usize = 1024;
 
-/// QoS of the subscriptions to note topics. Notes are retained state, and the link subscribes
-/// again on every connection, which makes the broker send the latest of each: QoS 1 adds nothing
-/// a lost connection does not already repair, while brokers bound what they send a new QoS 1
-/// subscription at once (rumqttd 100 retained messages; Mosquitto its queue, 1,000 by default).
-pub(crate) const NOTE_QOS: QoS = QoS::AtMostOnce;
-
 fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
@@ -220,10 +214,10 @@ impl Agent {
             topics,
         });
         inner
-            .subscribe_filter(inner.topics.node_note_filter(&inner.node), NOTE_QOS)
+            .subscribe_filter(inner.topics.node_note_filter(&inner.node), QoS::AtLeastOnce)
             .await?;
         inner
-            .subscribe_filter(inner.topics.group_notes_filter(), NOTE_QOS)
+            .subscribe_filter(inner.topics.group_notes_filter(), QoS::AtLeastOnce)
             .await?;
         let reader = Reader::new(
             inner.clone(),

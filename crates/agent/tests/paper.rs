@@ -338,9 +338,7 @@ async fn late_joiner_reads_with_retained_notes_and_rotation_rekeys() {
 }
 
 /// An agent follows the node notes of its groups' members only: with 150 more nodes in the
-/// registry, 1111 (in hsu0001 with 1112) holds two node notes and still talks to 1112. With 150
-/// more groups it holds every group note: the embedded broker sends a new QoS 1 subscription 100
-/// retained messages only, and the note subscriptions are QoS 0.
+/// registry, 1111 (in hsu0001 with 1112) holds two node notes and still talks to 1112.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_holds_only_the_node_notes_of_its_groups_members() {
     let stack = Stack::start().await;
@@ -362,18 +360,6 @@ async fn an_agent_holds_only_the_node_notes_of_its_groups_members() {
         .register_nodes(&fleet)
         .await
         .expect("registerNodes");
-    for i in 0..150 {
-        stack
-            .admin
-            .create_group(group(&format!("fleet{i:03}")), "")
-            .await
-            .expect("createGroup");
-    }
-    let last_group = Topics::new(&stack.registry).group_note(&group("fleet149"), 0);
-    RawClient::subscribed(stack.raw_options("fleet-groups"), &last_group)
-        .await
-        .next()
-        .await;
     // the bridge has published the last one
     let last = Topics::new(&stack.registry).node_note_filter(&node("fleet149"));
     RawClient::subscribed(stack.raw_options("fleet"), &last)
@@ -396,14 +382,5 @@ async fn an_agent_holds_only_the_node_notes_of_its_groups_members() {
     assert_eq!(
         held, members,
         "1111 holds the notes of hsu0001's members only"
-    );
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while a1111.key_book().groups().count() < 152 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(
-        a1111.key_book().groups().count(),
-        152,
-        "1111 holds the notes of hsu0001, hsu0002 and the 150 other groups"
     );
 }

@@ -15,7 +15,7 @@ use anchormq_core::{
     Begun, GroupId, IngestError, Ingested, MembershipError, NodeId, NoteError, NoteTopic,
     NoteUpdate, OpenError, Opened, SenderKeyError, topic_matches,
 };
-use anchormq_mqtt::{LinkEvent, Message};
+use anchormq_mqtt::{LinkEvent, Message, QoS};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::{Duration, Instant};
@@ -240,7 +240,7 @@ impl Reader {
         for filter in filters {
             bump(&self.inner.stats.asked_again);
             tracing::debug!(target: "anchormq::agent", %filter, "messages wait for a sender-key note: subscribing again");
-            if let Err(error) = self.inner.subscribe_filter(filter, super::NOTE_QOS).await {
+            if let Err(error) = self.inner.subscribe_filter(filter, QoS::AtLeastOnce).await {
                 tracing::debug!(target: "anchormq::agent", %error, "cannot subscribe to sender keys again");
             }
         }
@@ -381,7 +381,7 @@ impl Reader {
             }
         }
         for filter in new_filters {
-            if let Err(error) = self.inner.subscribe_filter(filter, super::NOTE_QOS).await {
+            if let Err(error) = self.inner.subscribe_filter(filter, QoS::AtLeastOnce).await {
                 tracing::debug!(target: "anchormq::agent", %error, "cannot subscribe to sender keys");
             }
         }
