@@ -138,23 +138,8 @@ impl Mirror {
                 },
                 item = items.recv() => match item {
                     Some(Ok((StreamItem::Batch { events, cursor, .. }, position, stats))) => {
-                        // Batches that queued up while the last round waited for the broker go
-                        // out in one round: one wait for acknowledgements, one store.
-                        let mut round = vec![(events, cursor, position)];
-                        let mut stats = stats;
-                        let mut after = None;
-                        while let Ok(next) = items.try_recv() {
-                            match next {
-                                Ok((StreamItem::Batch { events, cursor, .. }, position, next_stats)) => {
-                                    round.push((events, cursor, position));
-                                    stats = next_stats;
-                                }
-                                other => {
-                                    after = Some(other);
-                                    break;
-                                }
-                            }
-                        }
+                        let (round, stats, after) =
+                            take_round((events, cursor, position), stats, &mut items);
                         self.on_stats(&stats);
                         if let Err(error) = self.on_batches(round).await {
                             break Err(error);
@@ -205,10 +190,7 @@ impl Mirror {
     /// Mirrors consecutive batches in one round: their events applied and recorded in order, the
     /// note of every subject they changed published once, then their events, and the checkpoint
     /// stored once the broker acknowledged all of it.
-    async fn on_batches(
-        &mut self,
-        round: Vec<(Vec<PositionedEvent>, Cursor, StreamPosition)>,
-    ) -> Result<(), BridgeError> {
+    async fn on_batches(&mut self, round: Vec<Batch>) -> Result<(), BridgeError> {
         let mut changed = Changed::default();
         for (events, _, position) in &round {
             for event in events {
@@ -714,6 +696,30 @@ fn retained(topic: String, payload: Bytes) -> Outbound {
         qos: QoS::AtLeastOnce,
         retain: true,
     }
+}
+
+/// A batch as the mirror takes it: its events, its last block, and the stream's position after it.
+type Batch = (Vec<PositionedEvent>, Cursor, StreamPosition);
+
+/// `first` and the batches queued behind it, which go out in one round (one wait for the broker's
+/// acknowledgements, one store), with the latest stream statistics and the first queued item that
+/// is not a batch.
+fn take_round(
+    first: Batch,
+    mut stats: StreamStats,
+    items: &mut mpsc::Receiver<StreamMessage>,
+) -> (Vec<Batch>, StreamStats, Option<StreamMessage>) {
+    let mut round = vec![first];
+    while let Ok(next) = items.try_recv() {
+        match next {
+            Ok((StreamItem::Batch { events, cursor, .. }, position, next_stats)) => {
+                round.push((events, cursor, position));
+                stats = next_stats;
+            }
+            other => return (round, stats, Some(other)),
+        }
+    }
+    (round, stats, None)
 }
 
 fn subjects(changed: &Changed) -> Vec<Subject> {
