@@ -207,12 +207,10 @@ impl Mirror {
                     .iter()
                     .map(|event| self.event_message(event))
                     .collect::<Result<_, _>>()?;
-                let last = self.publish_all(messages).await?;
-                let wait = slices.next(last, part.len());
-                self.wait_acked(wait).await?;
+                self.publish_slice(&mut slices, messages).await?;
             }
         }
-        self.wait_acked(slices.last()).await?;
+        self.wait_acked(slices.last).await?;
         self.checkpoint.store(&self.checkpoint_path)?;
         let block = round.last().map_or(0, |(_, cursor, _)| cursor.block_number);
         self.metrics
@@ -427,11 +425,21 @@ impl Mirror {
         let mut slices = Slices::new(None);
         for part in subjects.chunks(SLICE) {
             let messages = self.subject_messages(part)?;
-            let last = self.publish_all(messages).await?;
-            let wait = slices.next(last, part.len());
-            self.wait_acked(wait).await?;
+            self.publish_slice(&mut slices, messages).await?;
         }
-        Ok(slices.last())
+        Ok(slices.last)
+    }
+
+    /// Queues one slice of a large batch, after the broker acknowledged the slice before the last.
+    async fn publish_slice(
+        &mut self,
+        slices: &mut Slices,
+        messages: Vec<Outbound>,
+    ) -> Result<(), BridgeError> {
+        let len = messages.len();
+        let last = self.publish_all(messages).await?;
+        let wait = slices.next(last, len);
+        self.wait_acked(wait).await
     }
 
     /// Queues messages on the link, in order.
@@ -631,41 +639,31 @@ async fn drive_stream(
 /// Notes or events handed to the link at once in a large batch.
 const SLICE: usize = 10_000;
 
-/// The sequence numbers of the slices queued so far: once more than a slice is queued after the
-/// one before the last, that one must be acknowledged first, so the broker always has work while
-/// at most two slices are held. A small batch never waits here.
+/// The slices queued so far: once more than a slice is queued after the one before the last,
+/// that one must be acknowledged first, so the broker always has work while at most two slices
+/// are held. A small batch never waits here.
 struct Slices {
-    previous: Option<u64>,
     last: Option<u64>,
-    /// Messages queued after `previous`.
+    /// Messages queued after the end of the slice before `last`.
     queued: usize,
 }
 
 impl Slices {
     const fn new(last: Option<u64>) -> Self {
-        Self {
-            previous: None,
-            last,
-            queued: 0,
-        }
+        Self { last, queued: 0 }
     }
 
     /// Records a slice of `len` messages that ends at `last`; returns what to wait for before
     /// the next one.
     fn next(&mut self, last: Option<u64>, len: usize) -> Option<u64> {
         self.queued += len;
+        let previous = self.last;
+        self.last = last.or(self.last);
         if self.queued <= SLICE {
-            self.last = last.or(self.last);
             return None;
         }
-        self.previous = self.last;
-        self.last = last.or(self.last);
         self.queued = len;
-        self.previous
-    }
-
-    const fn last(&self) -> Option<u64> {
-        self.last
+        previous
     }
 }
 

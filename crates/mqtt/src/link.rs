@@ -178,8 +178,9 @@ impl Link {
             .options()
             .map_err(|e| LinkError::Config(e.to_string()))?;
         let (client, mut eventloop) = AsyncClient::new(options, 256);
-        // Small packets go out at once: with Nagle's algorithm a PUBLISH written while an earlier
-        // segment is unacknowledged waits for that ACK, which the broker may delay by 40 ms.
+        // Small packets go out at once, so this client never holds a PUBLISH behind an earlier
+        // unacknowledged segment (Nagle's algorithm). The 40 ms stalls measured on Mosquitto were
+        // the broker's own Nagle (docs/benchmarks.md); this alone changed nothing measurable there.
         let mut network = eventloop.network_options();
         network.set_tcp_nodelay(true);
         eventloop.set_network_options(network);
