@@ -47,7 +47,10 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 mod common;
-use common::{anchormq, bridge_key, command, paper_anvil, paper_key_file, stderr, stdout};
+use common::{
+    anchormq, bridge_key, command, line_publisher, paper_anvil, paper_key_file, stderr, stdout,
+    verify_agrees_within,
+};
 
 /// Registry transactions in the burst.
 const TRANSACTIONS: usize = 2_000;
@@ -397,26 +400,8 @@ async fn two_bridges_one_killed_repeatedly_during_a_burst_lose_and_double_nothin
         .expect("B starts");
     from_blocks.push(field(&starting, "from_block").expect("from_block"));
 
-    let verify_clean = |limit: Duration| {
-        let env = env.clone();
-        async move {
-            await_condition(
-                "verify to find broker and chain in agreement",
-                limit,
-                Duration::from_millis(500),
-                || {
-                    let env = env.clone();
-                    async move {
-                        anchormq(&["verify", "--quiet-ms", "300"], &env)
-                            .await
-                            .status
-                            .success()
-                    }
-                },
-            )
-            .await
-        }
-    };
+    let verify_clean =
+        |limit: Duration| verify_agrees_within(&env, limit, Duration::from_millis(500));
     verify_clean(Duration::from_secs(60))
         .await
         .expect("the two bridges mirror the paper's registry");
@@ -462,28 +447,7 @@ async fn two_bridges_one_killed_repeatedly_during_a_burst_lose_and_double_nothin
             }
         }
     });
-    let mut publisher = command(
-        &[
-            "pub",
-            "--as",
-            "1111",
-            "--key",
-            &key_1111,
-            "-t",
-            "hsu/0001/seq",
-            "-l",
-            "-q",
-            "1",
-            "--wait",
-            "60",
-        ],
-        &env,
-    );
-    publisher
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut publisher = publisher.spawn().expect("pub starts");
+    let mut publisher = line_publisher(&key_1111, &env);
     let publisher_stdin = publisher.stdin.take().expect("stdin");
 
     // the burst, in its own task; B is killed on the chain's progress meanwhile

@@ -10,7 +10,7 @@ use anchormq_localstack::Mosquitto;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 mod common;
-use common::{UpPaper, await_line, command};
+use common::{UpPaper, await_line, command, line_publisher};
 
 const MESSAGES: u64 = 500;
 /// Messages between restarts.
@@ -97,28 +97,7 @@ async fn stream_through_restarts(persistence: bool) -> Outcome {
     });
 
     // the publisher: one line per message, the broker restarted three times on the way
-    let mut publisher = command(
-        &[
-            "pub",
-            "--as",
-            "1111",
-            "--key",
-            &up.key("1111"),
-            "-t",
-            "hsu/0001/seq",
-            "-l",
-            "-q",
-            "1",
-            "--wait",
-            "60",
-        ],
-        &env,
-    );
-    publisher
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut publisher = publisher.spawn().expect("pub starts");
+    let mut publisher = line_publisher(&up.key("1111"), &env);
     let mut stdin = publisher.stdin.take().expect("stdin");
     let mut outcome = Outcome {
         payloads: Vec::new(),

@@ -189,20 +189,10 @@ impl UpPaper {
     }
 
     pub(crate) async fn verify_agrees(&self) {
-        let env = self.env();
-        await_condition(
-            "verify to agree on up's stack",
+        verify_agrees_within(
+            &self.env(),
             Duration::from_secs(30),
             Duration::from_millis(200),
-            || {
-                let env = env.clone();
-                async move {
-                    anchormq(&["verify", "--quiet-ms", "300"], &env)
-                        .await
-                        .status
-                        .success()
-                }
-            },
         )
         .await
         .expect("the bridge of up mirrors the chain");
@@ -305,4 +295,52 @@ pub(crate) async fn bridge_key(dir: &Path) -> (String, String) {
         .public_key()
         .to_string();
     (path, public)
+}
+
+/// Runs `anchormq verify` every `every` until it finds broker and chain in agreement, for at most
+/// `limit`.
+pub(crate) async fn verify_agrees_within(
+    env: &[(&str, &str)],
+    limit: Duration,
+    every: Duration,
+) -> Result<(), anchormq_localstack::WaitTimeout> {
+    await_condition(
+        "verify to find broker and chain in agreement",
+        limit,
+        every,
+        || async {
+            anchormq(&["verify", "--quiet-ms", "300"], env)
+                .await
+                .status
+                .success()
+        },
+    )
+    .await
+}
+
+/// `anchormq pub -l -q 1 --wait 60` as 1111 on hsu/0001/seq, started with its standard input
+/// piped for the lines to send, its standard error piped, its output discarded.
+pub(crate) fn line_publisher(key_1111: &str, env: &[(&str, &str)]) -> tokio::process::Child {
+    let mut publisher = command(
+        &[
+            "pub",
+            "--as",
+            "1111",
+            "--key",
+            key_1111,
+            "-t",
+            "hsu/0001/seq",
+            "-l",
+            "-q",
+            "1",
+            "--wait",
+            "60",
+        ],
+        env,
+    );
+    publisher
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    publisher.spawn().expect("pub starts")
 }
