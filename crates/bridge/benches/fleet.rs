@@ -27,6 +27,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use alloy::contract::SolCallBuilder;
+use alloy::network::Ethereum;
+use alloy::providers::{PendingTransactionBuilder, Provider};
+use alloy::sol_types::SolCall;
 use anchormq_chain::bindings::IKeyRegistry;
 use anchormq_chain::{B256, NodeRegistration, SigningKey};
 use anchormq_core::{GroupId, NodeId};
@@ -306,16 +310,12 @@ async fn main() {
             .collect();
         let keys = batch.iter().map(|r| r.public_key.clone()).collect();
         let proofs = batch.iter().map(|r| r.proof.clone()).collect();
-        let sent = registry
-            .registerNodes(ids, keys, proofs)
-            .nonce(nonce)
-            .gas(25_000_000)
-            .max_fee_per_gas(20_000_000_000)
-            .max_priority_fee_per_gas(1)
-            .send()
-            .await
-            .expect("registerNodes");
-        nonce += 1;
+        let sent = send(
+            registry.registerNodes(ids, keys, proofs),
+            &mut nonce,
+            25_000_000,
+        )
+        .await;
         last = Some(sent);
         mine_now(false).await;
         if (i + 1) % 40 == 0 {
@@ -333,30 +333,17 @@ async fn main() {
                 .expect("label")
                 .as_bytes(),
         );
-        let _pending = registry
-            .createGroup(group, format!("fleet/g{g:04}/#"))
-            .nonce(nonce)
-            .gas(500_000)
-            .max_fee_per_gas(20_000_000_000)
-            .max_priority_fee_per_gas(1)
-            .send()
-            .await
-            .expect("createGroup");
-        nonce += 1;
+        let _pending = send(
+            registry.createGroup(group, format!("fleet/g{g:04}/#")),
+            &mut nonce,
+            500_000,
+        )
+        .await;
         mine_now(false).await;
         let members = (0..size)
             .map(|k| B256::from(*fleet[(g * GROUP_SIZE + k) % nodes].node.as_bytes()))
             .collect();
-        let sent = registry
-            .addMembers(group, members)
-            .nonce(nonce)
-            .gas(5_000_000)
-            .max_fee_per_gas(20_000_000_000)
-            .max_priority_fee_per_gas(1)
-            .send()
-            .await
-            .expect("addMembers");
-        nonce += 1;
+        let sent = send(registry.addMembers(group, members), &mut nonce, 5_000_000).await;
         last = Some(sent);
         mine_now(false).await;
         if (g + 1) % 100 == 0 {
@@ -370,15 +357,12 @@ async fn main() {
     // n000000 is in g0000 and, with this, in g0001 too: an agent in two groups
     if groups >= 2 && nodes > GROUP_SIZE {
         let group = B256::from(*GroupId::from_label("g0001").expect("label").as_bytes());
-        let sent = registry
-            .addMembers(group, vec![B256::from(*fleet[0].node.as_bytes())])
-            .nonce(nonce)
-            .gas(500_000)
-            .max_fee_per_gas(20_000_000_000)
-            .max_priority_fee_per_gas(1)
-            .send()
-            .await
-            .expect("addMembers");
+        let sent = send(
+            registry.addMembers(group, vec![B256::from(*fleet[0].node.as_bytes())]),
+            &mut nonce,
+            500_000,
+        )
+        .await;
         last = Some(sent);
     }
     mine_now(true).await;
@@ -506,6 +490,25 @@ async fn main() {
         seconds(restart_time),
         metric(&restart, "notes_restored_total"),
     );
+}
+
+/// Sends `call` from the admin with the next nonce and fixed fees, without waiting for it to be
+/// mined.
+async fn send<P: Provider, C: SolCall>(
+    call: SolCallBuilder<P, C>,
+    nonce: &mut u64,
+    gas: u64,
+) -> PendingTransactionBuilder<Ethereum> {
+    let sent = call
+        .nonce(*nonce)
+        .gas(gas)
+        .max_fee_per_gas(20_000_000_000)
+        .max_priority_fee_per_gas(1)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", C::SIGNATURE));
+    *nonce += 1;
+    sent
 }
 
 /// Two agents as a user runs them, with the bridge running: `anchormq sub` as n000001 (in g0000)
