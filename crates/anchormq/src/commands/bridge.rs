@@ -73,8 +73,7 @@ impl BridgeCommand {
             "bridge public key {} (give it to agents as --bridge-key)",
             key.public_key()
         );
-        let shutdown = CancellationToken::new();
-        spawn_signal_handler(shutdown.clone());
+        let shutdown = super::shutdown_on_signal();
         let metrics = Arc::new(Metrics::default());
         if let Some(address) = config.metrics {
             let listener = tokio::net::TcpListener::bind(address)
@@ -196,31 +195,4 @@ pub fn apply_credentials(context: &Context, config: &mut anchormq_bridge::Bridge
             password: context.globals().password.clone().unwrap_or_default(),
         });
     }
-}
-
-/// Cancels `shutdown` on Ctrl-C or SIGTERM.
-pub fn spawn_signal_handler(shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            match signal(SignalKind::terminate()) {
-                Ok(mut term) => {
-                    tokio::select! {
-                        _ = tokio::signal::ctrl_c() => {}
-                        _ = term.recv() => {}
-                    }
-                }
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-        eprintln!("shutting down…");
-        shutdown.cancel();
-    });
 }

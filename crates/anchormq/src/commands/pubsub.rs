@@ -334,8 +334,7 @@ pub struct SubCommand {
 impl SubCommand {
     /// Prints readable messages; reports unreadable ones on stderr and carries on.
     pub async fn execute(self, context: &Context) -> eyre::Result<()> {
-        let shutdown = CancellationToken::new();
-        crate::commands::bridge::spawn_signal_handler(shutdown.clone());
+        let shutdown = super::shutdown_on_signal();
         let agent = start_agent(
             context,
             &self.identity,

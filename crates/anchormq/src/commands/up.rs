@@ -4,7 +4,6 @@ use anchormq_devnet::DEV_ACCOUNTS;
 use clap::Args;
 use eyre::WrapErr;
 
-use crate::commands::bridge::spawn_signal_handler;
 use crate::commands::node::write_new_key_file;
 use crate::commands::stack::{LocalStack, StackOptions};
 use crate::context::Context;
@@ -50,6 +49,8 @@ impl UpCommand {
             broker: external,
         })
         .await?;
+        // before anything is printed: a script may send SIGINT as soon as it reads the settings
+        let signalled = super::shutdown_on_signal();
         let mut key_files = Vec::new();
         if self.paper {
             for id in ["1111", "1112", "1113", "1114"] {
@@ -123,10 +124,9 @@ impl UpCommand {
         }
         println!("anchormq audit");
         println!("anchormq verify");
-        let shutdown = stack.shutdown.clone();
-        spawn_signal_handler(shutdown.clone());
         tokio::select! {
-            () = shutdown.cancelled() => {}
+            () = signalled.cancelled() => {}
+            () = stack.shutdown.cancelled() => {}
             () = async {
                 loop {
                     if stack.bridge_finished() {
