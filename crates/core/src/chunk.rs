@@ -10,9 +10,9 @@
 //! ```text
 //! off  len  field
 //!   0    1  chunk format version (1)
-//!   1    1  note kind (1 node, 2 group, 3 sender-key)
-//!   2   32  subject (node ID / group ID / group ID of a sender-key note)
-//!  34    8  order hint (block number / block number / epoch)
+//!   1    1  note kind (1 node, 2 group, 3 sender-key, 4 membership)
+//!   2   32  subject (node ID / group ID / group ID / node ID)
+//!  34    8  order hint (block number / block number / epoch / block number)
 //!  42   32  content hash: SHA-256 of the complete signed note
 //!  74    2  chunk index (0-based)
 //!  76    2  chunk count

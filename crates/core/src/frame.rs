@@ -1,12 +1,12 @@
-//! The signed-note frame shared by node, group and sender-key notes:
+//! The signed-note frame shared by node, group, membership and sender-key notes:
 //!
 //! ```text
 //! version (1) = 0x03 || kind (1) || body || signature (64)
 //! ```
 //!
 //! The signature is ECDSA-secp256k1 (low S) over
-//! SHA-256(`"anchormq/v1 note\0"` || version || kind || body). Node and group
-//! notes are signed by the bridge key, sender-key notes by the sending node.
+//! SHA-256(`"anchormq/v1 note\0"` || version || kind || body). Node, group and
+//! membership notes are signed by the bridge key, sender-key notes by the sending node.
 //!
 //! Each note type says what the frame needs to know about it through
 //! the crate-internal `NoteBody` trait (its kind, subject, order and body encoding);
@@ -17,7 +17,7 @@
 use crate::chunk;
 use crate::error::DecodeError;
 use crate::keys::{NodePublicKey, NodeSecretKey, Signature};
-use crate::notes::{GroupNote, NodeNote};
+use crate::notes::{GroupNote, MembershipNote, NodeNote};
 use crate::sender_key::SenderKeyNote;
 use crate::wire::Reader;
 
@@ -38,6 +38,8 @@ pub enum NoteKind {
     Group = 2,
     /// Sender-key note (signed by the sending node).
     SenderKey = 3,
+    /// Membership note (bridge-signed): the groups of one node.
+    Membership = 4,
 }
 
 impl NoteKind {
@@ -46,6 +48,7 @@ impl NoteKind {
             1 => Some(Self::Node),
             2 => Some(Self::Group),
             3 => Some(Self::SenderKey),
+            4 => Some(Self::Membership),
             _ => None,
         }
     }
@@ -55,7 +58,7 @@ impl NoteKind {
 pub(crate) trait NoteBody: Sized {
     /// The kind byte this type is framed with.
     const KIND: NoteKind;
-    /// Node ID (node note) or group ID (group and sender-key notes).
+    /// Node ID (node and membership notes) or group ID (group and sender-key notes).
     fn subject(&self) -> [u8; 32];
     /// Block number (chain notes) or epoch (sender-key notes).
     fn order(&self) -> u64;
@@ -197,6 +200,7 @@ impl SignedNote {
             NoteKind::Node => routing::<NodeNote>(&bytes)?,
             NoteKind::Group => routing::<GroupNote>(&bytes)?,
             NoteKind::SenderKey => routing::<SenderKeyNote>(&bytes)?,
+            NoteKind::Membership => routing::<MembershipNote>(&bytes)?,
         };
         Ok(Self {
             kind,
@@ -210,7 +214,7 @@ impl SignedNote {
     pub const fn kind(&self) -> NoteKind {
         self.kind
     }
-    /// Node ID (node note) or group ID (group and sender-key notes).
+    /// Node ID (node and membership notes) or group ID (group and sender-key notes).
     pub const fn subject(&self) -> &[u8; 32] {
         &self.subject
     }
@@ -307,6 +311,13 @@ mod tests {
                 )
                 .expect("valid"),
             );
+        }
+        // an empty list too: the bridge publishes one for a node in no group
+        for groups in [
+            vec![],
+            vec![group, GroupId::from_label("hsu0002").expect("id")],
+        ] {
+            round_trip(&MembershipNote::new(position(), node, groups).with_generation(2));
         }
         let stream = StreamId {
             group,

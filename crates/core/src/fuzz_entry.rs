@@ -10,7 +10,7 @@ use crate::chunk::{Chunk, ChunkAssembler};
 use crate::envelope::Envelope;
 use crate::frame::{self, NoteBody, SignedNote};
 use crate::keys::NodeSecretKey;
-use crate::notes::{GroupNote, NodeNote};
+use crate::notes::{GroupNote, MembershipNote, NodeNote};
 use crate::sender_key::SenderKeyNote;
 use crate::topics::{topic_matches, validate_topic_filter};
 
@@ -20,6 +20,7 @@ pub const TARGETS: &[&str] = &[
     "envelope",
     "node_note",
     "group_note",
+    "membership_note",
     "sender_key_note",
     "chunk",
     "key_file",
@@ -32,6 +33,7 @@ pub fn run(target: &str, data: &[u8]) -> bool {
         "envelope" => envelope(data),
         "node_note" => node_note(data),
         "group_note" => group_note(data),
+        "membership_note" => membership_note(data),
         "sender_key_note" => sender_key_note(data),
         "chunk" => chunk(data),
         "key_file" => key_file(data),
@@ -100,6 +102,19 @@ pub fn group_note(data: &[u8]) {
             "group note normalisation changed a decoded note"
         );
         body_round_trip(data, &note, "group note");
+    }
+}
+
+/// Membership note decoder (signed form).
+pub fn membership_note(data: &[u8]) {
+    if let Ok((note, _sig)) = MembershipNote::decode_signed(data) {
+        let rebuilt = MembershipNote::new(note.position, note.node, note.groups().to_vec())
+            .with_generation(note.generation);
+        assert_eq!(
+            rebuilt, note,
+            "membership note normalisation changed a decoded note"
+        );
+        body_round_trip(data, &note, "membership note");
     }
 }
 

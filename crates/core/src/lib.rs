@@ -9,7 +9,7 @@
 //! - [`keys`]: node secret keys (key file format), public keys, low-S ECDSA;
 //! - [`frame`]: the signed-note frame every note travels in, with the one
 //!   signer and the one strict decoder for all note kinds;
-//! - [`notes`]: node and group notes signed by the bridge, and [`KeyBook`],
+//! - [`notes`]: node, group and membership notes signed by the bridge, and [`KeyBook`],
 //!   the reader that refuses forged, foreign or rolled-back notes;
 //! - [`chunk`]: splitting any signed note into MQTT-sized chunks and back;
 //! - [`sender_key`]: per-(group, sender, epoch) keys wrapped with ECIES for
@@ -63,8 +63,8 @@ pub use frame::{NoteKind, SignedNote};
 pub use ids::{GroupId, NodeId};
 pub use keys::{NodePublicKey, NodeSecretKey, Signature};
 pub use notes::{
-    Address, ChainPosition, GroupNote, KeyBook, Member, NodeNote, NodeStatus, NoteUpdate, Registry,
-    Roles,
+    Address, ChainPosition, GroupNote, KeyBook, Member, MembershipNote, NodeNote, NodeStatus,
+    NoteUpdate, Registry, Roles,
 };
 pub use redact::redact_url;
 pub use replay::{ReplayVerdict, ReplayWindow};

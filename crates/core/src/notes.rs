@@ -1,7 +1,7 @@
 //! Key notes: the bridge's signed MQTT mirror of the KeyRegistry, and
 //! [`KeyBook`], the reader that holds the last good note per node and group.
 //!
-//! Node and group notes are bodies in the signed-note frame of
+//! Node, group and membership notes are bodies in the signed-note frame of
 //! [`crate::frame`], signed by the bridge key (sender-key notes, signed by the
 //! sending node, are in [`crate::sender_key`]).
 
@@ -518,6 +518,113 @@ impl NoteBody for GroupNote {
     }
 }
 
+/// The groups one node is a member of, as the bridge mirrors them from the registry.
+///
+/// Only a subscription hint: it tells an agent which group notes to follow, so that it need
+/// not receive every group's note. It grants nothing; membership is decided by the group note.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipNote {
+    /// The bridge's generation (see [`NodeNote::generation`]).
+    pub generation: u64,
+    /// The last event that changed the node's groups (or its registration when none did).
+    pub position: ChainPosition,
+    /// The node.
+    pub node: NodeId,
+    /// Strictly ascending: the wire order, so each list has one encoding.
+    groups: Vec<GroupId>,
+}
+
+impl MembershipNote {
+    /// Body length on the wire without the group IDs.
+    const BASE_LEN: usize = 8 + ChainPosition::LEN + 32 + 4;
+
+    /// Builds a membership note (bridge generation 0); sorts `groups` and drops duplicates.
+    pub fn new(position: ChainPosition, node: NodeId, mut groups: Vec<GroupId>) -> Self {
+        groups.sort();
+        groups.dedup();
+        Self {
+            generation: 0,
+            position,
+            node,
+            groups,
+        }
+    }
+
+    /// The same note under bridge generation `generation`.
+    #[must_use]
+    pub const fn with_generation(mut self, generation: u64) -> Self {
+        self.generation = generation;
+        self
+    }
+
+    /// The node's groups, sorted by group ID.
+    pub fn groups(&self) -> &[GroupId] {
+        &self.groups
+    }
+
+    /// Signs the note with the bridge key.
+    pub fn sign(&self, bridge_key: &NodeSecretKey) -> SignedNote {
+        frame::sign(self, bridge_key)
+    }
+
+    /// Decodes a signed membership note without checking the signature.
+    pub fn decode_signed(bytes: &[u8]) -> Result<(Self, [u8; 64]), DecodeError> {
+        frame::decode(bytes).map(frame::Framed::into_parts)
+    }
+}
+
+impl NoteBody for MembershipNote {
+    const KIND: NoteKind = NoteKind::Membership;
+
+    fn subject(&self) -> [u8; 32] {
+        *self.node.as_bytes()
+    }
+
+    fn order(&self) -> u64 {
+        self.position.block_number
+    }
+
+    fn body_len(&self) -> usize {
+        Self::BASE_LEN + 32 * self.groups.len()
+    }
+
+    fn encode_body(&self, out: &mut Vec<u8>) {
+        put_u64(out, self.generation);
+        self.position.encode(out);
+        out.extend_from_slice(self.node.as_bytes());
+        // a 16 MiB note holds far fewer than 2^32 groups
+        put_u32(out, self.groups.len() as u32);
+        for g in &self.groups {
+            out.extend_from_slice(g.as_bytes());
+        }
+    }
+
+    fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let generation = r.u64("membership.generation")?;
+        let position = ChainPosition::decode(r)?;
+        let node = NodeId::from_bytes(r.array("membership.id")?);
+        let count = r.u32("membership.group_count")? as usize;
+        // checked before allocating: a forged count must not reserve gigabytes
+        if count.checked_mul(32).is_none_or(|n| n > r.remaining()) {
+            return Err(DecodeError::malformed("membership.groups"));
+        }
+        let mut groups: Vec<GroupId> = Vec::with_capacity(count);
+        for _ in 0..count {
+            let group = GroupId::from_bytes(r.array("membership.groups")?);
+            if groups.last().is_some_and(|prev| *prev >= group) {
+                return Err(DecodeError::malformed("membership.groups order"));
+            }
+            groups.push(group);
+        }
+        Ok(Self {
+            generation,
+            position,
+            node,
+            groups,
+        })
+    }
+}
+
 /// The registry allows a group without a topic filter (`""`): it claims no
 /// topic, so nothing can be sealed or opened for it until the filter is set.
 fn check_group_filter(filter: &str) -> Result<(), crate::error::TopicError> {
@@ -542,6 +649,13 @@ pub enum NoteUpdate {
     Group {
         /// The group.
         group: GroupId,
+        /// Whether the held note changed.
+        changed: bool,
+    },
+    /// A membership note was stored (`changed == false`: the same note was already held).
+    Membership {
+        /// The node whose groups it lists.
+        node: NodeId,
         /// Whether the held note changed.
         changed: bool,
     },
@@ -584,6 +698,7 @@ pub struct KeyBook {
     bridge: NodePublicKey,
     nodes: HashMap<NodeId, Held<NodeNote>>,
     groups: HashMap<GroupId, Held<GroupNote>>,
+    memberships: HashMap<NodeId, Held<MembershipNote>>,
 }
 
 impl KeyBook {
@@ -594,6 +709,7 @@ impl KeyBook {
             bridge,
             nodes: HashMap::new(),
             groups: HashMap::new(),
+            memberships: HashMap::new(),
         }
     }
 
@@ -607,7 +723,7 @@ impl KeyBook {
         &self.bridge
     }
 
-    /// Verifies and stores one complete signed node or group note. `changed` says whether what
+    /// Verifies and stores one complete signed node, group or membership note. `changed` says whether what
     /// the chain says changed: the same state under a higher generation is stored but reported
     /// unchanged.
     pub fn ingest_note(&mut self, bytes: &[u8]) -> Result<NoteUpdate, NoteError> {
@@ -629,6 +745,15 @@ impl KeyBook {
                 let held = Held::new(note, generation, &position, bytes);
                 let changed = store(&mut self.groups, group, held)?;
                 Ok(NoteUpdate::Group { group, changed })
+            }
+            NoteKind::Membership => {
+                let note: MembershipNote = self.verified(bytes)?;
+                self.check_registry(&note.position)?;
+                let node = note.node;
+                let (generation, position) = (note.generation, note.position);
+                let held = Held::new(note, generation, &position, bytes);
+                let changed = store(&mut self.memberships, node, held)?;
+                Ok(NoteUpdate::Membership { node, changed })
             }
             kind @ NoteKind::SenderKey => Err(NoteError::NotAChainNote { kind: kind as u8 }),
         }
@@ -663,6 +788,12 @@ impl KeyBook {
     /// The held note of `group`.
     pub fn group(&self, group: &GroupId) -> Option<&GroupNote> {
         self.groups.get(group).map(|h| &h.note)
+    }
+
+    /// The held membership note of `node`: which group notes to follow, not proof of membership
+    /// (ask [`KeyBook::check_member`] for that).
+    pub fn membership(&self, node: &NodeId) -> Option<&MembershipNote> {
+        self.memberships.get(node).map(|h| &h.note)
     }
 
     /// A digest of what the held note of `group` says (its body after the bridge generation): it
@@ -760,6 +891,171 @@ mod tests {
             tx_hash: [0; 32],
             log_index: 0,
         }
+    }
+
+    fn key(seed: u8) -> NodeSecretKey {
+        NodeSecretKey::from_bytes(&[seed; 32]).expect("valid key")
+    }
+
+    fn gid(label: &str) -> GroupId {
+        GroupId::from_label(label).expect("id")
+    }
+
+    fn at(block: u64, log: u64) -> ChainPosition {
+        ChainPosition {
+            block_number: block,
+            log_index: log,
+            ..pos()
+        }
+    }
+
+    #[test]
+    fn membership_note_round_trip() {
+        let n = NodeId::from_label("1113").expect("id");
+        let note = MembershipNote::new(
+            at(21, 4),
+            n,
+            vec![gid("hsu0002"), gid("hsu0001"), gid("hsu0002")],
+        )
+        .with_generation(3);
+        assert_eq!(note.groups(), &[gid("hsu0001"), gid("hsu0002")]);
+        let signed = note.sign(&key(1));
+        assert_eq!(signed.as_bytes().len(), 2 + 152 + 2 * 32 + 64);
+        assert_eq!(
+            (signed.kind(), signed.subject(), signed.order()),
+            (NoteKind::Membership, n.as_bytes(), 21)
+        );
+        let (back, signature) = MembershipNote::decode_signed(signed.as_bytes()).expect("decodes");
+        assert_eq!(back, note);
+        assert_eq!(
+            signature[..],
+            signed.as_bytes()[signed.as_bytes().len() - 64..]
+        );
+        let empty = MembershipNote::new(pos(), n, vec![]);
+        let (back, _) =
+            MembershipNote::decode_signed(empty.sign(&key(1)).as_bytes()).expect("decodes");
+        assert!(back.groups().is_empty());
+    }
+
+    #[test]
+    fn membership_note_decoding_is_strict() {
+        let n = NodeId::from_label("1111").expect("id");
+        // built around `new`, which would sort: the encoder writes what it is given
+        let raw = |groups: Vec<GroupId>| {
+            MembershipNote {
+                generation: 0,
+                position: pos(),
+                node: n,
+                groups,
+            }
+            .sign(&key(1))
+            .into_bytes()
+        };
+        for groups in [
+            vec![gid("b"), gid("a")],
+            vec![gid("a"), gid("a")],
+            vec![gid("a"), gid("c"), gid("b")],
+        ] {
+            assert_eq!(
+                MembershipNote::decode_signed(&raw(groups)).err(),
+                Some(DecodeError::malformed("membership.groups order"))
+            );
+        }
+        // the count sits after generation, position and node ID, behind the 2-byte header
+        let count_at = 2 + 8 + ChainPosition::LEN + 32;
+        let good = raw(vec![gid("a"), gid("b")]);
+        for count in [3, u32::MAX] {
+            let mut lying = good.clone();
+            lying[count_at..count_at + 4].copy_from_slice(&count.to_be_bytes());
+            assert_eq!(
+                MembershipNote::decode_signed(&lying).err(),
+                Some(DecodeError::malformed("membership.groups"))
+            );
+        }
+        let mut short = good.clone();
+        short[count_at..count_at + 4].copy_from_slice(&1u32.to_be_bytes());
+        assert_eq!(
+            MembershipNote::decode_signed(&short).err(),
+            Some(DecodeError::malformed("trailing bytes"))
+        );
+        // the frame takes the last 64 bytes as the signature before reading the body
+        let mut cut = good[..count_at + 2].to_vec();
+        cut.extend_from_slice(&[0; 64]);
+        assert_eq!(
+            MembershipNote::decode_signed(&cut).err(),
+            Some(DecodeError::malformed("membership.group_count"))
+        );
+    }
+
+    #[test]
+    fn keybook_holds_membership_notes_like_node_notes() {
+        let bridge = key(1);
+        let registry = pos().registry();
+        let mut book = KeyBook::new(registry, bridge.public_key());
+        let n = NodeId::from_label("1111").expect("id");
+        let note = |block, log, groups: &[&str]| {
+            MembershipNote::new(at(block, log), n, groups.iter().map(|g| gid(g)).collect())
+        };
+        let good = note(50, 2, &["hsu0001"]).sign(&bridge);
+        let update = |changed| Ok(NoteUpdate::Membership { node: n, changed });
+        assert_eq!(book.ingest_note(good.as_bytes()), update(true));
+        // a retained redelivery
+        assert_eq!(book.ingest_note(good.as_bytes()), update(false));
+
+        // another signer, another registry, an older note, a twin at the same position
+        assert_eq!(
+            book.ingest_note(note(51, 0, &[]).sign(&key(2)).as_bytes()),
+            Err(NoteError::BadSignature)
+        );
+        let mut foreign = note(51, 0, &[]);
+        foreign.position.registry = [9; 20];
+        assert!(matches!(
+            book.ingest_note(foreign.sign(&bridge).as_bytes()),
+            Err(NoteError::WrongRegistry { .. })
+        ));
+        assert_eq!(
+            book.ingest_note(note(50, 1, &[]).sign(&bridge).as_bytes()),
+            Err(NoteError::Rollback {
+                held_generation: 0,
+                held_block: 50,
+                held_log: 2,
+                offered_generation: 0,
+                offered_block: 50,
+                offered_log: 1
+            })
+        );
+        assert_eq!(
+            book.ingest_note(
+                note(50, 2, &["hsu0001", "hsu0002"])
+                    .sign(&bridge)
+                    .as_bytes()
+            ),
+            Err(NoteError::Conflict)
+        );
+        assert_eq!(
+            book.membership(&n).map(MembershipNote::groups),
+            Some(&[gid("hsu0001")][..])
+        );
+
+        // the same state under a higher generation is held but no change; a new list is one
+        let regenerated = note(50, 2, &["hsu0001"]).with_generation(1);
+        assert_eq!(
+            book.ingest_note(regenerated.sign(&bridge).as_bytes()),
+            update(false)
+        );
+        assert_eq!(book.membership(&n).map(|m| m.generation), Some(1));
+        let rejoined = note(49, 0, &["hsu0001", "hsu0002"]).with_generation(2);
+        assert_eq!(
+            book.ingest_note(rejoined.sign(&bridge).as_bytes()),
+            update(true)
+        );
+        assert_eq!(book.membership(&n), Some(&rejoined));
+        // kept apart from the node's node note and from other nodes
+        assert!(book.node(&n).is_none());
+        assert!(
+            book.membership(&NodeId::from_label("1112").expect("id"))
+                .is_none()
+        );
     }
 
     #[test]

@@ -570,7 +570,7 @@ impl Opener {
         Ok(note.epoch())
     }
 
-    /// Feeds one payload from any note topic (node, group or sender-key chunk).
+    /// Feeds one payload from any note topic (node, group, membership or sender-key chunk).
     pub fn ingest(&mut self, payload: &[u8]) -> Result<Ingested, IngestError> {
         match self.assembler.push(payload)? {
             Assembly::Partial { received, count } => Ok(Ingested::Partial { received, count }),

@@ -3,6 +3,7 @@
 //! ```text
 //! anchormq/v1/<chainId>/<registry>/node/<nodeId>/<chunk>                    retained node note chunks
 //! anchormq/v1/<chainId>/<registry>/group/<groupId>/<chunk>                  retained group note chunks
+//! anchormq/v1/<chainId>/<registry>/membership/<nodeId>/<chunk>             retained membership note chunks
 //! anchormq/v1/<chainId>/<registry>/senderkey/<groupId>/<senderId>/<chunk>   retained sender-key note chunks
 //! anchormq/v1/<chainId>/<registry>/events                                  live feed, not retained
 //! anchormq/v1/<chainId>/<registry>/bridge/<nonce>                          a bridge's own marker, not retained
@@ -65,6 +66,30 @@ impl Topics {
         format!("{}/group/#", self.prefix)
     }
 
+    /// Filter for `group`'s note (all its chunks).
+    pub fn group_note_filter(&self, group: &GroupId) -> String {
+        format!("{}/group/{}/#", self.prefix, group.topic_segment())
+    }
+
+    /// Topic of chunk `chunk` of `node`'s membership note.
+    pub fn membership_note(&self, node: &NodeId, chunk: u16) -> String {
+        format!(
+            "{}/membership/{}/{chunk}",
+            self.prefix,
+            node.topic_segment()
+        )
+    }
+
+    /// Filter for `node`'s membership note (all its chunks).
+    pub fn membership_note_filter(&self, node: &NodeId) -> String {
+        format!("{}/membership/{}/#", self.prefix, node.topic_segment())
+    }
+
+    /// Filter for every membership note.
+    pub fn membership_notes_filter(&self) -> String {
+        format!("{}/membership/#", self.prefix)
+    }
+
     /// Topic of chunk `chunk` of `sender`'s latest sender-key note for `group`.
     pub fn sender_key(&self, group: &GroupId, sender: &NodeId, chunk: u16) -> String {
         format!(
@@ -111,6 +136,9 @@ impl Topics {
             ["group", g, c] => group(g)
                 .zip(chunk(c))
                 .map(|(group, chunk)| NoteTopic::Group { group, chunk }),
+            ["membership", node, c] => id(node)
+                .zip(chunk(c))
+                .map(|(node, chunk)| NoteTopic::Membership { node, chunk }),
             ["senderkey", g, sender, c] => match (group(g), id(sender), chunk(c)) {
                 (Some(group), Some(sender), Some(chunk)) => Some(NoteTopic::SenderKey {
                     group,
@@ -139,6 +167,13 @@ pub enum NoteTopic {
     Group {
         /// The group.
         group: GroupId,
+        /// Chunk index.
+        chunk: u16,
+    },
+    /// Chunk `chunk` of a node's membership note.
+    Membership {
+        /// The node.
+        node: NodeId,
         /// Chunk index.
         chunk: u16,
     },
@@ -246,6 +281,10 @@ mod tests {
                     chunk: 7,
                 },
             ),
+            (
+                t.membership_note(&n, 2),
+                NoteTopic::Membership { node: n, chunk: 2 },
+            ),
             (t.events(), NoteTopic::Events),
         ] {
             assert_eq!(t.parse(&topic), Some(parsed), "{topic}");
@@ -257,6 +296,9 @@ mod tests {
             format!("{prefix}/node/1111/70000"),
             // the hex form of an ID the layout writes as a label
             format!("{prefix}/group/{}/0", g.to_hex()),
+            format!("{prefix}/membership/1111"),
+            format!("{prefix}/membership/1111/0/1"),
+            format!("{prefix}/membership/{}/0", n.to_hex()),
             format!("{prefix}/other"),
             format!("{prefix}/"),
         ] {
@@ -300,6 +342,52 @@ mod tests {
             &t.sender_key(&g, &n, 7)
         ));
         assert!(!topic_matches(&t.group_notes_filter(), &t.node_note(&n, 0)));
+        assert_eq!(
+            t.group_note_filter(&g),
+            format!("anchormq/v1/31337/{reg}/group/hsu0001/#")
+        );
+        assert!(topic_matches(
+            &t.group_note_filter(&g),
+            &t.group_note(&g, 2)
+        ));
+        let other_group = GroupId::from_label("hsu0002").expect("id");
+        assert!(!topic_matches(
+            &t.group_note_filter(&g),
+            &t.group_note(&other_group, 0)
+        ));
+        assert_eq!(
+            t.membership_note(&n, 1),
+            format!("anchormq/v1/31337/{reg}/membership/1111/1")
+        );
+        assert_eq!(
+            t.membership_note_filter(&n),
+            format!("anchormq/v1/31337/{reg}/membership/1111/#")
+        );
+        assert_eq!(
+            t.membership_notes_filter(),
+            format!("anchormq/v1/31337/{reg}/membership/#")
+        );
+        assert!(topic_matches(
+            &t.membership_note_filter(&n),
+            &t.membership_note(&n, 0)
+        ));
+        assert!(!topic_matches(
+            &t.membership_note_filter(&n),
+            &t.membership_note(&other, 0)
+        ));
+        assert!(topic_matches(
+            &t.membership_notes_filter(),
+            &t.membership_note(&other, 4)
+        ));
+        // the node-note filters do not pick up membership notes, nor the other way round
+        assert!(!topic_matches(
+            &t.node_notes_filter(),
+            &t.membership_note(&n, 0)
+        ));
+        assert!(!topic_matches(
+            &t.membership_notes_filter(),
+            &t.node_note(&n, 0)
+        ));
     }
 
     #[test]

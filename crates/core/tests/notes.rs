@@ -5,8 +5,9 @@ mod common;
 use anchormq_core::chunk::{Assembly, MAX_CHUNK_LEN};
 use anchormq_core::sender_key::{Recipient, StreamId};
 use anchormq_core::{
-    ChunkAssembler, ChunkError, DecodeError, GroupId, GroupNote, KeyBook, Member, NodeId, NodeNote,
-    NodeSecretKey, NodeStatus, NoteError, NoteUpdate, SenderKey, SenderKeyNote,
+    ChunkAssembler, ChunkError, DecodeError, GroupId, GroupNote, Ingested, KeyBook, Member,
+    MembershipNote, NodeId, NodeNote, NodeSecretKey, NodeStatus, NoteError, NoteUpdate, SenderKey,
+    SenderKeyNote,
 };
 use common::{EPOCH, World, group, node, position, rng};
 
@@ -331,5 +332,48 @@ fn the_same_state_under_a_higher_generation_is_unchanged() {
     assert_eq!(
         book.group(&group("hsu0001")).map(GroupNote::generation),
         Some(note.generation() + 1)
+    );
+}
+
+#[test]
+fn an_opener_takes_membership_notes_and_the_book_refuses_sender_key_notes() {
+    let w = World::new();
+    let mut opener = w.opener("1113");
+    let note = MembershipNote::new(
+        position(&w.registry, 21, 0),
+        node("1113"),
+        vec![group("hsu0002")],
+    )
+    .sign(&w.bridge);
+    let mut last = None;
+    for chunk in note.chunks() {
+        last = Some(opener.ingest(&chunk).expect("valid chunk"));
+    }
+    assert_eq!(
+        last,
+        Some(Ingested::Note(NoteUpdate::Membership {
+            node: node("1113"),
+            changed: true
+        }))
+    );
+    assert_eq!(
+        opener
+            .book()
+            .membership(&node("1113"))
+            .map(MembershipNote::groups),
+        Some(&[group("hsu0002")][..])
+    );
+    // the hint grants nothing: membership is still the group note's
+    assert!(opener.membership(&group("hsu0002")).is_ok());
+    assert!(opener.membership(&group("hsu0001")).is_err());
+
+    let sender_key = w
+        .sealer("1111", "hsu0001", 40)
+        .sender_key_note(&w.book(), &mut rng(41))
+        .expect("note")
+        .note;
+    assert_eq!(
+        w.book().ingest_note(sender_key.as_bytes()),
+        Err(NoteError::NotAChainNote { kind: 3 })
     );
 }

@@ -11,8 +11,8 @@ mod common;
 use std::path::PathBuf;
 
 use anchormq_core::{
-    GroupId, IngestError, KeyBook, Member, NodeId, NodeNote, NodePublicKey, NodeSecretKey,
-    NodeStatus, Opened, Opener, Registry, Roles, SignedNote, StreamId,
+    GroupId, IngestError, KeyBook, Member, MembershipNote, NodeId, NodeNote, NodePublicKey,
+    NodeSecretKey, NodeStatus, Opened, Opener, Registry, Roles, SignedNote, StreamId,
 };
 use common::{EPOCH, World, group, node, position, rng};
 use serde_json::{Value, json};
@@ -232,6 +232,7 @@ fn notes(w: &World) -> Value {
         ("unsupported_version_1", vec![], v1),
         ("truncated", vec![], good.as_bytes()[..100].to_vec()),
     ];
+    let cases = cases.into_iter().chain(membership_cases(w));
     let invalid: Vec<Value> = cases
         .into_iter()
         .map(|(name, held, note)| {
@@ -278,6 +279,14 @@ fn notes(w: &World) -> Value {
         json!({"name": name, "held": [h(good.as_bytes())], "note": h(&note), "changed": changed})
     })
     .collect();
+    // The world's memberships as the bridge mirrors them: at the group's (only) membership event.
+    let membership: Vec<Value> = [("1111", "hsu0001", 20), ("1113", "hsu0002", 21)]
+        .into_iter()
+        .map(|(label, g, block)| {
+            let note = membership_note(w, label, block, 0, &[g]).sign(&w.bridge);
+            json!({"node": label, "groups": [g], "note": h(note.as_bytes()), "chunks": chunks_hex(&note)})
+        })
+        .collect();
     // a group note large enough for two chunks
     let members = (0..2460u32)
         .map(|i| {
@@ -316,12 +325,13 @@ fn notes(w: &World) -> Value {
         })
         .collect();
     json!({
-        "description": "Bridge-signed node and group notes; a reader trusting `bridge_public` for `registry` must accept `valid` in order; starting each case from an empty book, it must refuse each `invalid` note (after ingesting `held`) with `error`, and let each `replacements` note replace `held`, reporting whether what the chain says `changed`",
+        "description": "Bridge-signed node, group and membership notes; a reader trusting `bridge_public` for `registry` must accept `valid` in order; starting each case from an empty book, it must refuse each `invalid` note (after ingesting `held`) with `error`, and let each `replacements` note replace `held`, reporting whether what the chain says `changed`; reader `node`, after `valid`, must accept its `membership` note as listing `groups`",
         "registry": registry_json(&w.registry),
         "bridge_public": h(&w.bridge.public_key().to_bytes()),
         "valid": valid,
         "invalid": invalid,
         "replacements": replacements,
+        "membership": membership,
         "chunked_group_note": {"sha256": h(&sha2::Sha256::digest(big.as_bytes())), "chunks": chunks_hex(&big)},
         "invalid_chunks": chunk_cases,
     })
@@ -343,6 +353,85 @@ fn node_note(
         status,
         public_key: w.key(label).public_key(),
     }
+}
+
+fn membership_note(
+    w: &World,
+    label: &str,
+    block: u64,
+    log: u64,
+    groups: &[&str],
+) -> MembershipNote {
+    MembershipNote::new(
+        position(&w.registry, block, log),
+        node(label),
+        groups.iter().map(|g| group(g)).collect(),
+    )
+}
+
+/// Refused membership notes; 1111's note at block 50, log 2 is the one held before a rollback.
+fn membership_cases(w: &World) -> Vec<NoteCase> {
+    let good = membership_note(w, "1111", 50, 2, &["hsu0001"]).sign(&w.bridge);
+    let mut other_registry = membership_note(w, "1111", 50, 2, &["hsu0001"]);
+    other_registry.position.registry = [0x11; 20];
+    // the encoder sorts, so the wrong orders are written into a sorted note's bytes and re-signed
+    let pair = membership_note(w, "1111", 50, 2, &["hsu0001", "hsu0002"]).sign(&w.bridge);
+    let groups_at = pair.as_bytes().len() - 64 - 2 * 32;
+    let count_at = groups_at - 4;
+    let with_body = |edit: &dyn Fn(&mut Vec<u8>)| {
+        let mut unsigned = pair.as_bytes()[..pair.as_bytes().len() - 64].to_vec();
+        edit(&mut unsigned);
+        sign_frame(&w.bridge, unsigned)
+    };
+    let swapped = with_body(&|b| {
+        let (first, second) = b[groups_at..].split_at_mut(32);
+        first.swap_with_slice(second);
+    });
+    let duplicate = with_body(&|b| {
+        let first = b[groups_at..groups_at + 32].to_vec();
+        b[groups_at + 32..].copy_from_slice(&first);
+    });
+    let count_too_large =
+        with_body(&|b| b[count_at..groups_at].copy_from_slice(&3u32.to_be_bytes()));
+    vec![
+        (
+            "membership_signed_by_a_node_not_the_bridge",
+            vec![],
+            membership_note(w, "1111", 50, 2, &["hsu0001"])
+                .sign(&w.key("1111"))
+                .into_bytes(),
+        ),
+        (
+            "membership_other_registry",
+            vec![],
+            other_registry.sign(&w.bridge).into_bytes(),
+        ),
+        (
+            "membership_rollback_older_block",
+            vec![good.as_bytes().to_vec()],
+            membership_note(w, "1111", 49, 7, &[])
+                .sign(&w.bridge)
+                .into_bytes(),
+        ),
+        ("membership_groups_not_ascending", vec![], swapped),
+        ("membership_duplicate_group", vec![], duplicate),
+        ("membership_group_count_too_large", vec![], count_too_large),
+    ]
+}
+
+/// Signs `version || kind || body` as the note frame does (§2): for bytes no encoder writes.
+fn sign_frame(key: &NodeSecretKey, mut unsigned: Vec<u8>) -> Vec<u8> {
+    use k256::ecdsa::signature::DigestSigner;
+    const DOMAIN: &[u8] = b"anchormq/v1 note\0";
+    let signing = k256::ecdsa::SigningKey::from_slice(key.to_bytes().as_ref()).expect("key");
+    let digest = sha2::Sha256::new_with_prefix(DOMAIN).chain_update(&unsigned);
+    let signature: k256::ecdsa::Signature = signing.sign_digest(digest);
+    let signature = signature.normalize_s().unwrap_or(signature).to_bytes();
+    key.public_key()
+        .verify_sha256(&[DOMAIN, &unsigned].concat(), &signature)
+        .expect("a valid low-S signature");
+    unsigned.extend_from_slice(&signature);
+    unsigned
 }
 
 fn sender_keys(w: &World) -> Value {
@@ -908,6 +997,37 @@ fn vector_files_replay_through_the_public_api() {
         }
         let (expected, _) = NodeNote::decode_signed(&note).expect("decodes");
         assert_eq!(book.node(&expected.node), Some(&expected), "{}", v["name"]);
+    }
+    for v in notes["membership"].as_array().expect("membership") {
+        let label = v["node"].as_str().expect("s");
+        let id: NodeId = label.parse().expect("id");
+        let mut o = reader_from_files(label);
+        let mut last = None;
+        for c in v["chunks"].as_array().expect("chunks") {
+            last = Some(o.ingest(&unh(c)).expect("valid chunk"));
+        }
+        assert_eq!(
+            last,
+            Some(anchormq_core::Ingested::Note(
+                anchormq_core::NoteUpdate::Membership {
+                    node: id,
+                    changed: true
+                }
+            )),
+            "{label}"
+        );
+        let held = o.book().membership(&id).expect("held");
+        let listed: Vec<String> = held.groups().iter().map(ToString::to_string).collect();
+        assert_eq!(json!(listed), v["groups"], "{label}");
+        // the hint agrees with the group notes of `valid`, which alone decide membership
+        for g in o.book().groups() {
+            assert_eq!(
+                g.member(&id).is_some(),
+                held.groups().contains(&g.group()),
+                "{label} in {}",
+                g.group()
+            );
+        }
     }
     let big = &notes["chunked_group_note"];
     let mut o = reader_from_files("1111");
