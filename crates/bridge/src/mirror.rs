@@ -30,6 +30,8 @@ use crate::notes;
 pub(crate) enum Subject {
     Node([u8; 32]),
     Group([u8; 32]),
+    /// A node's membership note.
+    Membership([u8; 32]),
 }
 
 type StreamMessage = Result<(StreamItem, StreamPosition, StreamStats), StreamError>;
@@ -110,13 +112,12 @@ impl Mirror {
         // The notes come back at QoS 0: brokers bound what they send a new QoS 1 subscription at
         // once (rumqttd 100 retained messages, Mosquitto its queue of 1,000 by default), and an echo
         // that is lost only makes the bridge publish that note again.
-        for kind in ["node", "group"] {
-            self.link
-                .subscribe(
-                    format!("{}/{kind}/#", self.topics.prefix()),
-                    QoS::AtMostOnce,
-                )
-                .await?;
+        for filter in [
+            self.topics.node_notes_filter(),
+            self.topics.group_notes_filter(),
+            self.topics.membership_notes_filter(),
+        ] {
+            self.link.subscribe(filter, QoS::AtMostOnce).await?;
         }
         let result = loop {
             // One round of repairs per turn, so that content published faster than we repair it
@@ -328,6 +329,9 @@ impl Mirror {
             NoteKind::Group => self
                 .topics
                 .group_note(&GroupId::from_bytes(*theirs.subject()), 0),
+            NoteKind::Membership => self
+                .topics
+                .membership_note(&NodeId::from_bytes(*theirs.subject()), 0),
             NoteKind::SenderKey => return false,
         };
         if own_topic != topic {
@@ -405,7 +409,7 @@ impl Mirror {
         self.state
             .nodes
             .keys()
-            .map(|id| Subject::Node(id.0))
+            .flat_map(|id| [Subject::Node(id.0), Subject::Membership(id.0)])
             .chain(self.state.groups.keys().map(|id| Subject::Group(id.0)))
             .collect()
     }
@@ -488,6 +492,9 @@ impl Mirror {
             let topic = |index: u16| match subject {
                 Subject::Node(id) => self.topics.node_note(&NodeId::from_bytes(*id), index),
                 Subject::Group(id) => self.topics.group_note(&GroupId::from_bytes(*id), index),
+                Subject::Membership(id) => {
+                    self.topics.membership_note(&NodeId::from_bytes(*id), index)
+                }
             };
             let count = u16::try_from(chunks.len()).map_err(|_| BridgeError::NoteTooLarge)?;
             let previous = self.chunk_counts.insert(*subject, count).unwrap_or(0);
@@ -600,6 +607,11 @@ impl NoteMaker<'_> {
                 }
                 None => Ok(None),
             },
+            Subject::Membership(id) => Ok(self.state.nodes.get(&B256::from(id)).map(|record| {
+                notes::membership_note(self.registry, &B256::from(id), record)
+                    .with_generation(generation)
+                    .sign(self.key)
+            })),
         };
         match made {
             Ok(note) => note.map(|n| n.chunks()).unwrap_or_default(),
@@ -683,6 +695,9 @@ fn note_generation(book: &KeyBook, note: &SignedNote) -> u64 {
         NoteKind::Group => book
             .group(&GroupId::from_bytes(*note.subject()))
             .map_or(0, GroupNote::generation),
+        NoteKind::Membership => book
+            .membership(&NodeId::from_bytes(*note.subject()))
+            .map_or(0, |n| n.generation),
         NoteKind::SenderKey => 0,
     }
 }
@@ -726,6 +741,12 @@ fn subjects(changed: &Changed) -> Vec<Subject> {
         .iter()
         .map(|id| Subject::Node(id.0))
         .chain(changed.groups.iter().map(|id| Subject::Group(id.0)))
+        .chain(
+            changed
+                .memberships
+                .iter()
+                .map(|id| Subject::Membership(id.0)),
+        )
         .collect()
 }
 
@@ -733,8 +754,15 @@ fn subjects(changed: &Changed) -> Vec<Subject> {
 fn diff(before: &RegistryState, after: &RegistryState) -> Changed {
     let mut changed = Changed::default();
     for id in before.nodes.keys().chain(after.nodes.keys()) {
-        if before.nodes.get(id) != after.nodes.get(id) {
+        let (old, new) = (before.nodes.get(id), after.nodes.get(id));
+        if old != new {
             changed.nodes.insert(*id);
+        }
+        let groups = |record: Option<&anchormq_chain::NodeRecord>| {
+            record.map(|r| (r.groups.clone(), r.groups_position()))
+        };
+        if groups(old) != groups(new) {
+            changed.memberships.insert(*id);
         }
     }
     for id in before.groups.keys().chain(after.groups.keys()) {

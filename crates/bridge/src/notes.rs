@@ -11,8 +11,8 @@ use anchormq_chain::{
 };
 use anchormq_core::topics::validate_topic_filter;
 use anchormq_core::{
-    ChainPosition, GroupId, GroupNote, Member, NodeId, NodeNote, NodePublicKey, NodeStatus,
-    Registry, Roles,
+    ChainPosition, GroupId, GroupNote, Member, MembershipNote, NodeId, NodeNote, NodePublicKey,
+    NodeStatus, Registry, Roles,
 };
 
 /// Why chain data could not be mirrored as it stands.
@@ -81,6 +81,20 @@ pub fn node_note(
         },
         public_key,
     })
+}
+
+/// The membership note of node `id`: the groups it is in. Every registered node has one (an empty
+/// list included), so an agent can tell "in no group" from "not arrived yet".
+pub fn membership_note(registry: &Registry, id: &B256, record: &NodeRecord) -> MembershipNote {
+    MembershipNote::new(
+        position(registry, &record.groups_position()),
+        NodeId::from_bytes(id.0),
+        record
+            .groups
+            .iter()
+            .map(|group| GroupId::from_bytes(group.0))
+            .collect(),
+    )
 }
 
 /// The note of group `id`, and what had to be left out of it (a refused topic filter). Members
@@ -231,6 +245,7 @@ mod tests {
             key_version: 1,
             status: ChainStatus::Active,
             groups: BTreeSet::new(),
+            groups_at: None,
             updated_at: record("").updated_at,
         };
         assert!(matches!(

@@ -29,8 +29,19 @@ pub struct NodeRecord {
     pub status: NodeStatus,
     /// Groups the node is recorded in (a revoked node stays recorded until removed).
     pub groups: BTreeSet<B256>,
+    /// The last event that changed `groups`, or the registration (none in a checkpoint written
+    /// before this field existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups_at: Option<LogPosition>,
     /// The last event that changed this record.
     pub updated_at: LogPosition,
+}
+
+impl NodeRecord {
+    /// Where the node's list of groups last changed: its registration until a membership change.
+    pub fn groups_position(&self) -> LogPosition {
+        self.groups_at.unwrap_or(self.updated_at)
+    }
 }
 
 /// A group as the events describe it.
@@ -58,6 +69,8 @@ pub struct Changed {
     pub nodes: BTreeSet<B256>,
     /// Groups whose record changed.
     pub groups: BTreeSet<B256>,
+    /// Nodes whose list of groups changed (or that were registered).
+    pub memberships: BTreeSet<B256>,
 }
 
 impl Changed {
@@ -65,11 +78,12 @@ impl Changed {
     pub fn extend(&mut self, other: Changed) {
         self.nodes.extend(other.nodes);
         self.groups.extend(other.groups);
+        self.memberships.extend(other.memberships);
     }
 
     /// True when nothing changed.
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty() && self.groups.is_empty()
+        self.nodes.is_empty() && self.groups.is_empty() && self.memberships.is_empty()
     }
 }
 
@@ -136,10 +150,12 @@ impl RegistryState {
                         key_version: *key_version,
                         status: NodeStatus::Active,
                         groups: BTreeSet::new(),
+                        groups_at: Some(at),
                         updated_at: at,
                     },
                 );
                 changed.nodes.insert(*node);
+                changed.memberships.insert(*node);
             }
             RegistryEvent::NodeKeyRotated {
                 node,
@@ -227,6 +243,8 @@ impl RegistryState {
                     return Err(fail(format!("node {node} is already a member")));
                 }
                 node_record.groups.insert(*group);
+                node_record.groups_at = Some(at);
+                changed.memberships.insert(*node);
                 record.epoch = *epoch;
                 record.updated_at = at;
                 changed.groups.insert(*group);
@@ -247,6 +265,8 @@ impl RegistryState {
                 }
                 record.roles.remove(node);
                 node_record.groups.remove(group);
+                node_record.groups_at = Some(at);
+                changed.memberships.insert(*node);
                 record.epoch = *epoch;
                 record.updated_at = at;
                 changed.groups.insert(*group);

@@ -74,7 +74,11 @@ impl VerifyCommand {
         let broker = context.broker_config(format!("anchormq-verify-{}", std::process::id()))?;
         let retained = collect_retained(
             &broker,
-            &[topics.node_notes_filter(), topics.group_notes_filter()],
+            &[
+                topics.node_notes_filter(),
+                topics.group_notes_filter(),
+                topics.membership_notes_filter(),
+            ],
             Duration::from_millis(self.quiet_ms),
             Duration::from_secs(self.max_wait),
         )
@@ -92,9 +96,10 @@ impl VerifyCommand {
             }
         } else if differences.is_empty() {
             println!(
-                "broker and chain agree: {} node notes, {} group notes (chain head {head})",
+                "broker and chain agree: {} node notes, {} group notes, {} membership notes (chain head {head})",
                 state.nodes.len(),
-                state.groups.len()
+                state.groups.len(),
+                state.nodes.len()
             );
         } else {
             for d in &differences {
@@ -177,6 +182,7 @@ pub async fn collect_retained(
 enum Subject {
     Node(NodeId),
     Group(GroupId),
+    Membership(NodeId),
 }
 
 impl fmt::Display for Subject {
@@ -184,6 +190,7 @@ impl fmt::Display for Subject {
         match self {
             Self::Node(node) => write!(f, "node/{}", node.topic_segment()),
             Self::Group(group) => write!(f, "group/{}", group.topic_segment()),
+            Self::Membership(node) => write!(f, "membership/{}", node.topic_segment()),
         }
     }
 }
@@ -206,6 +213,7 @@ pub fn compare(
         let (subject, chunk) = match topics.parse(topic) {
             Some(NoteTopic::Node { node, chunk }) => (Subject::Node(node), chunk),
             Some(NoteTopic::Group { group, chunk }) => (Subject::Group(group), chunk),
+            Some(NoteTopic::Membership { node, chunk }) => (Subject::Membership(node), chunk),
             Some(NoteTopic::Unknown) => {
                 differences.push(Difference {
                     kind: DifferenceKind::Forged,
@@ -224,6 +232,7 @@ pub fn compare(
     }
     let mut valid_nodes = BTreeSet::new();
     let mut valid_groups = BTreeSet::new();
+    let mut valid_memberships = BTreeSet::new();
     for (subject, chunks) in &subjects {
         let mut assembler = ChunkAssembler::new(1);
         let mut complete = None;
@@ -252,6 +261,9 @@ pub fn compare(
             }
             Ok(NoteUpdate::Group { group, .. }) if *subject == Subject::Group(group) => {
                 valid_groups.insert(group);
+            }
+            Ok(NoteUpdate::Membership { node, .. }) if *subject == Subject::Membership(node) => {
+                valid_memberships.insert(node);
             }
             Ok(_) => differences.push(forged(
                 "a valid note, but retained under another subject's topic".into(),
@@ -365,6 +377,52 @@ pub fn compare(
                 kind: DifferenceKind::Extra,
                 subject: format!("node {node}"),
                 detail: "valid note for a node the chain does not have".into(),
+            });
+        }
+    }
+    for (id, record) in &state.nodes {
+        let node = NodeId::from_bytes(id.0);
+        let subject = format!("membership {node}");
+        let expected = notes::membership_note(registry, id, record);
+        let show = |groups: &[GroupId]| {
+            groups
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match book
+            .membership(&node)
+            .filter(|_| valid_memberships.contains(&node))
+        {
+            None => differences.push(Difference {
+                kind: DifferenceKind::Missing,
+                subject,
+                detail: format!(
+                    "no valid note on the broker (chain: groups [{}])",
+                    show(expected.groups())
+                ),
+            }),
+            Some(note) if note.groups() != expected.groups() => differences.push(Difference {
+                kind: DifferenceKind::Stale,
+                subject,
+                detail: format!(
+                    "groups [{}] vs chain [{}] (note block {}, chain block {})",
+                    show(note.groups()),
+                    show(expected.groups()),
+                    note.position.block_number,
+                    expected.position.block_number
+                ),
+            }),
+            Some(_) => {}
+        }
+    }
+    for node in &valid_memberships {
+        if !state.nodes.contains_key(&B256::from(*node.as_bytes())) {
+            differences.push(Difference {
+                kind: DifferenceKind::Extra,
+                subject: format!("membership {node}"),
+                detail: "valid membership note for a node the chain does not have".into(),
             });
         }
     }
