@@ -128,10 +128,29 @@ struct State {
     node_filters: HashSet<NodeId>,
     /// Subscribed to every node note.
     all_nodes: bool,
+    /// Groups whose note is subscribed: those this node's membership note lists, and any named
+    /// to [`Agent::publish`].
+    group_filters: HashSet<GroupId>,
+    /// Subscribed to every group note: a topic none of this node's groups claims needed the group
+    /// that does (to use it, or to say whose topic it is).
+    all_groups: bool,
+    /// The group notes that subscription brings are still arriving: a refusal for want of
+    /// membership waits until they are in.
+    discovering: bool,
     /// Groups where a member's node note changed: the next send draws a new sender key.
     rekey: HashSet<GroupId>,
     /// Highest sequence number delivered per sender key, to see what never arrived.
     delivered: HashMap<([u8; 32], StreamId), u64>,
+}
+
+impl State {
+    /// Whether the notes of every group this node is in are held: its membership note came, and
+    /// the group notes it lists. Until then a topic no held group claims may still be its own.
+    fn knows_own_groups(&self, me: &NodeId) -> bool {
+        let book = self.opener.book();
+        book.membership(me)
+            .is_some_and(|note| note.groups().iter().all(|g| book.group(g).is_some()))
+    }
 }
 
 #[derive(Debug)]
@@ -198,6 +217,9 @@ impl Agent {
                 key_filters: HashSet::new(),
                 node_filters: HashSet::from([config.node]),
                 all_nodes: false,
+                group_filters: HashSet::new(),
+                all_groups: false,
+                discovering: false,
                 rekey: HashSet::new(),
                 delivered: HashMap::new(),
             }),
@@ -216,8 +238,12 @@ impl Agent {
         inner
             .subscribe_filter(inner.topics.node_note_filter(&inner.node), QoS::AtLeastOnce)
             .await?;
+        // the groups to follow come from this node's membership note
         inner
-            .subscribe_filter(inner.topics.group_notes_filter(), QoS::AtLeastOnce)
+            .subscribe_filter(
+                inner.topics.membership_note_filter(&inner.node),
+                QoS::AtLeastOnce,
+            )
             .await?;
         let reader = Reader::new(
             inner.clone(),
@@ -397,8 +423,10 @@ impl Agent {
         }
     }
 
-    /// Waits for the group's note; returns its epoch.
+    /// Waits for the group's note (following it, if this node is not in the group); returns its
+    /// epoch.
     pub async fn wait_for_group(&self, group: GroupId) -> Result<u64, AgentError> {
+        self.inner.follow_group(group).await?;
         self.inner
             .wait_until(self.inner.wait_timeout, |st| {
                 st.opener.book().group(&group).map(|n| n.epoch())
@@ -410,6 +438,7 @@ impl Agent {
     /// Waits until this agent holds `group`'s note at `epoch` or later (for example after an
     /// on-chain membership change, before relying on it).
     pub async fn wait_for_epoch(&self, group: GroupId, epoch: u64) -> Result<u64, AgentError> {
+        self.inner.follow_group(group).await?;
         let found = self
             .inner
             .wait_until(self.inner.wait_timeout, |st| {
@@ -460,6 +489,36 @@ impl Inner {
     }
 
     /// Calls `check` now and after every note change until it gives a value or `timeout` passes.
+    /// Subscribes to the note of `group`, unless it is followed already.
+    async fn follow_group(&self, group: GroupId) -> Result<(), AgentError> {
+        let new = {
+            let mut st = lock(&self.state);
+            !st.all_groups && st.group_filters.insert(group)
+        };
+        if new {
+            self.subscribe_filter(self.topics.group_note_filter(&group), QoS::AtLeastOnce)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Subscribes to every group note, once: for a topic that none of this node's groups claims.
+    /// Its cost grows with the registry, so only a node that uses such a topic pays it.
+    async fn discover_groups(&self) -> Result<(), AgentError> {
+        let new = {
+            let mut st = lock(&self.state);
+            let new = !std::mem::replace(&mut st.all_groups, true);
+            st.discovering |= new;
+            new
+        };
+        if new {
+            tracing::debug!(target: "anchormq::agent", "a topic outside this node's groups: following every group note");
+            self.subscribe_filter(self.topics.group_notes_filter(), QoS::AtLeastOnce)
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn wait_until<T>(
         &self,
         timeout: Duration,

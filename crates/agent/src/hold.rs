@@ -33,6 +33,18 @@ pub(crate) fn awaits_sender_key(error: &OpenError) -> Option<Option<GroupId>> {
     }
 }
 
+/// Refusals for want of membership in the groups held: final once every group note is in, but
+/// not while they are still arriving.
+pub(crate) fn refuses_membership(error: &OpenError) -> bool {
+    matches!(
+        error,
+        OpenError::NotMember { .. }
+            | OpenError::NotMemberOfAny { .. }
+            | OpenError::UntrustedGroup { .. }
+            | OpenError::NotReader { .. }
+    )
+}
+
 /// A note that arrived and what it can unblock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Fix {
@@ -40,6 +52,9 @@ pub(crate) enum Fix {
     Group(GroupId),
     /// A node note changed (the sender's, or this node's own, which parked notes may wait for).
     Node(NodeId),
+    /// Every group note is in (after this agent subscribed to all of them): the group that claims
+    /// a topic is known, or none does.
+    Groups,
     /// A sender-key note was accepted (its key unwrapped, or its stream noted as not for us).
     SenderKey {
         /// Its stream.
@@ -61,6 +76,9 @@ pub(crate) fn fixable_by(error: &OpenError, fix: &Fix, me: &NodeId) -> bool {
             | OpenError::UnknownSender { group, .. },
         ) => g == group,
         (Fix::Node(n), _) if n == me => true,
+        (Fix::Groups, error) => {
+            matches!(error, OpenError::UnknownStream { .. }) || refuses_membership(error)
+        }
         // a group note may show this node is not a member after all: refuse now, not at timeout
         (Fix::Group(_), OpenError::UnknownStream { .. }) => true,
         (Fix::SenderKey { tag, .. }, OpenError::UnknownStream { tag: wanted, .. }) => tag == wanted,
@@ -305,6 +323,16 @@ mod tests {
         assert!(fixable_by(&unannounced, &Fix::Group(group), &me));
         // the sender's note may release its parked sender-key note
         assert!(fixable_by(&unannounced, &Fix::Node(sender), &me));
+        // every group note in: the unannounced and the refused-for-membership are judged again
+        let not_member = OpenError::NotMember {
+            node: me,
+            group,
+            epoch: 1,
+        };
+        assert!(fixable_by(&unannounced, &Fix::Groups, &me));
+        assert!(fixable_by(&not_member, &Fix::Groups, &me));
+        assert!(!fixable_by(&not_member, &Fix::Group(group), &me));
+        assert!(!fixable_by(&error, &Fix::Groups, &me));
     }
 
     #[test]

@@ -337,10 +337,12 @@ async fn late_joiner_reads_with_retained_notes_and_rotation_rekeys() {
     );
 }
 
-/// An agent follows the node notes of its groups' members only: with 150 more nodes in the
-/// registry, 1111 (in hsu0001 with 1112) holds two node notes and still talks to 1112.
+/// An agent follows the notes of its own groups and their members only: with 150 more nodes and
+/// 150 more groups in the registry, 1111 (in hsu0001 with 1112) holds two node notes and one group
+/// note, and still talks to 1112. (Following every group note, an agent on the embedded broker
+/// was sent only the first 100 of them: its own could be missing.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_agent_holds_only_the_node_notes_of_its_groups_members() {
+async fn an_agent_holds_only_the_notes_of_its_groups_and_their_members() {
     let stack = Stack::start().await;
     let owner = stack.admin.sender().expect("admin account");
     let fleet: Vec<NodeRegistration> = (0..150)
@@ -360,12 +362,24 @@ async fn an_agent_holds_only_the_node_notes_of_its_groups_members() {
         .register_nodes(&fleet)
         .await
         .expect("registerNodes");
-    // the bridge has published the last one
-    let last = Topics::new(&stack.registry).node_note_filter(&node("fleet149"));
-    RawClient::subscribed(stack.raw_options("fleet"), &last)
-        .await
-        .next()
-        .await;
+    for i in 0..150 {
+        stack
+            .admin
+            .create_group(group(&format!("extra{i:03}")), &format!("extra/{i}/#"))
+            .await
+            .expect("createGroup");
+    }
+    // the bridge has published the last ones
+    let topics = Topics::new(&stack.registry);
+    for last in [
+        topics.node_note_filter(&node("fleet149")),
+        topics.group_note_filter(&group("extra149")),
+    ] {
+        RawClient::subscribed(stack.raw_options("fleet"), &last)
+            .await
+            .next()
+            .await;
+    }
 
     let a1111 = stack.agent("1111").await;
     let a1112 = stack.agent("1112").await;
@@ -382,5 +396,11 @@ async fn an_agent_holds_only_the_node_notes_of_its_groups_members() {
     assert_eq!(
         held, members,
         "1111 holds the notes of hsu0001's members only"
+    );
+    let groups: Vec<_> = a1111.key_book().groups().map(|g| g.group()).collect();
+    assert_eq!(
+        groups,
+        [group("hsu0001")],
+        "1111 holds its own group's note only"
     );
 }

@@ -22,7 +22,7 @@ use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::{Inner, MAX_NODE_FILTERS, State, bump, lock};
-use crate::hold::{Fix, Held, HoldQueue, awaits_sender_key, worth_holding};
+use crate::hold::{Fix, Held, HoldQueue, awaits_sender_key, refuses_membership, worth_holding};
 use crate::received::{Missing, Received, ReceivedMessage, Unreadable};
 
 /// A message handed to a lane, or handed back to be held.
@@ -63,7 +63,14 @@ pub(super) struct Reader {
     returned: mpsc::UnboundedReceiver<Job>,
     /// When to ask the broker again for sender-key notes that held messages wait for.
     ask_again_at: Option<Instant>,
+    /// While every group note is being fetched: when the fetch counts as done (no note for
+    /// [`SETTLE`]); then the messages held for it are judged.
+    settle_at: Option<Instant>,
 }
+
+/// How long no note must arrive, after this agent subscribed to every group note, before the
+/// group notes count as all in.
+const SETTLE: Duration = Duration::from_millis(300);
 
 impl Reader {
     pub(super) fn new(inner: Arc<Inner>, held: HoldQueue, lanes: usize) -> Self {
@@ -88,6 +95,7 @@ impl Reader {
             spread: std::collections::hash_map::RandomState::new(),
             returned,
             ask_again_at: None,
+            settle_at: None,
         }
     }
 
@@ -97,10 +105,13 @@ impl Reader {
         shutdown: CancellationToken,
     ) {
         loop {
-            let deadline = match (self.held.next_deadline(), self.ask_again_at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            if self.settle_at.is_none() && lock(&self.inner.state).discovering {
+                self.settle_at = Some(Instant::now() + SETTLE);
+            }
+            let deadline = [self.held.next_deadline(), self.ask_again_at, self.settle_at]
+                .into_iter()
+                .flatten()
+                .min();
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
@@ -129,6 +140,11 @@ impl Reader {
                     if self.ask_again_at.is_some_and(|at| at <= now) {
                         self.ask_again().await;
                     }
+                    if self.settle_at.is_some_and(|at| at <= now) {
+                        self.settle_at = None;
+                        lock(&self.inner.state).discovering = false;
+                        self.retry_held(&[Fix::Groups]).await;
+                    }
                     for held in self.held.expired(now) {
                         self.give_up(held).await;
                     }
@@ -143,7 +159,10 @@ impl Reader {
     async fn on_message(&mut self, message: Message, queued: bool) {
         match self.inner.topics.parse(&message.topic) {
             Some(
-                NoteTopic::Node { .. } | NoteTopic::Group { .. } | NoteTopic::SenderKey { .. },
+                NoteTopic::Node { .. }
+                | NoteTopic::Group { .. }
+                | NoteTopic::Membership { .. }
+                | NoteTopic::SenderKey { .. },
             ) => {
                 self.on_note(&message).await;
                 return;
@@ -207,12 +226,33 @@ impl Reader {
         {
             self.give_up(evicted).await;
         }
+        self.discover_if_needed(false).await;
+    }
+
+    /// Follows every group note when a held message's topic is claimed by no group held, once
+    /// this node's own groups are all in (or `waited`: its membership note may never come, for
+    /// example from a bridge that predates it). The group that claims the topic either lists this
+    /// node after all or says whose topic it is ("not a member of ...").
+    async fn discover_if_needed(&self, waited: bool) {
+        let needed = {
+            let st = lock(&self.inner.state);
+            let book = st.opener.book();
+            !st.all_groups
+                && (waited || st.knows_own_groups(&self.inner.node))
+                && self.held.awaiting_sender_keys().any(|(topic, group)| {
+                    group.is_none() && book.groups_for_topic(topic).is_empty()
+                })
+        };
+        if needed && let Err(error) = self.inner.discover_groups().await {
+            tracing::debug!(target: "anchormq::agent", %error, "cannot subscribe to the group notes");
+        }
     }
 
     /// Subscribes again to the sender-key notes of the groups whose held messages still wait
     /// for one, so that the broker sends the stored notes again.
     async fn ask_again(&mut self) {
         self.ask_again_at = None;
+        self.discover_if_needed(true).await;
         let filters: BTreeSet<String> = {
             let st = lock(&self.inner.state);
             let book = st.opener.book();
@@ -279,6 +319,9 @@ impl Reader {
     }
 
     async fn on_note(&mut self, message: &Message) {
+        if let Some(at) = &mut self.settle_at {
+            *at = Instant::now() + SETTLE;
+        }
         if message.payload.is_empty() {
             // a cleared retained chunk
             return;
@@ -286,6 +329,7 @@ impl Reader {
         let mut fixes = Vec::new();
         let mut new_filters = Vec::new();
         let mut touched = Vec::new();
+        let mut memberships_changed = false;
         {
             let mut guard = lock(&self.inner.state);
             let st = &mut *guard;
@@ -359,6 +403,25 @@ impl Reader {
                         touched.push(group);
                     }
                 }
+                Ok(Ingested::Note(NoteUpdate::Membership {
+                    node,
+                    changed: true,
+                })) if node == self.inner.node => {
+                    memberships_changed = true;
+                    if !st.all_groups {
+                        let groups: Vec<GroupId> = st
+                            .opener
+                            .book()
+                            .membership(&node)
+                            .map(|note| note.groups().to_vec())
+                            .unwrap_or_default();
+                        for group in groups {
+                            if st.group_filters.insert(group) {
+                                new_filters.push(self.inner.topics.group_note_filter(&group));
+                            }
+                        }
+                    }
+                }
                 Ok(
                     Ingested::SenderKey { stream, tag, .. }
                     | Ingested::SenderKeyNotForUs { stream, tag, .. },
@@ -382,8 +445,12 @@ impl Reader {
         }
         for filter in new_filters {
             if let Err(error) = self.inner.subscribe_filter(filter, QoS::AtLeastOnce).await {
-                tracing::debug!(target: "anchormq::agent", %error, "cannot subscribe to sender keys");
+                tracing::debug!(target: "anchormq::agent", %error, "cannot subscribe to note topics");
             }
+        }
+        if memberships_changed && fixes.is_empty() {
+            // senders waiting to learn this node's groups look again
+            self.inner.notes.send_modify(|v| *v = v.wrapping_add(1));
         }
         if !fixes.is_empty() {
             self.inner.notes.send_modify(|v| *v = v.wrapping_add(1));
@@ -391,6 +458,9 @@ impl Reader {
             if !self.held.is_empty() {
                 self.retry_held(&fixes).await;
             }
+        }
+        if !self.held.is_empty() {
+            self.discover_if_needed(false).await;
         }
     }
 }
@@ -443,6 +513,11 @@ impl Inner {
                 None
             }
             Err(error) if worth_holding(&error) => Some(error),
+            // the group notes still arriving may name the group that lists this node, or all
+            // the groups that claim the topic: judge once they are in
+            Err(error) if refuses_membership(&error) && lock(&self.state).discovering => {
+                Some(error)
+            }
             Err(reason) => {
                 self.unreadable(topic.to_owned(), payload.clone(), retain, reason)
                     .await;

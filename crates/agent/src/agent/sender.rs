@@ -14,9 +14,13 @@ use rand_core::{OsRng, RngCore, SeedableRng};
 use tokio::time::Instant;
 use tokio_util::sync::DropGuard;
 
-use super::{Inner, bump, lock};
+use super::{Inner, State, bump, lock};
 use crate::error::AgentError;
 use crate::guard::{Check, Suppressed};
+
+/// How long a sender waits for its membership note and its groups' notes before it looks at
+/// every group for the topic (when they came sooner, it looks at once).
+const DISCOVER_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How to publish: QoS, retain flag and the group to seal for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -271,6 +275,7 @@ impl Inner {
         group: Option<GroupId>,
     ) -> Result<GroupId, AgentError> {
         if let Some(group) = group {
+            self.follow_group(group).await?;
             let admin = self
                 .wait_until(self.wait_timeout, |st| {
                     let note = st.opener.book().group(&group)?;
@@ -290,25 +295,44 @@ impl Inner {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let found = self
-            .wait_until(self.wait_timeout, |st| {
-                let trust = st.opener.trust();
-                let usable: Vec<_> = st
-                    .opener
-                    .book()
-                    .groups_for_topic(topic)
-                    .into_iter()
-                    .filter(|n| trust.accepts(n) && n.member(&self.node).is_some())
-                    .collect();
-                match usable.as_slice() {
-                    [] => None,
-                    [one] => Some(Ok(one.group())),
-                    many => Some(Err(AgentError::AmbiguousTopic {
-                        topic: topic.to_owned(),
-                        groups: describe(many),
-                    })),
+        let usable = |st: &State| {
+            let trust = st.opener.trust();
+            let usable: Vec<_> = st
+                .opener
+                .book()
+                .groups_for_topic(topic)
+                .into_iter()
+                .filter(|n| trust.accepts(n) && n.member(&self.node).is_some())
+                .collect();
+            match usable.as_slice() {
+                [] => None,
+                [one] => Some(Ok(one.group())),
+                many => Some(Err(AgentError::AmbiguousTopic {
+                    topic: topic.to_owned(),
+                    groups: describe(many),
+                })),
+            }
+        };
+        let deadline = Instant::now() + self.wait_timeout;
+        // first among this node's own groups (its membership note names them), which are all
+        // it follows unless it has needed others
+        let own = self
+            .wait_until(self.wait_timeout.min(DISCOVER_AFTER), |st| {
+                match usable(st) {
+                    Some(result) => Some(Some(result)),
+                    None if st.knows_own_groups(&self.node) => Some(None),
+                    None => None,
                 }
             })
+            .await;
+        if let Some(Some(result)) = own {
+            return result;
+        }
+        // then among every group: one that lists this node before its membership note does, or
+        // the one to name in the error
+        self.discover_groups().await?;
+        let found = self
+            .wait_until(deadline.saturating_duration_since(Instant::now()), usable)
             .await;
         if let Some(result) = found {
             return result;
