@@ -44,6 +44,9 @@ pub struct Agent {
 pub struct AgentStats {
     /// Messages sealed and handed to the link.
     pub published: u64,
+    /// Node, group and membership note chunks received (what following the registry costs this
+    /// agent: its own groups and their members, not the whole registry).
+    pub chain_notes: u64,
     /// Sender-key notes published (a new sender key each).
     pub sender_key_notes: u64,
     /// Messages opened and delivered.
@@ -162,6 +165,7 @@ struct Subscriber {
 #[derive(Debug, Default)]
 struct Counters {
     published: AtomicU64,
+    chain_notes: AtomicU64,
     sender_key_notes: AtomicU64,
     opened: AtomicU64,
     unreadable: AtomicU64,
@@ -278,6 +282,7 @@ impl Agent {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         AgentStats {
             published: get(&c.published),
+            chain_notes: get(&c.chain_notes),
             sender_key_notes: get(&c.sender_key_notes),
             opened: get(&c.opened),
             unreadable: get(&c.unreadable),

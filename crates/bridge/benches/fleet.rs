@@ -446,7 +446,7 @@ async fn main() {
         })
         .await;
     let restart_time = started.elapsed();
-    let (ready, published, read) = agents(
+    let (ready, published, read, chain_notes) = agents(
         &binary,
         &[
             "--rpc".into(),
@@ -470,10 +470,11 @@ async fn main() {
 
     let seconds = |d: Duration| format!("{:.2} s", d.as_secs_f64());
     println!(
-        "agents (processes, bridge running): `sub` as n000001 ready in {}; `pub` as n000000 (2 groups) done in {}, read by the `sub` {} after the `pub` started",
+        "agents (processes, bridge running): `sub` as n000001 ready in {}; `pub` as n000000 (2 groups) done in {}, read by the `sub` {} after the `pub` started; the `sub` received {chain_notes} node, group and membership note chunks (the registry holds {})",
         seconds(ready),
         seconds(published),
-        seconds(read)
+        seconds(read),
+        2 * nodes + groups
     );
     println!();
     println!(
@@ -513,13 +514,14 @@ async fn send<P: Provider, C: SolCall>(
 
 /// Two agents as a user runs them, with the bridge running: `anchormq sub` as n000001 (in g0000)
 /// until it says it has subscribed, then `anchormq pub -q 1` as n000000 (in g0000 and g0001) until
-/// it exits, and until the `sub` prints the message. Returns the three times.
+/// it exits, and until the `sub` prints the message. Returns the three times and the chain notes
+/// the `sub` received (from its closing log line).
 async fn agents(
     binary: &Path,
     globals: &[String],
     keys: &[SigningKey],
     dir: &Path,
-) -> (Duration, Duration, Duration) {
+) -> (Duration, Duration, Duration, u64) {
     use tokio::io::AsyncBufReadExt;
     let key_file = |i: usize| {
         let secret: [u8; 32] = keys[i].to_bytes().into();
@@ -551,7 +553,10 @@ async fn agents(
         "-t",
         "fleet/g0000/#",
         "--json",
+        "-C",
+        "1",
     ])
+    .env("ANCHORMQ_LOG", "info")
     .stdout(Stdio::piped())
     .stderr(Stdio::piped())
     .spawn()
@@ -597,5 +602,18 @@ async fn agents(
         }
     }
     let read = started.elapsed();
-    (ready, published, read)
+    let chain_notes = loop {
+        match tokio::time::timeout(Duration::from_secs(60), err.next_line()).await {
+            Ok(Ok(Some(line))) if line.contains("sub done") => {
+                break line
+                    .split_whitespace()
+                    .find_map(|field| field.strip_prefix("chain_notes="))
+                    .and_then(|n| n.parse().ok())
+                    .expect("chain_notes in the closing line");
+            }
+            Ok(Ok(Some(_))) => {}
+            other => panic!("sub did not finish: {other:?}"),
+        }
+    };
+    (ready, published, read, chain_notes)
 }

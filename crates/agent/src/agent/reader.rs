@@ -159,11 +159,13 @@ impl Reader {
     async fn on_message(&mut self, message: Message, queued: bool) {
         match self.inner.topics.parse(&message.topic) {
             Some(
-                NoteTopic::Node { .. }
-                | NoteTopic::Group { .. }
-                | NoteTopic::Membership { .. }
-                | NoteTopic::SenderKey { .. },
+                NoteTopic::Node { .. } | NoteTopic::Group { .. } | NoteTopic::Membership { .. },
             ) => {
+                bump(&self.inner.stats.chain_notes);
+                self.on_note(&message).await;
+                return;
+            }
+            Some(NoteTopic::SenderKey { .. }) => {
                 self.on_note(&message).await;
                 return;
             }

@@ -416,6 +416,13 @@ impl SubCommand {
                 }
             }
         }
+        let stats = agent.stats();
+        tracing::info!(
+            chain_notes = stats.chain_notes,
+            opened = stats.opened,
+            unreadable = stats.unreadable,
+            "sub done"
+        );
         shutdown.cancel();
         Ok(())
     }
