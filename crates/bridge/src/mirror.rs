@@ -105,7 +105,10 @@ impl Mirror {
         let stream_task = tokio::spawn(drive_stream(stream, items_tx, shutdown.clone()));
         // What the broker should hold, from the checkpoint: a connection publishes only what differs.
         let all = self.all_subjects();
-        self.subject_messages(&all)?;
+        for part in all.chunks(SLICE) {
+            // only `expected` is wanted here: a slice at a time bounds what is signed at once
+            self.subject_messages(part)?;
+        }
         self.link
             .subscribe(self.sync_topic.clone(), QoS::AtLeastOnce)
             .await?;
