@@ -1,5 +1,6 @@
 //! Bridge cold start on a large registry, as a user sees it: `target/release/anchormq bridge` run as
-//! its own process against a real Anvil and a real Mosquitto.
+//! its own process against a real Anvil and a real Mosquitto (`FLEET_BROKER=embedded`: the
+//! embedded rumqttd of `anchormq up`).
 //!
 //! 1. Generates a registry of `FLEET_NODES` nodes (default 100,000; keys and proofs of possession
 //!    made in-process, `registerNodes` 250 a transaction) and `FLEET_GROUPS` groups (default 1,000),
@@ -34,7 +35,9 @@ use alloy::sol_types::SolCall;
 use anchormq_chain::bindings::IKeyRegistry;
 use anchormq_chain::{B256, NodeRegistration, SigningKey};
 use anchormq_core::{GroupId, NodeId};
-use anchormq_localstack::{Anvil, AnvilRpc, Mosquitto, RegistryStack, free_port, parse_quantity};
+use anchormq_localstack::{
+    Anvil, AnvilRpc, EmbeddedBroker, Mosquitto, RegistryStack, free_port, parse_quantity,
+};
 use serde_json::json;
 
 /// Nodes a `registerNodes` transaction (about 15.5 M gas, under Anvil's 30 M block limit).
@@ -250,7 +253,15 @@ async fn main() {
         .await
         .expect("anvil");
     let stack = RegistryStack::on(anvil).await.expect("stack");
-    let broker = Mosquitto::builder().spawn().await.expect("mosquitto");
+    // FLEET_BROKER=embedded: the rumqttd that `anchormq up` runs (here in the bench's process)
+    let embedded = std::env::var("FLEET_BROKER").is_ok_and(|b| b == "embedded");
+    let (broker_url, _mosquitto) = if embedded {
+        let broker = EmbeddedBroker::start().await.expect("embedded broker");
+        (broker.url(), None)
+    } else {
+        let broker = Mosquitto::builder().spawn().await.expect("mosquitto");
+        (broker.url(), Some(broker))
+    };
 
     // the registry
     let owner = stack.admin.sender().expect("admin account");
@@ -405,7 +416,7 @@ async fn main() {
         "--deployment".into(),
         deployment.display().to_string(),
         "--broker".into(),
-        broker.url(),
+        broker_url.clone(),
         "bridge".into(),
         "--key".into(),
         key.display().to_string(),
@@ -454,7 +465,7 @@ async fn main() {
             "--deployment".into(),
             deployment.display().to_string(),
             "--broker".into(),
-            broker.url(),
+            broker_url.clone(),
             "--bridge-key".into(),
             stack.bridge_key.public_key().to_string(),
         ],
