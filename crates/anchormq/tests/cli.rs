@@ -740,6 +740,30 @@ async fn a_fleet_is_registered_added_and_removed_in_batches() {
     .await);
     assert!(out.contains("3 node(s) registered (3 of 7)"), "{out}");
     assert!(out.contains("1 node(s) registered (7 of 7)"), "{out}");
+    // 110 more, so that the embedded broker holds more node notes (117) than it sends a new QoS 1
+    // subscription (100): `verify` must still see them all
+    let mut more = String::new();
+    for i in 0..110u8 {
+        let id = format!("x{i:02}");
+        let key = anchormq_core::NodeSecretKey::from_bytes(&[i + 1; 32]).expect("key");
+        let path = dir.path().join(format!("{id}.key"));
+        std::fs::write(&path, key.to_key_file()).expect("write");
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod");
+        more.push_str(&format!("{id},{id}.key\n"));
+    }
+    let more_path = dir.path().join("more.csv");
+    std::fs::write(&more_path, more).expect("write");
+    ok(anchormq(
+        &[
+            "node",
+            "register",
+            "--csv",
+            more_path.to_str().expect("utf-8"),
+        ],
+        &env,
+    )
+    .await);
     let out = ok(anchormq(&["node", "show", "--id", "n06", "--json"], &env).await);
     let node: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(
