@@ -566,6 +566,9 @@ async fn agents(
         "--json",
         "-C",
         "1",
+        // measured, not bounded: the embedded broker is slow to serve a large registry
+        "--wait",
+        "120",
     ])
     .env("ANCHORMQ_LOG", "info")
     .stdout(Stdio::piped())
@@ -595,6 +598,8 @@ async fn agents(
         "hello",
         "-q",
         "1",
+        "--wait",
+        "120",
     ])
     .output()
     .await
