@@ -66,6 +66,9 @@ impl BrokerSync {
 const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long after the marker, and after each note shown since, the check waits for more.
 const SYNC_QUIET: Duration = Duration::from_millis(200);
+/// How much longer the check waits after the marker, per note expected, while the broker has shown
+/// none (at 201,000 notes 4 s more; at 1,000, 20 ms).
+const SYNC_FIRST_PER_NOTE: Duration = Duration::from_micros(20);
 
 pub(crate) struct Mirror {
     pub(crate) key: NodeSecretKey,
@@ -284,7 +287,16 @@ impl Mirror {
                         && sync.marker == message.payload
                     {
                         sync.marker_back = true;
-                        sync.deadline = tokio::time::Instant::now() + SYNC_QUIET;
+                        // A broker that serves a new subscription's retained messages in rounds
+                        // (rumqttd) may return the marker before the first of many: until one
+                        // comes, wait longer the more notes there are.
+                        let first = if sync.held.is_empty() {
+                            SYNC_FIRST_PER_NOTE * u32::try_from(expected).unwrap_or(u32::MAX)
+                        } else {
+                            Duration::ZERO
+                        };
+                        sync.deadline =
+                            tokio::time::Instant::now() + SYNC_QUIET + first.min(SYNC_TIMEOUT);
                         if sync.held.len() >= expected {
                             self.finish_sync();
                         }
