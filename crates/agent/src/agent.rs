@@ -154,6 +154,12 @@ impl State {
         book.membership(me)
             .is_some_and(|note| note.groups().iter().all(|g| book.group(g).is_some()))
     }
+
+    /// Records `group`'s note as followed; true when its filter is still to be subscribed (not
+    /// followed yet, and not covered by the subscription to every group note).
+    fn follow_group(&mut self, group: GroupId) -> bool {
+        !self.all_groups && self.group_filters.insert(group)
+    }
 }
 
 #[derive(Debug)]
@@ -493,13 +499,9 @@ impl Inner {
         }
     }
 
-    /// Calls `check` now and after every note change until it gives a value or `timeout` passes.
     /// Subscribes to the note of `group`, unless it is followed already.
     async fn follow_group(&self, group: GroupId) -> Result<(), AgentError> {
-        let new = {
-            let mut st = lock(&self.state);
-            !st.all_groups && st.group_filters.insert(group)
-        };
+        let new = lock(&self.state).follow_group(group);
         if new {
             self.subscribe_filter(self.topics.group_note_filter(&group), QoS::AtLeastOnce)
                 .await?;
@@ -524,6 +526,7 @@ impl Inner {
         Ok(())
     }
 
+    /// Calls `check` now and after every note change until it gives a value or `timeout` passes.
     async fn wait_until<T>(
         &self,
         timeout: Duration,

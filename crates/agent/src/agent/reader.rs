@@ -410,17 +410,15 @@ impl Reader {
                     changed: true,
                 })) if node == self.inner.node => {
                     memberships_changed = true;
-                    if !st.all_groups {
-                        let groups: Vec<GroupId> = st
-                            .opener
-                            .book()
-                            .membership(&node)
-                            .map(|note| note.groups().to_vec())
-                            .unwrap_or_default();
-                        for group in groups {
-                            if st.group_filters.insert(group) {
-                                new_filters.push(self.inner.topics.group_note_filter(&group));
-                            }
+                    let groups: Vec<GroupId> = st
+                        .opener
+                        .book()
+                        .membership(&node)
+                        .map(|note| note.groups().to_vec())
+                        .unwrap_or_default();
+                    for group in groups {
+                        if st.follow_group(group) {
+                            new_filters.push(self.inner.topics.group_note_filter(&group));
                         }
                     }
                 }
@@ -450,12 +448,11 @@ impl Reader {
                 tracing::debug!(target: "anchormq::agent", %error, "cannot subscribe to note topics");
             }
         }
-        if memberships_changed && fixes.is_empty() {
-            // senders waiting to learn this node's groups look again
+        // a new membership note too: senders waiting to learn this node's groups look again
+        if memberships_changed || !fixes.is_empty() {
             self.inner.notes.send_modify(|v| *v = v.wrapping_add(1));
         }
         if !fixes.is_empty() {
-            self.inner.notes.send_modify(|v| *v = v.wrapping_add(1));
             self.inner.refresh_senders(&touched);
             if !self.held.is_empty() {
                 self.retry_held(&fixes).await;
