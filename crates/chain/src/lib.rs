@@ -10,6 +10,7 @@ mod deploy;
 mod deployment;
 mod error;
 mod events;
+mod heads;
 mod ids;
 mod logs;
 mod state;

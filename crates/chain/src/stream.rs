@@ -12,8 +12,7 @@ use std::time::Duration;
 use alloy::eips::BlockNumberOrTag;
 use alloy::primitives::B256;
 use alloy::providers::{DynProvider, Provider};
-use alloy::pubsub::Subscription;
-use alloy::rpc::types::{Filter, Header, Log};
+use alloy::rpc::types::{Filter, Log};
 use alloy::transports::TransportError;
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +20,7 @@ use crate::client::{connect_provider, validate_registry};
 use crate::deployment::Deployment;
 use crate::error::ChainError;
 use crate::events::PositionedEvent;
+use crate::heads::Heads;
 use crate::logs::{LogReader, RangeConfig};
 use anchormq_core::redact_url;
 
@@ -314,14 +314,10 @@ impl EventStream {
     async fn wait_for_head(&mut self) {
         match self.heads.as_mut() {
             Some(heads) => {
-                match tokio::time::timeout(self.config.poll_interval, heads.subscription.recv())
-                    .await
-                {
-                    Ok(Ok(_)) | Err(_) => {}
-                    // Heads arrived faster than they were read: they only wake us, so missing some is fine.
-                    Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+                match tokio::time::timeout(self.config.poll_interval, heads.next()).await {
+                    Ok(Some(())) | Err(_) => {}
                     // The subscription ended: fall back to polling until the next reconnect subscribes again.
-                    Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => self.heads = None,
+                    Ok(None) => self.heads = None,
                 }
             }
             None => tokio::time::sleep(self.config.poll_interval).await,
@@ -590,32 +586,11 @@ async fn subscribe_heads(url: &str) -> Option<Heads> {
     if !(url.starts_with("ws://") || url.starts_with("wss://")) {
         return None;
     }
-    let subscribed = async {
-        let provider = connect_provider(url, None).await?;
-        let subscription = provider
-            .subscribe_blocks()
-            .await
-            .map_err(|e| ChainError::Signing(e.to_string()))?;
-        Ok::<_, ChainError>(Heads {
-            subscription,
-            _provider: provider,
-        })
-    };
-    match subscribed.await {
+    match Heads::subscribe(url).await {
         Ok(heads) => Some(heads),
         Err(error) => {
             tracing::warn!(target: "anchormq::chain", %error, "newHeads subscription failed, polling instead");
             None
         }
     }
-}
-
-/// A `newHeads` subscription on a connection of its own. On the connection that carries the
-/// stream's requests, the first request after each pushed head waited ~40 ms (measured on Anvil
-/// 1.7.1 with alloy 2.5's WebSocket transport), which made every wake-up slower than HTTP polling.
-#[derive(Debug)]
-struct Heads {
-    subscription: Subscription<Header>,
-    /// Keeps the connection's backend alive.
-    _provider: DynProvider,
 }

@@ -515,3 +515,39 @@ async fn a_writer_waits_out_a_rate_limit() {
     let error = reader.group(group("limited")).await.expect_err("429");
     assert!(error.to_string().contains("429"), "{error}");
 }
+
+#[tokio::test]
+async fn over_websocket_new_heads_wake_the_stream_without_its_poll() {
+    let chain = RegistryStack::start().await.expect("registry deploys");
+    // a poll this slow would fail the test: only a pushed head can wake the stream in time
+    let config = StreamConfig {
+        poll_interval: Duration::from_secs(300),
+        ..StreamConfig::default()
+    };
+    let (_, mut stream) = read_all(&chain.anvil.ws_url(), chain.deployment, config).await;
+    // the stream waits for a head before each transaction is sent
+    let (items_tx, mut items) = tokio::sync::mpsc::channel(1);
+    let reader = tokio::spawn(async move {
+        while let Ok(item) = stream.next().await {
+            if items_tx.send(item).await.is_err() {
+                break;
+            }
+        }
+    });
+    for i in 0..20 {
+        let id = group(&format!("heads{i}"));
+        chain.admin.create_group(id, "").await.expect("createGroup");
+        let item = tokio::time::timeout(Duration::from_secs(30), items.recv())
+            .await
+            .expect("a head woke the stream")
+            .expect("the stream goes on");
+        let StreamItem::Batch { events, .. } = item else {
+            panic!("no reorg here: {item:?}");
+        };
+        assert!(
+            matches!(events.as_slice(), [event] if matches!(&event.event, RegistryEvent::GroupCreated { group, .. } if group.0 == *id.as_bytes())),
+            "group {i}: {events:?}"
+        );
+    }
+    reader.abort();
+}
