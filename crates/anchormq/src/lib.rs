@@ -74,11 +74,8 @@ pub fn one_line(report: &eyre::Report) -> String {
 
 fn init_tracing(default_level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("ANCHORMQ_LOG").unwrap_or_else(|_| {
-        EnvFilter::new(format!(
-            "{default_level},rumqttd=off,rumqttc=warn,alloy=warn"
-        ))
-    });
+    let filter = EnvFilter::try_from_env("ANCHORMQ_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default_level},rumqttc=warn,alloy=warn")));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -1,5 +1,5 @@
 //! CLI behaviour, checked by running the built `anchormq` binary against a real Anvil and real
-//! brokers (embedded rumqttd in this process, Mosquitto as a child process).
+//! brokers (the embedded broker in this process, Mosquitto as a child process).
 //!
 //! The multi-component scenarios that need no binary (late joiner, broker restart, 100 nodes) live
 //! in the workspace's `tests/` package; these live here because only this package's tests get
@@ -45,7 +45,7 @@ fn check_demo_output(output: &Output) {
 async fn demo_passes_on_the_embedded_broker() {
     let output = anchormq(&["demo"], &[]).await;
     check_demo_output(&output);
-    assert!(stdout(&output).contains("embedded rumqttd"));
+    assert!(stdout(&output).contains("(embedded)"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

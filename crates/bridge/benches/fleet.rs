@@ -1,6 +1,6 @@
 //! Bridge cold start on a large registry, as a user sees it: `target/release/anchormq bridge` run as
 //! its own process against a real Anvil and a real Mosquitto (`FLEET_BROKER=embedded`: the
-//! embedded rumqttd of `anchormq up`).
+//! embedded broker of `anchormq up`).
 //!
 //! 1. Generates a registry of `FLEET_NODES` nodes (default 100,000; keys and proofs of possession
 //!    made in-process, `registerNodes` 250 a transaction) and `FLEET_GROUPS` groups (default 1,000),
@@ -253,7 +253,7 @@ async fn main() {
         .await
         .expect("anvil");
     let stack = RegistryStack::on(anvil).await.expect("stack");
-    // FLEET_BROKER=embedded: the rumqttd that `anchormq up` runs (here in the bench's process)
+    // FLEET_BROKER=embedded: the broker that `anchormq up` runs (here in the bench's process)
     let embedded = std::env::var("FLEET_BROKER").is_ok_and(|b| b == "embedded");
     let (broker_url, _mosquitto) = if embedded {
         let broker = EmbeddedBroker::start().await.expect("embedded broker");

@@ -180,11 +180,7 @@ async fn main() {
     );
     println!("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for mosquitto in [false, true].into_iter().filter(|_| latency_runs) {
-        let name = if mosquitto {
-            "Mosquitto"
-        } else {
-            "embedded rumqttd"
-        };
+        let name = if mosquitto { "Mosquitto" } else { "embedded" };
         for (load, shape) in [
             (
                 format!("{ISOLATED_EVENTS}, 200 ms apart"),

@@ -38,7 +38,7 @@ type StreamMessage = Result<(StreamItem, StreamPosition, StreamStats), StreamErr
 
 /// After a connection the broker sends the retained notes it holds; the marker we publish after
 /// subscribing comes back after them on a broker that handles a client's packets in order
-/// (Mosquitto), or among them (rumqttd forwards subscriptions in rounds). What has not come back
+/// (Mosquitto, the embedded broker), or among them (rumqttd 0.20 forwards subscriptions in rounds). What has not come back
 /// once the marker has and no note came for [`SYNC_QUIET`], the broker lacks: only that is
 /// published again.
 pub(crate) struct BrokerSync {
@@ -116,7 +116,7 @@ impl Mirror {
             .subscribe(self.sync_topic.clone(), QoS::AtLeastOnce)
             .await?;
         // The notes come back at QoS 0: brokers bound what they send a new QoS 1 subscription at
-        // once (rumqttd 100 retained messages, Mosquitto its queue of 1,000 by default), and an echo
+        // once (rumqttd 0.20 100 retained messages, Mosquitto its queue of 1,000 by default), and an echo
         // that is lost only makes the bridge publish that note again.
         for filter in [
             self.topics.node_notes_filter(),
@@ -288,7 +288,7 @@ impl Mirror {
                     {
                         sync.marker_back = true;
                         // A broker that serves a new subscription's retained messages in rounds
-                        // (rumqttd) may return the marker before the first of many: until one
+                        // (rumqttd 0.20) may return the marker before the first of many: until one
                         // comes, wait longer the more notes there are.
                         let first = if sync.held.is_empty() {
                             SYNC_FIRST_PER_NOTE * u32::try_from(expected).unwrap_or(u32::MAX)

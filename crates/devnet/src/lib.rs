@@ -1,11 +1,13 @@
 //! A local development network for anchormq, built into the `anchormq` binary for `up` and
 //! `demo`: an Anvil chain (the `anvil` program from Foundry, found on `PATH`, through
-//! `ANCHORMQ_ANVIL`, or in a checkout's `.toolchain/`), an embedded rumqttd broker, and the
-//! paper's fixture (its Anvil state is compiled in, so no source checkout is needed).
+//! `ANCHORMQ_ANVIL`, or in a checkout's `.toolchain/`), an embedded MQTT broker (anchormq's own,
+//! `anchormq-broker`, on a thread of this process), and the paper's fixture (its Anvil state is
+//! compiled in, so no source checkout is needed).
 //!
 //! Everything listens on 127.0.0.1 only, on free ports; every child process is killed when its
-//! handle is dropped. Not for production. Fault injection, Mosquitto and other test
-//! infrastructure live in the `anchormq-localstack` test kit, which builds on this crate.
+//! handle is dropped (the broker is a thread: it runs until stopped or the process ends). Not for
+//! production. Fault injection, Mosquitto and other test infrastructure live in the
+//! `anchormq-localstack` test kit, which builds on this crate.
 
 mod anvil;
 mod broker;

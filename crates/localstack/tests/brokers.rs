@@ -1,4 +1,4 @@
-//! Real MQTT brokers: retained messages on the embedded rumqttd and on Mosquitto, with and
+//! Real MQTT brokers: retained messages on the embedded broker and on Mosquitto, with and
 //! without persistence across restarts, and password authentication.
 
 use std::time::Duration;
@@ -104,7 +104,9 @@ async fn first_message_for_new_subscriber(port: u16, topic: &str) -> Publish {
 
 #[tokio::test]
 async fn embedded_broker_delivers_retained_messages_to_late_subscribers() {
-    let broker = EmbeddedBroker::start().await.expect("rumqttd starts");
+    let broker = EmbeddedBroker::start()
+        .await
+        .expect("embedded broker starts");
     assert_eq!(broker.url(), format!("mqtt://127.0.0.1:{}", broker.port()));
     publish_retained(broker.port(), "anchormq/keys/1111", b"key note 1111").await;
 
@@ -123,7 +125,9 @@ async fn embedded_broker_delivers_retained_messages_to_late_subscribers() {
 
 #[tokio::test]
 async fn embedded_broker_carries_a_one_mebibyte_payload() {
-    let broker = EmbeddedBroker::start().await.expect("rumqttd starts");
+    let broker = EmbeddedBroker::start()
+        .await
+        .expect("embedded broker starts");
     let payload = vec![0xA5u8; 1 << 20];
     publish_retained(broker.port(), "bench/big", &payload).await;
     let got = first_message_for_new_subscriber(broker.port(), "bench/big").await;

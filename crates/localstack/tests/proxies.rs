@@ -103,7 +103,7 @@ async fn paused_proxy_refuses_connections_until_resumed() {
 
 #[tokio::test]
 async fn mqtt_client_through_the_proxy_sees_the_cut() {
-    let broker = EmbeddedBroker::start().await.expect("rumqttd");
+    let broker = EmbeddedBroker::start().await.expect("embedded broker");
     let proxy = TcpCutProxy::start(broker.addr()).await.expect("proxy");
     let options = MqttOptions::new("through-proxy", "127.0.0.1", proxy.port());
     let (_client, mut events) = AsyncClient::new(options, 8);

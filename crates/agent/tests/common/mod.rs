@@ -1,4 +1,4 @@
-//! A real stack for agent tests: Anvil from the paper fixture, an embedded rumqttd broker (or one
+//! A real stack for agent tests: Anvil from the paper fixture, the embedded broker (or one
 //! the test runs), the bridge in-process, and an admin client for on-chain changes.
 
 #![allow(dead_code, unreachable_pub)]
@@ -30,7 +30,7 @@ static CLIENTS: AtomicU32 = AtomicU32::new(0);
 
 /// The broker the stack's bridge publishes its notes to and its agents use by default.
 pub enum StackBroker {
-    /// An embedded rumqttd started for the stack.
+    /// The embedded broker started for the stack.
     Embedded(EmbeddedBroker),
     /// A broker the test runs itself (e.g. Mosquitto), without TLS or credentials.
     External(SocketAddr),

@@ -84,7 +84,7 @@ impl BenchCommand {
              sender(s), {} per latency run",
             stack.broker.display_url(),
             if stack.embedded_broker {
-                "embedded rumqttd"
+                "embedded"
             } else {
                 "external"
             },

@@ -252,7 +252,7 @@ async fn run(stack: &LocalStack) -> eyre::Result<Checks> {
         "  broker:   {} ({})",
         stack.broker.display_url(),
         if stack.embedded_broker {
-            "embedded rumqttd"
+            "embedded"
         } else {
             "external"
         }

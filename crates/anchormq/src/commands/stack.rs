@@ -38,7 +38,7 @@ pub struct LocalStack {
     pub deployment: Deployment,
     /// How to reach the broker (client ID to be replaced per client).
     pub broker: BrokerConfig,
-    /// Whether the broker is the embedded rumqttd.
+    /// Whether the broker is the embedded one (`anchormq-broker`).
     pub embedded_broker: bool,
     /// The bridge's signing key (generated for this run).
     pub bridge_key: NodeSecretKey,

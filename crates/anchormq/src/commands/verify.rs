@@ -130,8 +130,8 @@ pub async fn collect_retained(
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
     let (link, mut events) = Link::start(broker, shutdown.clone()).wrap_err("broker")?;
-    // QoS 0, as the bridge takes its echoes: brokers bound the retained messages a new QoS 1
-    // subscription is sent (the embedded rumqttd 100), so verify would report notes missing
+    // QoS 0, as the bridge takes its echoes: some brokers bound the retained messages a new QoS 1
+    // subscription is sent (rumqttd 0.20: 100), so verify would report notes missing
     for filter in filters {
         link.subscribe(filter.clone(), QoS::AtMostOnce)
             .await
