@@ -117,6 +117,7 @@ pub async fn run(
         sync_topic,
         sync: None,
         connections: 0,
+        pending: None,
         shutdown: shutdown.clone(),
     };
     mirror.run(stream, shutdown).await

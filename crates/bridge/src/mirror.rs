@@ -95,8 +95,20 @@ pub(crate) struct Mirror {
     pub(crate) sync: Option<BrokerSync>,
     /// Broker connections so far.
     pub(crate) connections: u64,
+    /// The last round published, stored in the checkpoint once the broker acknowledged it.
+    pub(crate) pending: Option<Pending>,
     pub(crate) shutdown: CancellationToken,
 }
+
+/// A round whose notes and events are queued on the link and not yet in the checkpoint.
+pub(crate) struct Pending {
+    round: Vec<Batch>,
+    /// The last QoS 1 message of the round.
+    seq: u64,
+}
+
+/// How long a stopping bridge waits for the acknowledgement of its last round, to store it.
+const COMMIT_ON_STOP: Duration = Duration::from_secs(2);
 
 impl Mirror {
     pub(crate) async fn run(
@@ -133,8 +145,24 @@ impl Mirror {
             }
             let more_repairs = !self.repairs.is_empty() || !self.restores.is_empty();
             let sync_deadline = self.sync.as_ref().map(|sync| sync.deadline);
+            let pending = self.pending.as_ref().map(|pending| pending.seq);
+            let link = self.link.clone();
+            let pending_acked = async move {
+                match pending {
+                    Some(seq) => link.acked(seq).await,
+                    None => Ok(()),
+                }
+            };
             tokio::select! {
                 () = shutdown.cancelled() => break Ok(()),
+                acked = pending_acked, if pending.is_some() => {
+                    if let Err(error) = acked.map_err(BridgeError::from) {
+                        break Err(error);
+                    }
+                    if let Err(error) = self.commit().await {
+                        break Err(error);
+                    }
+                }
                 () = std::future::ready(()), if more_repairs => {}
                 () = tokio::time::sleep_until(sync_deadline.unwrap_or_else(tokio::time::Instant::now)), if sync_deadline.is_some() => {
                     self.finish_sync();
@@ -174,6 +202,9 @@ impl Mirror {
             }
         };
         stream_task.abort();
+        if result.is_ok() {
+            self.commit_on_stop().await;
+        }
         match result {
             Err(BridgeError::Stopped) => Ok(()),
             other => other,
@@ -194,21 +225,24 @@ impl Mirror {
             .store(stats.disagreements, Ordering::Relaxed);
     }
 
-    /// Mirrors consecutive batches in one round: their events applied and recorded in order, the
-    /// note of every subject they changed published once, then their events, and the checkpoint
-    /// stored once the broker acknowledged all of it.
+    /// Mirrors consecutive batches in one round: their events applied in order, the note of every
+    /// subject they changed published once, then their events. The round is stored in the
+    /// checkpoint once the broker acknowledged all of it: when the next round has been published,
+    /// or when the main loop sees the acknowledgement. Not before the next round is out: a broker
+    /// with Nagle's algorithm on (Mosquitto's default) holds its acknowledgement until our side
+    /// sends again or 40 ms pass, and the next round's notes would wait for that.
     async fn on_batches(&mut self, round: Vec<Batch>) -> Result<(), BridgeError> {
         let mut changed = Changed::default();
-        for (events, _, position) in &round {
+        for (events, ..) in &round {
             for event in events {
                 changed.extend(self.state.apply(event)?);
             }
-            self.checkpoint.record_batch(events, position.clone())?;
         }
         let last = self.publish_subjects(&subjects(&changed)).await?;
         let mut slices = Slices::new(last);
-        let events: Vec<&PositionedEvent> = round.iter().flat_map(|(events, ..)| events).collect();
         if self.publish_events {
+            let events: Vec<&PositionedEvent> =
+                round.iter().flat_map(|(events, ..)| events).collect();
             for part in events.chunks(SLICE) {
                 let messages = part
                     .iter()
@@ -217,17 +251,73 @@ impl Mirror {
                 self.publish_slice(&mut slices, messages).await?;
             }
         }
-        self.wait_acked(slices.last).await?;
+        match (slices.last, &mut self.pending) {
+            // Nothing of this round to acknowledge (blocks without registry events): it is
+            // stored with the round before, without waiting for that one here.
+            (None, Some(pending)) => pending.round.extend(round),
+            (None, None) => self.store(round)?,
+            (Some(seq), _) => {
+                self.commit().await?;
+                self.pending = Some(Pending { round, seq });
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores the pending round in the checkpoint once the broker has acknowledged it.
+    async fn commit(&mut self) -> Result<(), BridgeError> {
+        let Some(pending) = self.pending.take() else {
+            return Ok(());
+        };
+        self.wait_acked(Some(pending.seq)).await?;
+        self.store(pending.round)
+    }
+
+    fn store(&mut self, round: Vec<Batch>) -> Result<(), BridgeError> {
+        let mut events = 0;
+        for (batch, _, position) in &round {
+            self.checkpoint.record_batch(batch, position.clone())?;
+            events += batch.len();
+        }
         self.checkpoint.store(&self.checkpoint_path)?;
         let block = round.last().map_or(0, |(_, cursor, _)| cursor.block_number);
         self.metrics
             .events_processed
-            .fetch_add(events.len() as u64, Ordering::Relaxed);
+            .fetch_add(events as u64, Ordering::Relaxed);
         self.metrics.mirrored_block.store(block, Ordering::Relaxed);
-        if !events.is_empty() {
-            tracing::info!(target: "anchormq::bridge", events = events.len(), block, nodes = changed.nodes.len(), groups = changed.groups.len(), "mirrored");
+        if events > 0 {
+            tracing::info!(target: "anchormq::bridge", events, block, "mirrored");
         }
         Ok(())
+    }
+
+    /// A stopping bridge stores its last round if the broker acknowledges it in time; otherwise
+    /// the next start mirrors it again.
+    async fn commit_on_stop(&mut self) {
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
+        let link = self.link.clone();
+        let acked = link.acked(pending.seq);
+        tokio::pin!(acked);
+        let deadline = tokio::time::sleep(COMMIT_ON_STOP);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                result = &mut acked => match result {
+                    Ok(()) => break,
+                    Err(_) => return,
+                },
+                () = &mut deadline => return,
+                // the link may wait for us to take its events before it reports more
+                event = self.link_events.recv() => if event.is_none() {
+                    return;
+                },
+            }
+        }
+        if let Err(error) = self.store(pending.round) {
+            tracing::warn!(target: "anchormq::bridge", %error, "the last round was not stored; the next start mirrors it again");
+        }
     }
 
     /// A rewind (batches go through [`Mirror::on_batches`]).
@@ -241,6 +331,7 @@ impl Mirror {
                 self.on_batches(vec![(events, cursor, position)]).await?;
             }
             StreamItem::Rewind { to } => {
+                self.commit().await?;
                 self.checkpoint.rewind(to, position);
                 let rewound = self.checkpoint.state()?;
                 let changed = diff(&self.state, &rewound);

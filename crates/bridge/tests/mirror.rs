@@ -145,6 +145,11 @@ async fn restarts_and_crashes_in_a_burst_of_events_lose_nothing() {
         0,
         "the broker holds every note"
     );
+    assert_eq!(
+        bridge.metrics.notes_published.load(Ordering::Relaxed),
+        0,
+        "the stopped bridge's checkpoint held its last round"
+    );
     bridge.stop().await;
 }
 
