@@ -181,18 +181,18 @@ impl Mirror {
                         }
                         match after {
                             None => {}
-                            Some(Ok((item, position, stats))) => {
+                            Some(Ok((to, position, stats))) => {
                                 self.on_stats(&stats);
-                                if let Err(error) = self.on_item(item, position).await {
+                                if let Err(error) = self.on_rewind(to, position).await {
                                     break Err(error);
                                 }
                             }
                             Some(Err(error)) => break Err(error.into()),
                         }
                     }
-                    Some(Ok((item, position, stats))) => {
+                    Some(Ok((StreamItem::Rewind { to }, position, stats))) => {
                         self.on_stats(&stats);
-                        if let Err(error) = self.on_item(item, position).await {
+                        if let Err(error) = self.on_rewind(to, position).await {
                             break Err(error);
                         }
                     }
@@ -320,31 +320,20 @@ impl Mirror {
         }
     }
 
-    /// A rewind (batches go through [`Mirror::on_batches`]).
-    async fn on_item(
-        &mut self,
-        item: StreamItem,
-        position: StreamPosition,
-    ) -> Result<(), BridgeError> {
-        match item {
-            StreamItem::Batch { events, cursor, .. } => {
-                self.on_batches(vec![(events, cursor, position)]).await?;
-            }
-            StreamItem::Rewind { to } => {
-                self.commit().await?;
-                self.checkpoint.rewind(to, position);
-                let rewound = self.checkpoint.state()?;
-                let changed = diff(&self.state, &rewound);
-                self.state = rewound;
-                tracing::warn!(target: "anchormq::bridge", fork_block = to.block_number, nodes = changed.nodes.len(), groups = changed.groups.len(), "reorg: restoring notes of the canonical chain");
-                let last = self.publish_subjects(&subjects(&changed)).await?;
-                self.wait_acked(last).await?;
-                self.checkpoint.store(&self.checkpoint_path)?;
-                self.metrics
-                    .mirrored_block
-                    .store(to.block_number, Ordering::Relaxed);
-            }
-        }
+    /// A reorg: the notes of the canonical chain back on the broker, then the checkpoint.
+    async fn on_rewind(&mut self, to: Cursor, position: StreamPosition) -> Result<(), BridgeError> {
+        self.commit().await?;
+        self.checkpoint.rewind(to, position);
+        let rewound = self.checkpoint.state()?;
+        let changed = diff(&self.state, &rewound);
+        self.state = rewound;
+        tracing::warn!(target: "anchormq::bridge", fork_block = to.block_number, nodes = changed.nodes.len(), groups = changed.groups.len(), "reorg: restoring notes of the canonical chain");
+        let last = self.publish_subjects(&subjects(&changed)).await?;
+        self.wait_acked(last).await?;
+        self.checkpoint.store(&self.checkpoint_path)?;
+        self.metrics
+            .mirrored_block
+            .store(to.block_number, Ordering::Relaxed);
         Ok(())
     }
 
@@ -820,6 +809,9 @@ fn retained(topic: String, payload: Bytes) -> Outbound {
 /// A batch as the mirror takes it: its events, its last block, and the stream's position after it.
 type Batch = (Vec<PositionedEvent>, Cursor, StreamPosition);
 
+/// A rewind's fork point and stream position, or the stream's error.
+type AfterRound = Result<(Cursor, StreamPosition, StreamStats), StreamError>;
+
 /// `first` and the batches queued behind it, which go out in one round (one wait for the broker's
 /// acknowledgements, one store), with the latest stream statistics and the first queued item that
 /// is not a batch.
@@ -827,7 +819,7 @@ fn take_round(
     first: Batch,
     mut stats: StreamStats,
     items: &mut mpsc::Receiver<StreamMessage>,
-) -> (Vec<Batch>, StreamStats, Option<StreamMessage>) {
+) -> (Vec<Batch>, StreamStats, Option<AfterRound>) {
     let mut round = vec![first];
     while let Ok(next) = items.try_recv() {
         match next {
@@ -835,7 +827,10 @@ fn take_round(
                 round.push((events, cursor, position));
                 stats = next_stats;
             }
-            other => return (round, stats, Some(other)),
+            Ok((StreamItem::Rewind { to }, position, next_stats)) => {
+                return (round, stats, Some(Ok((to, position, next_stats))));
+            }
+            Err(error) => return (round, stats, Some(Err(error))),
         }
     }
     (round, stats, None)
