@@ -119,6 +119,80 @@ impl<N> Children<N> {
     }
 }
 
+/// What a node holds for the path that ends at it. An empty one lets the node be pruned once it
+/// has no children either.
+trait Held: Default {
+    fn is_empty(&self) -> bool;
+}
+
+/// One level of a trie: its children and what it holds. The root stands for the whole trie.
+#[derive(Debug, Default)]
+struct Node<V> {
+    children: Children<Node<V>>,
+    value: V,
+}
+
+impl<V> Drop for Node<V> {
+    fn drop(&mut self) {
+        let mut below = Vec::new();
+        self.children.drain_into(&mut below);
+        while let Some(mut node) = below.pop() {
+            node.children.drain_into(&mut below);
+        }
+    }
+}
+
+impl<V: Held> Node<V> {
+    /// What the node at `path` holds, creating the levels that lead to it.
+    fn entry(&mut self, path: &str) -> &mut V {
+        let mut node = self;
+        for level in path.split('/') {
+            node = node.children.get_or_default(level);
+        }
+        &mut node.value
+    }
+
+    /// Calls `take` on what the node at `path` holds and, if it took something, prunes the levels
+    /// left holding nothing but the path to it. Returns what `take` returned, false if there is no
+    /// such node.
+    fn remove(&mut self, path: &str, take: impl FnOnce(&mut V) -> bool) -> bool {
+        let levels: Vec<&str> = path.split('/').collect();
+        // The first level of the chain of nodes that holds nothing but the path to the taken
+        // value: cutting it off its parent removes the emptied node and the levels with it.
+        let leaf = levels.len() - 1;
+        let mut cut = None;
+        let mut node = &mut *self;
+        for (i, level) in levels.iter().enumerate() {
+            let Some(child) = node.children.get_mut(level) else {
+                return false;
+            };
+            node = child;
+            if i == leaf {
+                break;
+            }
+            if node.value.is_empty() && node.children.len() == 1 {
+                cut.get_or_insert(i);
+            } else {
+                cut = None;
+            }
+        }
+        if !take(&mut node.value) {
+            return false;
+        }
+        // The leaf joins the chain only if the taken value was all it held.
+        if !(node.value.is_empty() && node.children.is_empty()) {
+            return true;
+        }
+        let cut = cut.unwrap_or(leaf);
+        let mut node = self;
+        for level in &levels[..cut] {
+            node = node.children.get_mut(level).expect("walked above");
+        }
+        node.children.remove(levels[cut]);
+        true
+    }
+}
+
 /// A retained message as the broker keeps it: its own copy of the payload (a slice of a read
 /// buffer would pin the whole buffer for as long as the message is retained).
 #[derive(Debug, Clone)]
@@ -128,27 +202,17 @@ pub(crate) struct Retained {
     pub(crate) qos: QoS,
 }
 
+impl Held for Option<Box<Retained>> {
+    fn is_empty(&self) -> bool {
+        self.is_none()
+    }
+}
+
 /// The last retained message of every topic.
 #[derive(Debug, Default)]
 pub(crate) struct RetainedTrie {
-    root: RetainedNode,
+    root: Node<Option<Box<Retained>>>,
     len: usize,
-}
-
-#[derive(Debug, Default)]
-struct RetainedNode {
-    children: Children<RetainedNode>,
-    message: Option<Box<Retained>>,
-}
-
-impl Drop for RetainedNode {
-    fn drop(&mut self) {
-        let mut below = Vec::new();
-        self.children.drain_into(&mut below);
-        while let Some(mut node) = below.pop() {
-            node.children.drain_into(&mut below);
-        }
-    }
 }
 
 impl RetainedTrie {
@@ -159,11 +223,8 @@ impl RetainedTrie {
 
     /// Keeps `message` as the retained message of its topic, replacing any earlier one.
     pub(crate) fn insert(&mut self, message: Retained) {
-        let mut node = &mut self.root;
-        for level in message.topic.split('/') {
-            node = node.children.get_or_default(level);
-        }
-        if node.message.replace(Box::new(message)).is_none() {
+        let slot = self.root.entry(&message.topic);
+        if slot.replace(Box::new(message)).is_none() {
             self.len += 1;
         }
     }
@@ -171,48 +232,11 @@ impl RetainedTrie {
     /// Forgets the retained message of `topic` and the trie levels only it used. True if there
     /// was one.
     pub(crate) fn remove(&mut self, topic: &str) -> bool {
-        let levels: Vec<&str> = topic.split('/').collect();
-        // The first level of the chain of nodes that holds nothing but the path to this message:
-        // cutting it off its parent removes the message and the levels with it.
-        let mut cut = None;
-        let mut node = &self.root;
-        for (i, level) in levels.iter().enumerate() {
-            let Some(child) = node.children.get(level) else {
-                return false;
-            };
-            let leaf = i + 1 == levels.len();
-            let only_this_path = if leaf {
-                child.children.is_empty()
-            } else {
-                child.message.is_none() && child.children.len() == 1
-            };
-            match (only_this_path, cut) {
-                (true, None) => cut = Some(i),
-                (false, _) => cut = None,
-                (true, Some(_)) => {}
-            }
-            node = child;
+        let removed = self.root.remove(topic, |message| message.take().is_some());
+        if removed {
+            self.len -= 1;
         }
-        if node.message.is_none() {
-            return false;
-        }
-        self.len -= 1;
-        let mut node = &mut self.root;
-        match cut {
-            Some(cut) => {
-                for level in &levels[..cut] {
-                    node = node.children.get_mut(level).expect("walked above");
-                }
-                node.children.remove(levels[cut]);
-            }
-            None => {
-                for level in &levels {
-                    node = node.children.get_mut(level).expect("walked above");
-                }
-                node.message = None;
-            }
-        }
-        true
+        removed
     }
 
     /// Calls `found` with every retained message whose topic matches `filter` (a valid filter),
@@ -226,7 +250,7 @@ impl RetainedTrie {
         while let Some((node, depth)) = walk.pop() {
             visited += 1;
             let Some(level) = levels.get(depth) else {
-                if let Some(message) = &node.message {
+                if let Some(message) = &node.value {
                     found(message);
                 }
                 continue;
@@ -235,7 +259,7 @@ impl RetainedTrie {
             match *level {
                 "#" => {
                     // `a/#` matches `a` itself as well as everything below it.
-                    if let Some(message) = &node.message {
+                    if let Some(message) = &node.value {
                         found(message);
                     }
                     subtree.extend(
@@ -260,7 +284,7 @@ impl RetainedTrie {
         }
         while let Some(node) = subtree.pop() {
             visited += 1;
-            if let Some(message) = &node.message {
+            if let Some(message) = &node.value {
                 found(message);
             }
             subtree.extend(node.children.iter().map(|(_, child)| child));
@@ -269,83 +293,30 @@ impl RetainedTrie {
     }
 }
 
+impl Held for HashMap<SessionId, QoS> {
+    fn is_empty(&self) -> bool {
+        HashMap::is_empty(self)
+    }
+}
+
 /// Every session's subscriptions, by filter, with the QoS granted to each.
 #[derive(Debug, Default)]
 pub(crate) struct SubscriptionTrie {
-    root: SubscriptionNode,
-}
-
-#[derive(Debug, Default)]
-struct SubscriptionNode {
-    children: Children<SubscriptionNode>,
-    subscribers: HashMap<SessionId, QoS>,
-}
-
-impl Drop for SubscriptionNode {
-    fn drop(&mut self) {
-        let mut below = Vec::new();
-        self.children.drain_into(&mut below);
-        while let Some(mut node) = below.pop() {
-            node.children.drain_into(&mut below);
-        }
-    }
+    root: Node<HashMap<SessionId, QoS>>,
 }
 
 impl SubscriptionTrie {
     /// Subscribes `session` to `filter` (a valid filter) at `qos`, replacing the QoS of an
     /// existing subscription to the same filter.
     pub(crate) fn insert(&mut self, filter: &str, session: SessionId, qos: QoS) {
-        let mut node = &mut self.root;
-        for level in filter.split('/') {
-            node = node.children.get_or_default(level);
-        }
-        node.subscribers.insert(session, qos);
+        self.root.entry(filter).insert(session, qos);
     }
 
     /// Removes the subscription of `session` to `filter` and the levels only it used. True if
     /// there was one.
     pub(crate) fn remove(&mut self, filter: &str, session: SessionId) -> bool {
-        let levels: Vec<&str> = filter.split('/').collect();
-        let mut cut = None;
-        let mut node = &self.root;
-        for (i, level) in levels.iter().enumerate() {
-            let Some(child) = node.children.get(level) else {
-                return false;
-            };
-            let leaf = i + 1 == levels.len();
-            let only_this_path = if leaf {
-                child.children.is_empty()
-                    && child.subscribers.len() == 1
-                    && child.subscribers.contains_key(&session)
-            } else {
-                child.subscribers.is_empty() && child.children.len() == 1
-            };
-            match (only_this_path, cut) {
-                (true, None) => cut = Some(i),
-                (false, _) => cut = None,
-                (true, Some(_)) => {}
-            }
-            node = child;
-        }
-        if !node.subscribers.contains_key(&session) {
-            return false;
-        }
-        let mut node = &mut self.root;
-        match cut {
-            Some(cut) => {
-                for level in &levels[..cut] {
-                    node = node.children.get_mut(level).expect("walked above");
-                }
-                node.children.remove(levels[cut]);
-            }
-            None => {
-                for level in &levels {
-                    node = node.children.get_mut(level).expect("walked above");
-                }
-                node.subscribers.remove(&session);
-            }
-        }
-        true
+        self.root
+            .remove(filter, |subscribers| subscribers.remove(&session).is_some())
     }
 
     /// Appends to `out` every (session, granted QoS) whose filter matches `topic` (a valid topic
@@ -360,11 +331,11 @@ impl SubscriptionTrie {
             if wildcards {
                 // `#` matches the rest of the topic, including nothing (`a/#` matches `a`).
                 if let Some(rest) = node.children.get("#") {
-                    out.extend(rest.subscribers.iter().map(|(s, q)| (*s, *q)));
+                    out.extend(rest.value.iter().map(|(s, q)| (*s, *q)));
                 }
             }
             let Some(level) = levels.get(depth) else {
-                out.extend(node.subscribers.iter().map(|(s, q)| (*s, *q)));
+                out.extend(node.value.iter().map(|(s, q)| (*s, *q)));
                 continue;
             };
             if wildcards && let Some(any) = node.children.get("+") {
@@ -379,7 +350,7 @@ impl SubscriptionTrie {
     /// True when no subscription is held (every removal pruned its levels).
     #[cfg(test)]
     fn is_empty(&self) -> bool {
-        self.root.children.is_empty() && self.root.subscribers.is_empty()
+        self.root.children.is_empty() && self.root.value.is_empty()
     }
 }
 
@@ -542,6 +513,24 @@ mod tests {
         assert!(trie.remove("a/b", 2));
         assert!(trie.remove("a/#", 1));
         assert!(trie.is_empty(), "every level pruned");
+    }
+
+    #[test]
+    fn a_level_holding_something_stops_the_pruning() {
+        // `a` alone leads to `a/b`, which holds a subscription: removing `a/b/c` cuts only `c`.
+        let mut trie = SubscriptionTrie::default();
+        trie.insert("a/b/c", 1, QoS::AtMostOnce);
+        trie.insert("a/b", 2, QoS::AtMostOnce);
+        assert!(trie.remove("a/b/c", 1));
+        assert_eq!(subscribers(&trie, "a/b"), [(2, QoS::AtMostOnce)]);
+        let b = trie
+            .root
+            .children
+            .get("a")
+            .and_then(|a| a.children.get("b"));
+        assert!(b.expect("a/b kept").children.is_empty());
+        assert!(trie.remove("a/b", 2));
+        assert!(trie.is_empty());
     }
 
     #[test]
