@@ -232,9 +232,8 @@ pub fn compare(
             .or_default()
             .insert(chunk, payload.as_slice());
     }
-    let mut valid_nodes = BTreeSet::new();
-    let mut valid_groups = BTreeSet::new();
-    let mut valid_memberships = BTreeSet::new();
+    // Subjects whose retained note verifies under the topic it names.
+    let mut valid = BTreeSet::new();
     for (subject, chunks) in &subjects {
         let mut assembler = ChunkAssembler::new(1);
         let mut complete = None;
@@ -257,20 +256,21 @@ pub fn compare(
             })));
             continue;
         };
-        match book.ingest_note(note.as_bytes()) {
-            Ok(NoteUpdate::Node { node, .. }) if *subject == Subject::Node(node) => {
-                valid_nodes.insert(node);
+        let named = match book.ingest_note(note.as_bytes()) {
+            Ok(NoteUpdate::Node { node, .. }) => Subject::Node(node),
+            Ok(NoteUpdate::Group { group, .. }) => Subject::Group(group),
+            Ok(NoteUpdate::Membership { node, .. }) => Subject::Membership(node),
+            Err(e) => {
+                differences.push(forged(format!("does not verify: {e}")));
+                continue;
             }
-            Ok(NoteUpdate::Group { group, .. }) if *subject == Subject::Group(group) => {
-                valid_groups.insert(group);
-            }
-            Ok(NoteUpdate::Membership { node, .. }) if *subject == Subject::Membership(node) => {
-                valid_memberships.insert(node);
-            }
-            Ok(_) => differences.push(forged(
+        };
+        if named == *subject {
+            valid.insert(named);
+        } else {
+            differences.push(forged(
                 "a valid note, but retained under another subject's topic".into(),
-            )),
-            Err(e) => differences.push(forged(format!("does not verify: {e}"))),
+            ));
         }
     }
     // What the bridge must publish for this state: the same mapping it uses.
@@ -281,7 +281,10 @@ pub fn compare(
             // the bridge publishes no note for a node it cannot represent
             continue;
         };
-        let Some(note) = book.node(&node).filter(|_| valid_nodes.contains(&node)) else {
+        let Some(note) = book
+            .node(&node)
+            .filter(|_| valid.contains(&Subject::Node(node)))
+        else {
             differences.push(Difference {
                 kind: DifferenceKind::Missing,
                 subject,
@@ -316,7 +319,10 @@ pub fn compare(
         let Ok((expected, _)) = notes::group_note(registry, state, id, record) else {
             continue;
         };
-        let Some(note) = book.group(&group).filter(|_| valid_groups.contains(&group)) else {
+        let Some(note) = book
+            .group(&group)
+            .filter(|_| valid.contains(&Subject::Group(group)))
+        else {
             differences.push(Difference {
                 kind: DifferenceKind::Missing,
                 subject,
@@ -373,29 +379,20 @@ pub fn compare(
             });
         }
     }
-    for node in &valid_nodes {
-        if !state.nodes.contains_key(&B256::from(*node.as_bytes())) {
-            differences.push(Difference {
-                kind: DifferenceKind::Extra,
-                subject: format!("node {node}"),
-                detail: "valid note for a node the chain does not have".into(),
-            });
-        }
-    }
+    let show = |groups: &[GroupId]| {
+        groups
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     for (id, record) in &state.nodes {
         let node = NodeId::from_bytes(id.0);
         let subject = format!("membership {node}");
         let expected = notes::membership_note(registry, id, record);
-        let show = |groups: &[GroupId]| {
-            groups
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
-        };
         match book
             .membership(&node)
-            .filter(|_| valid_memberships.contains(&node))
+            .filter(|_| valid.contains(&Subject::Membership(node)))
         {
             None => differences.push(Difference {
                 kind: DifferenceKind::Missing,
@@ -419,21 +416,29 @@ pub fn compare(
             Some(_) => {}
         }
     }
-    for node in &valid_memberships {
-        if !state.nodes.contains_key(&B256::from(*node.as_bytes())) {
+    for subject in &valid {
+        let (on_chain, subject, detail) = match subject {
+            Subject::Node(node) => (
+                state.nodes.contains_key(&B256::from(*node.as_bytes())),
+                format!("node {node}"),
+                "valid note for a node the chain does not have",
+            ),
+            Subject::Membership(node) => (
+                state.nodes.contains_key(&B256::from(*node.as_bytes())),
+                format!("membership {node}"),
+                "valid membership note for a node the chain does not have",
+            ),
+            Subject::Group(group) => (
+                state.groups.contains_key(&B256::from(*group.as_bytes())),
+                format!("group {group}"),
+                "valid note for a group the chain does not have",
+            ),
+        };
+        if !on_chain {
             differences.push(Difference {
                 kind: DifferenceKind::Extra,
-                subject: format!("membership {node}"),
-                detail: "valid membership note for a node the chain does not have".into(),
-            });
-        }
-    }
-    for group in &valid_groups {
-        if !state.groups.contains_key(&B256::from(*group.as_bytes())) {
-            differences.push(Difference {
-                kind: DifferenceKind::Extra,
-                subject: format!("group {group}"),
-                detail: "valid note for a group the chain does not have".into(),
+                subject,
+                detail: detail.into(),
             });
         }
     }
