@@ -7,12 +7,15 @@
 //! (Nagle), and a connection that only receives acknowledges late (delayed ACK). This connection
 //! re-arms TCP_QUICKACK after every read, so the node never waits for our acknowledgement.
 
+use std::sync::Arc;
+
 use futures::{SinkExt, StreamExt};
+use rustls::{ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 /// How long the node may take to confirm the subscription.
 const SUBSCRIBE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -28,6 +31,8 @@ pub(crate) enum HeadsError {
     Closed,
     #[error("the node did not confirm the subscription within {SUBSCRIBE_LIMIT:?}")]
     Timeout,
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
 }
 
 /// A live subscription; dropping it closes the connection.
@@ -48,7 +53,9 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 impl Heads {
     /// Connects to `url` (ws:// or wss://) and subscribes to `newHeads`.
     pub(crate) async fn subscribe(url: &str) -> Result<Self, HeadsError> {
-        let (mut socket, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
+        let (mut socket, _) =
+            tokio_tungstenite::connect_async_tls_with_config(url, None, true, Some(connector()?))
+                .await?;
         let request = r#"{"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["newHeads"]}"#;
         socket.send(Message::text(request)).await?;
         tokio::time::timeout(SUBSCRIBE_LIMIT, confirmed(&mut socket))
@@ -64,6 +71,21 @@ impl Heads {
     pub(crate) async fn next(&mut self) -> Option<()> {
         self.wakes.recv().await
     }
+}
+
+/// rustls with the ring provider named here rather than taken from the process (the build holds two
+/// providers, and rustls refuses to guess between them), trusting the system's roots.
+fn connector() -> Result<Connector, HeadsError> {
+    let mut roots = RootCertStore::empty();
+    // Roots that do not parse are skipped; with none, a wss:// endpoint fails its handshake and
+    // the stream polls instead.
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    let config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    Ok(Connector::Rustls(Arc::new(config)))
 }
 
 /// Waits for the answer to the subscription request.
@@ -114,4 +136,14 @@ fn quick_ack(socket: &Socket) {
     let _ = socket2::SockRef::from(tcp).set_tcp_quickack(true);
     #[cfg(not(target_os = "linux"))]
     let _ = tcp;
+}
+
+#[cfg(test)]
+mod tests {
+    /// Built without a process-wide rustls provider: with two in the build, rustls would panic.
+    #[test]
+    fn the_tls_connector_names_its_provider() {
+        assert!(rustls::crypto::CryptoProvider::get_default().is_none());
+        super::connector().expect("connector");
+    }
 }
