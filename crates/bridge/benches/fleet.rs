@@ -17,6 +17,10 @@
 //!    it has subscribed, `anchormq pub -q 1` as n000000 (a member of g0000 and g0001) until it exits,
 //!    and until the `sub` prints the message.
 //!
+//! `FLEET_STACK=up` runs what a user of the default stack runs instead: `anchormq up` as a process
+//! (its Anvil, embedded broker and bridge), the registry generated on its chain, `anchormq verify`
+//! until it agrees with the chain, then the same two agents on its broker.
+//!
 //! Needs the release binary: `cargo build --release -p anchormq` first (or `FLEET_ANCHORMQ=path`).
 //! Run: `cargo bench -p anchormq-bridge --bench fleet` (prints a Markdown table; try
 //! `FLEET_NODES=2000 FLEET_GROUPS=20` first). `FLEET_LOG_DIR=dir` keeps the bridge's logs there.
@@ -33,10 +37,11 @@ use alloy::network::Ethereum;
 use alloy::providers::{PendingTransactionBuilder, Provider};
 use alloy::sol_types::SolCall;
 use anchormq_chain::bindings::IKeyRegistry;
-use anchormq_chain::{B256, NodeRegistration, SigningKey};
+use anchormq_chain::{B256, Deployment, NodeRegistration, RegistryClient, SigningKey};
 use anchormq_core::{GroupId, NodeId};
 use anchormq_localstack::{
-    Anvil, AnvilRpc, EmbeddedBroker, Mosquitto, RegistryStack, free_port, parse_quantity,
+    Anvil, AnvilRpc, DEV_ACCOUNTS, EmbeddedBroker, JsonRpcClient, Mosquitto, RegistryStack,
+    free_port, parse_quantity,
 };
 use serde_json::json;
 
@@ -253,6 +258,34 @@ async fn main() {
         .await
         .expect("anvil");
     let stack = RegistryStack::on(anvil).await.expect("stack");
+    // FLEET_STACK=up: everything on `anchormq up` as a process instead (its Anvil, embedded broker
+    // and bridge); the bench's own Anvil above is then not used
+    if std::env::var("FLEET_STACK").is_ok_and(|s| s == "up") {
+        let log_dir = std::env::var_os("FLEET_LOG_DIR")
+            .map_or_else(|| stack.dir.path().to_path_buf(), PathBuf::from);
+        std::fs::create_dir_all(&log_dir).expect("log dir");
+        let up = Up::start(&binary, &log_dir).await;
+        let admin = RegistryClient::connect(
+            &up.rpc,
+            up.deployment,
+            Some(DEV_ACCOUNTS[0].private_key().parse().expect("dev key")),
+        )
+        .await
+        .expect("admin on up's chain");
+        let rpc = JsonRpcClient::new(&up.rpc).expect("rpc");
+        let generated = generate(&admin, &up.deployment, &rpc, nodes, groups).await;
+        on_up(
+            &binary,
+            up,
+            &admin,
+            generated,
+            stack.dir.path(),
+            nodes,
+            groups,
+        )
+        .await;
+        return;
+    }
     // FLEET_BROKER=embedded: the broker that `anchormq up` runs (here in the bench's process)
     let embedded = std::env::var("FLEET_BROKER").is_ok_and(|b| b == "embedded");
     let (broker_url, _mosquitto) = if embedded {
@@ -262,140 +295,20 @@ async fn main() {
         let broker = Mosquitto::builder().spawn().await.expect("mosquitto");
         (broker.url(), Some(broker))
     };
-
-    // the registry
-    let owner = stack.admin.sender().expect("admin account");
-    let generation = Instant::now();
-    // the keys of the two agents measured at the end: n000000 and n000001
-    let mut agent_keys = Vec::new();
-    let fleet: Vec<NodeRegistration> = (0..nodes)
-        .map(|i| {
-            let node = NodeId::from_label(&format!("n{i:06}")).expect("label");
-            let key = SigningKey::random(&mut rand_core::OsRng);
-            if i < 2 {
-                agent_keys.push(key.clone());
-            }
-            NodeRegistration::prove(&stack.deployment, owner, node, &key).expect("proof")
-        })
-        .collect();
-    eprintln!(
-        "{nodes} keys and proofs in {:.1} s",
-        generation.elapsed().as_secs_f64()
-    );
-    // sent one after another with explicit nonces and gas, without waiting for each receipt
-    // (Anvil automines each on arrival, in nonce order): waiting for each costs ~0.3 s a transaction
-    let registry = IKeyRegistry::new(stack.deployment.address, stack.admin.provider().clone());
-    let pending = stack
-        .anvil
-        .rpc()
-        .expect("rpc")
-        .call("eth_getTransactionCount", json!([owner, "pending"]))
-        .await
-        .expect("nonce");
-    let mut nonce = parse_quantity(&pending).expect("nonce is a quantity");
-    // Many transactions a block: Anvil's memory grows with every block it mines at this state size
-    // (a block a transaction ran out of 24 GB before 100,000 nodes were registered).
-    let rpc = stack.anvil.rpc().expect("rpc");
-    rpc.call("evm_setAutomine", json!([false]))
-        .await
-        .expect("automine off");
-    rpc.call(
-        "evm_setBlockGasLimit",
-        json!([format!("{:#x}", 2_000_000_000u64)]),
+    let Generated {
+        agent_keys,
+        time: generation_time,
+        head,
+        events,
+        size,
+    } = generate(
+        &stack.admin,
+        &stack.deployment,
+        &stack.anvil.rpc().expect("rpc"),
+        nodes,
+        groups,
     )
-    .await
-    .expect("block gas limit");
-    let mut unmined = 0usize;
-    let mut mine_now = async |force: bool| {
-        unmined += 1;
-        if force || unmined >= TXS_PER_BLOCK {
-            rpc.call("evm_mine", json!([])).await.expect("mine");
-            unmined = 0;
-        }
-    };
-    let mut last = None;
-    for (i, batch) in fleet.chunks(REGISTER_BATCH).enumerate() {
-        let ids = batch
-            .iter()
-            .map(|r| B256::from(*r.node.as_bytes()))
-            .collect();
-        let keys = batch.iter().map(|r| r.public_key.clone()).collect();
-        let proofs = batch.iter().map(|r| r.proof.clone()).collect();
-        let sent = send(
-            registry.registerNodes(ids, keys, proofs),
-            &mut nonce,
-            25_000_000,
-        )
-        .await;
-        last = Some(sent);
-        mine_now(false).await;
-        if (i + 1) % 40 == 0 {
-            eprintln!(
-                "registered {} nodes at {:.1} s",
-                (i + 1) * REGISTER_BATCH,
-                generation.elapsed().as_secs_f64()
-            );
-        }
-    }
-    let size = GROUP_SIZE.min(nodes);
-    for g in 0..groups {
-        let group = B256::from(
-            *GroupId::from_label(&format!("g{g:04}"))
-                .expect("label")
-                .as_bytes(),
-        );
-        let _pending = send(
-            registry.createGroup(group, format!("fleet/g{g:04}/#")),
-            &mut nonce,
-            500_000,
-        )
-        .await;
-        mine_now(false).await;
-        let members = (0..size)
-            .map(|k| B256::from(*fleet[(g * GROUP_SIZE + k) % nodes].node.as_bytes()))
-            .collect();
-        let sent = send(registry.addMembers(group, members), &mut nonce, 5_000_000).await;
-        last = Some(sent);
-        mine_now(false).await;
-        if (g + 1) % 100 == 0 {
-            eprintln!(
-                "{} groups at {:.1} s",
-                g + 1,
-                generation.elapsed().as_secs_f64()
-            );
-        }
-    }
-    // n000000 is in g0000 and, with this, in g0001 too: an agent in two groups
-    if groups >= 2 && nodes > GROUP_SIZE {
-        let group = B256::from(*GroupId::from_label("g0001").expect("label").as_bytes());
-        let sent = send(
-            registry.addMembers(group, vec![B256::from(*fleet[0].node.as_bytes())]),
-            &mut nonce,
-            500_000,
-        )
-        .await;
-        last = Some(sent);
-    }
-    mine_now(true).await;
-    rpc.call("evm_setAutomine", json!([true]))
-        .await
-        .expect("automine on");
-    if let Some(last) = last {
-        let receipt = last.get_receipt().await.expect("last receipt");
-        assert!(receipt.status(), "the last generation transaction reverted");
-    }
-    let generation_time = generation.elapsed();
-    let head = stack.admin.head().await.expect("head");
-    let events = stack
-        .admin
-        .events(None, Some(head))
-        .await
-        .expect("events")
-        .len() as u64;
-    eprintln!(
-        "generated in {:.1} s: head block {head}, {events} registry events",
-        generation_time.as_secs_f64()
-    );
+    .await;
 
     // the bridge's files
     let log_dir = std::env::var_os("FLEET_LOG_DIR")
@@ -502,6 +415,158 @@ async fn main() {
         seconds(restart_time),
         metric(&restart, "notes_restored_total"),
     );
+}
+
+/// What [`generate`] made.
+struct Generated {
+    /// The keys of the two agents measured at the end: n000000 and n000001.
+    agent_keys: Vec<SigningKey>,
+    time: Duration,
+    head: u64,
+    events: u64,
+    /// Members a group.
+    size: usize,
+}
+
+/// Registers `nodes` nodes and `groups` groups of [`GROUP_SIZE`] members on the registry, from the
+/// admin's account, many transactions a block.
+async fn generate(
+    admin: &RegistryClient,
+    deployment: &Deployment,
+    rpc: &JsonRpcClient,
+    nodes: usize,
+    groups: usize,
+) -> Generated {
+    let owner = admin.sender().expect("admin account");
+    let generation = Instant::now();
+    // the keys of the two agents measured at the end: n000000 and n000001
+    let mut agent_keys = Vec::new();
+    let fleet: Vec<NodeRegistration> = (0..nodes)
+        .map(|i| {
+            let node = NodeId::from_label(&format!("n{i:06}")).expect("label");
+            let key = SigningKey::random(&mut rand_core::OsRng);
+            if i < 2 {
+                agent_keys.push(key.clone());
+            }
+            NodeRegistration::prove(deployment, owner, node, &key).expect("proof")
+        })
+        .collect();
+    eprintln!(
+        "{nodes} keys and proofs in {:.1} s",
+        generation.elapsed().as_secs_f64()
+    );
+    // sent one after another with explicit nonces and gas, without waiting for each receipt
+    // (Anvil automines each on arrival, in nonce order): waiting for each costs ~0.3 s a transaction
+    let registry = IKeyRegistry::new(deployment.address, admin.provider().clone());
+    let pending = rpc
+        .call("eth_getTransactionCount", json!([owner, "pending"]))
+        .await
+        .expect("nonce");
+    let mut nonce = parse_quantity(&pending).expect("nonce is a quantity");
+    // Many transactions a block: Anvil's memory grows with every block it mines at this state size
+    // (a block a transaction ran out of 24 GB before 100,000 nodes were registered).
+    rpc.call("evm_setAutomine", json!([false]))
+        .await
+        .expect("automine off");
+    rpc.call(
+        "evm_setBlockGasLimit",
+        json!([format!("{:#x}", 2_000_000_000u64)]),
+    )
+    .await
+    .expect("block gas limit");
+    let mut unmined = 0usize;
+    let mut mine_now = async |force: bool| {
+        unmined += 1;
+        if force || unmined >= TXS_PER_BLOCK {
+            rpc.call("evm_mine", json!([])).await.expect("mine");
+            unmined = 0;
+        }
+    };
+    let mut last = None;
+    for (i, batch) in fleet.chunks(REGISTER_BATCH).enumerate() {
+        let ids = batch
+            .iter()
+            .map(|r| B256::from(*r.node.as_bytes()))
+            .collect();
+        let keys = batch.iter().map(|r| r.public_key.clone()).collect();
+        let proofs = batch.iter().map(|r| r.proof.clone()).collect();
+        let sent = send(
+            registry.registerNodes(ids, keys, proofs),
+            &mut nonce,
+            25_000_000,
+        )
+        .await;
+        last = Some(sent);
+        mine_now(false).await;
+        if (i + 1) % 40 == 0 {
+            eprintln!(
+                "registered {} nodes at {:.1} s",
+                (i + 1) * REGISTER_BATCH,
+                generation.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let size = GROUP_SIZE.min(nodes);
+    for g in 0..groups {
+        let group = B256::from(
+            *GroupId::from_label(&format!("g{g:04}"))
+                .expect("label")
+                .as_bytes(),
+        );
+        let _pending = send(
+            registry.createGroup(group, format!("fleet/g{g:04}/#")),
+            &mut nonce,
+            500_000,
+        )
+        .await;
+        mine_now(false).await;
+        let members = (0..size)
+            .map(|k| B256::from(*fleet[(g * GROUP_SIZE + k) % nodes].node.as_bytes()))
+            .collect();
+        let sent = send(registry.addMembers(group, members), &mut nonce, 5_000_000).await;
+        last = Some(sent);
+        mine_now(false).await;
+        if (g + 1) % 100 == 0 {
+            eprintln!(
+                "{} groups at {:.1} s",
+                g + 1,
+                generation.elapsed().as_secs_f64()
+            );
+        }
+    }
+    // n000000 is in g0000 and, with this, in g0001 too: an agent in two groups
+    if groups >= 2 && nodes > GROUP_SIZE {
+        let group = B256::from(*GroupId::from_label("g0001").expect("label").as_bytes());
+        let sent = send(
+            registry.addMembers(group, vec![B256::from(*fleet[0].node.as_bytes())]),
+            &mut nonce,
+            500_000,
+        )
+        .await;
+        last = Some(sent);
+    }
+    mine_now(true).await;
+    rpc.call("evm_setAutomine", json!([true]))
+        .await
+        .expect("automine on");
+    if let Some(last) = last {
+        let receipt = last.get_receipt().await.expect("last receipt");
+        assert!(receipt.status(), "the last generation transaction reverted");
+    }
+    let generation_time = generation.elapsed();
+    let head = admin.head().await.expect("head");
+    let events = admin.events(None, Some(head)).await.expect("events").len() as u64;
+    eprintln!(
+        "generated in {:.1} s: head block {head}, {events} registry events",
+        generation_time.as_secs_f64()
+    );
+    Generated {
+        agent_keys,
+        time: generation_time,
+        head,
+        events,
+        size,
+    }
 }
 
 /// Sends `call` from the admin with the next nonce and fixed fees, without waiting for it to be
@@ -632,4 +697,138 @@ async fn agents(
         }
     };
     (ready, published, read, chain_notes)
+}
+
+/// `anchormq up` as a process (`FLEET_STACK=up`): its Anvil, its embedded broker and its bridge,
+/// found from what it prints.
+struct Up {
+    child: tokio::process::Child,
+    rpc: String,
+    broker: String,
+    deployment: Deployment,
+    bridge_key: String,
+    stderr: PathBuf,
+}
+
+impl Up {
+    async fn start(binary: &Path, log_dir: &Path) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let stderr = log_dir.join("up.stderr.log");
+        let mut command = tokio::process::Command::new(binary);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("ANCHORMQ_") {
+                command.env_remove(key);
+            }
+        }
+        let mut child = command
+            .arg("up")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).expect("up log"))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("up starts");
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut fields = HashMap::new();
+        while !fields.contains_key("bridge key") {
+            let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+                .await
+                .expect("up prints its settings")
+                .expect("up's stdout")
+                .expect("up is still running");
+            if let Some((name, value)) = line.trim().split_once(':') {
+                fields.insert(name.trim().to_owned(), value.trim().to_owned());
+            }
+        }
+        // up goes on printing: keep its pipe drained
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        // "0x… (chain 31337, deploy block 1)"
+        let registry = &fields["registry"];
+        let number = |after: &str| -> u64 {
+            let rest = &registry[registry.find(after).expect(after) + after.len()..];
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|n| n.parse().ok())
+                .expect("a number")
+        };
+        let deployment = Deployment {
+            chain_id: number("(chain "),
+            address: registry
+                .split_whitespace()
+                .next()
+                .and_then(|a| a.parse().ok())
+                .expect("registry address"),
+            deploy_block: number("deploy block "),
+            tx_hash: None,
+        };
+        Self {
+            child,
+            rpc: fields["RPC URL"].clone(),
+            broker: fields["broker URL"].clone(),
+            deployment,
+            bridge_key: fields["bridge key"].clone(),
+            stderr,
+        }
+    }
+}
+
+/// With the registry generated on `up`'s chain: how long until `anchormq verify` finds every note
+/// on up's broker as the chain says (up's bridge has mirrored it all), up's peak RSS (its bridge,
+/// broker and the rest), and the two agents.
+async fn on_up(
+    binary: &Path,
+    mut up: Up,
+    admin: &RegistryClient,
+    generated: Generated,
+    dir: &Path,
+    nodes: usize,
+    groups: usize,
+) {
+    let deployment = dir.join("up-deployment.json");
+    up.deployment.save(&deployment).expect("deployment file");
+    let globals: Vec<String> = vec![
+        "--rpc".into(),
+        up.rpc.clone(),
+        "--deployment".into(),
+        deployment.display().to_string(),
+        "--broker".into(),
+        up.broker.clone(),
+        "--bridge-key".into(),
+        up.bridge_key.clone(),
+    ];
+    let started = Instant::now();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let output = tokio::process::Command::new(binary)
+            .args(&globals)
+            .args(["verify", "--max-wait", "120"])
+            .output()
+            .await
+            .expect("verify runs");
+        if output.status.success() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(900),
+            "verify never agreed: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+    }
+    let mirrored = started.elapsed();
+    let head = admin.head().await.expect("head");
+    let (ready, published, read, chain_notes) =
+        agents(binary, &globals, &generated.agent_keys, dir).await;
+    let rss = up.child.id().map_or(0.0, peak_rss_mb);
+    let _ = up.child.start_kill();
+    report_warnings(&up.stderr, "up");
+    println!(
+        "`anchormq up` (its Anvil, embedded broker and bridge) with {nodes} nodes and {groups} groups of {} generated in {:.1} s ({} events, head {head}): `verify` clean {:.2} s after the generation ended ({attempts} run(s)); up's peak RSS {rss:.0} MB; `sub` ready in {:.2} s, `pub` (2 groups) done in {:.2} s, read {:.2} s after the `pub` started; the `sub` received {chain_notes} note chunks",
+        generated.size,
+        generated.time.as_secs_f64(),
+        generated.events,
+        mirrored.as_secs_f64(),
+        ready.as_secs_f64(),
+        published.as_secs_f64(),
+        read.as_secs_f64(),
+    );
 }
