@@ -323,21 +323,20 @@ async fn main() {
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     }
     let checkpoint = stack.dir.path().join("fleet.checkpoint.json");
-    let args: Vec<String> = vec![
-        "--rpc".into(),
-        stack.anvil.http_url(),
-        "--deployment".into(),
-        deployment.display().to_string(),
-        "--broker".into(),
-        broker_url.clone(),
-        "bridge".into(),
-        "--key".into(),
-        key.display().to_string(),
-        "--checkpoint".into(),
-        checkpoint.display().to_string(),
-        "--poll-interval-ms".into(),
-        "50".into(),
-    ];
+    let globals = globals(&stack.anvil.http_url(), &deployment, &broker_url);
+    let args: Vec<String> = [
+        globals.clone(),
+        vec![
+            "bridge".into(),
+            "--key".into(),
+            key.display().to_string(),
+            "--checkpoint".into(),
+            checkpoint.display().to_string(),
+            "--poll-interval-ms".into(),
+            "50".into(),
+        ],
+    ]
+    .concat();
 
     // cold start
     let started = Instant::now();
@@ -373,15 +372,13 @@ async fn main() {
     let (ready, published, read, chain_notes) = agents(
         &binary,
         &[
-            "--rpc".into(),
-            stack.anvil.http_url(),
-            "--deployment".into(),
-            deployment.display().to_string(),
-            "--broker".into(),
-            broker_url.clone(),
-            "--bridge-key".into(),
-            stack.bridge_key.public_key().to_string(),
-        ],
+            globals,
+            vec![
+                "--bridge-key".into(),
+                stack.bridge_key.public_key().to_string(),
+            ],
+        ]
+        .concat(),
         &agent_keys,
         stack.dir.path(),
     )
@@ -567,6 +564,18 @@ async fn generate(
         events,
         size,
     }
+}
+
+/// The CLI's global options for a chain, its registry and a broker.
+fn globals(rpc: &str, deployment: &Path, broker: &str) -> Vec<String> {
+    vec![
+        "--rpc".into(),
+        rpc.into(),
+        "--deployment".into(),
+        deployment.display().to_string(),
+        "--broker".into(),
+        broker.into(),
+    ]
 }
 
 /// Sends `call` from the admin with the next nonce and fixed fees, without waiting for it to be
@@ -785,16 +794,8 @@ async fn on_up(
 ) {
     let deployment = dir.join("up-deployment.json");
     up.deployment.save(&deployment).expect("deployment file");
-    let globals: Vec<String> = vec![
-        "--rpc".into(),
-        up.rpc.clone(),
-        "--deployment".into(),
-        deployment.display().to_string(),
-        "--broker".into(),
-        up.broker.clone(),
-        "--bridge-key".into(),
-        up.bridge_key.clone(),
-    ];
+    let mut globals = globals(&up.rpc, &deployment, &up.broker);
+    globals.extend(["--bridge-key".into(), up.bridge_key.clone()]);
     let started = Instant::now();
     let mut attempts = 0;
     loop {
