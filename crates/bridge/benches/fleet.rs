@@ -130,12 +130,7 @@ impl BridgeProcess {
         let metrics_port = free_port().expect("free port");
         let stderr = log_dir.join(format!("{name}.stderr.log"));
         let stdout = log_dir.join(format!("{name}.stdout.log"));
-        let mut command = Command::new(binary);
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("ANCHORMQ_") {
-                command.env_remove(key);
-            }
-        }
+        let mut command = anchormq(binary);
         let child = command
             .args(args)
             .arg("--metrics")
@@ -566,6 +561,17 @@ async fn generate(
     }
 }
 
+/// The binary without the caller's `ANCHORMQ_*` settings: only the options given count.
+fn anchormq(binary: &Path) -> Command {
+    let mut command = Command::new(binary);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("ANCHORMQ_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
 /// The CLI's global options for a chain, its registry and a broker.
 fn globals(rpc: &str, deployment: &Path, broker: &str) -> Vec<String> {
     vec![
@@ -619,12 +625,7 @@ async fn agents(
     };
     let (reader_key, writer_key) = (key_file(1), key_file(0));
     let command = |args: &[&str]| {
-        let mut command = tokio::process::Command::new(binary);
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("ANCHORMQ_") {
-                command.env_remove(key);
-            }
-        }
+        let mut command = tokio::process::Command::from(anchormq(binary));
         command.args(globals).args(args).kill_on_drop(true);
         command
     };
@@ -723,13 +724,7 @@ impl Up {
     async fn start(binary: &Path, log_dir: &Path) -> Self {
         use tokio::io::AsyncBufReadExt;
         let stderr = log_dir.join("up.stderr.log");
-        let mut command = tokio::process::Command::new(binary);
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("ANCHORMQ_") {
-                command.env_remove(key);
-            }
-        }
-        let mut child = command
+        let mut child = tokio::process::Command::from(anchormq(binary))
             .arg("up")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr).expect("up log"))
@@ -800,7 +795,7 @@ async fn on_up(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let output = tokio::process::Command::new(binary)
+        let output = tokio::process::Command::from(anchormq(binary))
             .args(&globals)
             .args(["verify", "--max-wait", "120"])
             .output()
