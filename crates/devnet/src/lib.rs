@@ -13,7 +13,6 @@ mod anvil;
 mod broker;
 mod fixture;
 pub mod paths;
-pub mod probe;
 pub mod process;
 
 pub use anvil::{Anvil, AnvilBuilder, AnvilError, DEFAULT_CHAIN_ID, DEV_ACCOUNTS, DevAccount};

@@ -6,9 +6,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::probe::{Probe, probe};
 use anchormq_devnet::free_port;
 use anchormq_devnet::paths::find_binary;
-use anchormq_devnet::probe::{Probe, probe};
 use anchormq_devnet::process::{LoggedChild, log_since, log_tail, work_dir};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -22,6 +22,7 @@ mod deploy;
 mod mosquitto;
 mod observer;
 mod paths;
+mod probe;
 mod proxy;
 mod rpc;
 mod stack;

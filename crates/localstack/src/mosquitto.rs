@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::probe::{Probe, probe};
 use anchormq_devnet::free_port;
 use anchormq_devnet::paths::find_binary;
-use anchormq_devnet::probe::{Probe, probe};
 use anchormq_devnet::process::{LoggedChild, STOP_GRACE, log_since, log_tail, work_dir};
 
 use crate::tls::TlsFiles;

@@ -16,7 +16,7 @@ const DISCONNECT: &[u8] = &[0xE0, 0];
 
 /// What a probe learned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Probe {
+pub(crate) enum Probe {
     /// Nothing accepted the connection or it failed mid-way.
     Down,
     /// The broker answered CONNACK with this return code (0 = accepted, 5 = not authorised).
@@ -24,7 +24,7 @@ pub enum Probe {
 }
 
 /// Connects to `addr`, sends CONNECT and reads the CONNACK, all within `limit`.
-pub async fn probe(addr: SocketAddr, limit: Duration) -> Probe {
+pub(crate) async fn probe(addr: SocketAddr, limit: Duration) -> Probe {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await.ok()?;
         stream.write_all(CONNECT).await.ok()?;
