@@ -38,9 +38,9 @@ type StreamMessage = Result<(StreamItem, StreamPosition, StreamStats), StreamErr
 
 /// After a connection the broker sends the retained notes it holds; the marker we publish after
 /// subscribing comes back after them on a broker that handles a client's packets in order
-/// (Mosquitto, the embedded broker), or among them (rumqttd 0.20 forwards subscriptions in rounds). What has not come back
-/// once the marker has and no note came for [`SYNC_QUIET`], the broker lacks: only that is
-/// published again.
+/// (Mosquitto, the embedded broker), or among them (rumqttd 0.20 forwards subscriptions in
+/// rounds). What has not come back once the marker has and no note came for [`SYNC_QUIET`], the
+/// broker lacks: only that is published again.
 pub(crate) struct BrokerSync {
     marker: Bytes,
     marker_sent: bool,
@@ -128,8 +128,8 @@ impl Mirror {
             .subscribe(self.sync_topic.clone(), QoS::AtLeastOnce)
             .await?;
         // The notes come back at QoS 0: brokers bound what they send a new QoS 1 subscription at
-        // once (rumqttd 0.20 100 retained messages, Mosquitto its queue of 1,000 by default), and an echo
-        // that is lost only makes the bridge publish that note again.
+        // once (rumqttd 0.20 100 retained messages, Mosquitto its queue of 1,000 by default), and
+        // an echo that is lost only makes the bridge publish that note again.
         for filter in [
             self.topics.node_notes_filter(),
             self.topics.group_notes_filter(),
@@ -159,7 +159,9 @@ impl Mirror {
                     if let Err(error) = acked.map_err(BridgeError::from) {
                         break Err(error);
                     }
-                    if let Err(error) = self.commit().await {
+                    if let Some(pending) = self.pending.take()
+                        && let Err(error) = self.store(pending.round)
+                    {
                         break Err(error);
                     }
                 }
